@@ -1,0 +1,238 @@
+"""The typed facade agents, the CLI and the approvals gateway use to talk to signoff.
+
+It hides Temporal details (workflow ids, Update ids, id-reuse policies, search attribute
+queries) behind verbs, and turns Temporal's errors into one-sentence `SignoffError`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+
+from signoff.config import Settings
+from signoff.errors import NotFound, Refused, SignoffError, TemporalUnreachable
+from signoff.models import (
+    ApprovalAttempt,
+    ApprovalResult,
+    ReleaseFile,
+    ReleaseStatus,
+    StartRelease,
+)
+from signoff.releasefile import default_release_id, load_release_file
+from signoff.search_attributes import KIND, PHASE, REQUESTER, SERVICE
+
+RELEASE_WORKFLOW = "ReleaseWorkflow"
+
+
+def approval_update_id(attempt: ApprovalAttempt) -> str:
+    """(release, gate, identity, decision): a double click, a retried webhook or the same person
+    in Slack *and* Jira all map to one Update, which Temporal deduplicates."""
+    key = f"{attempt.release_id}|{attempt.gate or '*'}|{attempt.identity.lower()}|{attempt.decision}"
+    return "approval-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+async def connect_temporal(settings: Settings) -> Client:
+    try:
+        return await asyncio.wait_for(
+            Client.connect(
+                settings.temporal_address,
+                namespace=settings.namespace,
+                data_converter=pydantic_data_converter,
+            ),
+            timeout=10,
+        )
+    except (RuntimeError, OSError, asyncio.TimeoutError) as e:
+        raise TemporalUnreachable(
+            f"cannot reach Temporal at {settings.temporal_address}; is `signoff dev` running?"
+        ) from e
+
+
+def _rpc_error(e: RPCError, settings: Settings, what: str) -> SignoffError:
+    if e.status == RPCStatusCode.NOT_FOUND:
+        return NotFound(f"no {what} was found; check the id with `signoff release list`.")
+    if e.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+        return TemporalUnreachable(f"cannot reach Temporal at {settings.temporal_address}; is `signoff dev` running?")
+    return SignoffError(f"Temporal refused the request ({e.message}); try again, and report it if it persists.")
+
+
+class SignoffClient:
+    """Verbs over releases. Construct with `await SignoffClient.connect()` or around a Client."""
+
+    def __init__(self, client: Client, *, settings: Settings | None = None, task_queue: str | None = None) -> None:
+        self.client = client
+        self.settings = settings or Settings.from_env()
+        self.task_queue = task_queue or self.settings.task_queue
+
+    @classmethod
+    async def connect(cls, settings: Settings | None = None) -> "SignoffClient":
+        settings = settings or Settings.from_env()
+        return cls(await connect_temporal(settings), settings=settings)
+
+    # ------------------------------------------------------------------ releases
+
+    async def start_release(
+        self,
+        source: str | Path | ReleaseFile,
+        *,
+        release_id: str | None = None,
+        base_dir: str | Path | None = None,
+        wait: bool = False,
+        started_by: str | None = None,
+    ) -> ReleaseStatus:
+        """Start a release, or return the existing one with the same id (running or finished)."""
+        if isinstance(source, ReleaseFile):
+            spec, directory = source, Path(base_dir or ".").resolve()
+        else:
+            spec, directory = load_release_file(source)
+        rid = release_id or default_release_id(spec)
+        args = StartRelease(
+            release_id=rid,
+            spec=spec,
+            base_dir=str(directory),
+            directory_path=str(self.settings.directory_path),
+            policy_dir=str(self.settings.policy_dir),
+            started_by=started_by,
+        )
+        try:
+            handle = await self.client.start_workflow(
+                RELEASE_WORKFLOW,
+                args,
+                id=rid,
+                task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                typed_search_attributes=_initial_attributes(spec),
+            )
+        except Exception as e:  # noqa: BLE001 - classified below
+            from temporalio.exceptions import WorkflowAlreadyStartedError
+
+            if isinstance(e, WorkflowAlreadyStartedError):
+                handle = self.client.get_workflow_handle(rid)
+            elif isinstance(e, RPCError):
+                raise _rpc_error(e, self.settings, f"release {rid}") from e
+            else:
+                raise
+        if wait:
+            return await self.wait(rid)
+        return await self.status(rid, handle=handle)
+
+    def handle(self, release_id: str) -> WorkflowHandle[Any, Any]:
+        return self.client.get_workflow_handle(release_id)
+
+    async def status(self, release_id: str, *, handle: WorkflowHandle[Any, Any] | None = None) -> ReleaseStatus:
+        handle = handle or self.handle(release_id)
+        for attempt in range(50):
+            try:
+                return await handle.query("status", result_type=ReleaseStatus)
+            except WorkflowQueryFailedError as e:
+                raise SignoffError(f"release {release_id} could not report its status ({e}); see the Temporal UI.") from e
+            except RPCError as e:
+                # A just-started workflow has no worker answer yet; give it a moment.
+                if e.status == RPCStatusCode.NOT_FOUND:
+                    raise NotFound(f"no release {release_id} exists; check the id with `signoff release list`.") from e
+                if attempt < 49 and e.status in (RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.DEADLINE_EXCEEDED):
+                    await asyncio.sleep(0.2)
+                    continue
+                raise _rpc_error(e, self.settings, f"release {release_id}") from e
+        raise SignoffError(f"release {release_id} did not answer; is a worker running (`signoff worker`)?")
+
+    async def wait(self, release_id: str, *, timeout: float | None = None) -> ReleaseStatus:
+        handle = self.handle(release_id)
+        try:
+            await asyncio.wait_for(handle.result(), timeout=timeout)
+        except asyncio.TimeoutError:
+            pass
+        except Exception:  # noqa: BLE001 - a failed workflow still has a status to show
+            pass
+        return await self.status(release_id, handle=handle)
+
+    async def list_releases(self, *, phase: str | None = None, awaiting: str | None = None, limit: int = 1000) -> list[ReleaseStatus]:
+        """One visibility query; statuses are read from each workflow's query."""
+        clauses = [f"{KIND.name} = 'release'"]
+        if phase:
+            clauses.append(f"{PHASE.name} = '{_quote(phase)}'")
+        if awaiting:
+            clauses.append(f"SignoffAwaiting = '{_quote(awaiting.lower())}'")
+        out: list[ReleaseStatus] = []
+        try:
+            async for wf in self.client.list_workflows(" AND ".join(clauses), limit=limit):
+                try:
+                    out.append(await self.status(wf.id))
+                except SignoffError:
+                    continue  # deleted or unreadable between list and query
+        except RPCError as e:
+            raise _rpc_error(e, self.settings, "release") from e
+        return out
+
+    # ------------------------------------------------------------------ people
+
+    async def submit_approval(self, attempt: ApprovalAttempt) -> ApprovalResult:
+        """Hand an authenticated attempt to the workflow; it decides and answers with progress."""
+        handle = self.handle(attempt.release_id)
+        try:
+            return await handle.execute_update(
+                "submit_approval",
+                attempt,
+                id=approval_update_id(attempt),
+                result_type=ApprovalResult,
+            )
+        except WorkflowUpdateFailedError as e:
+            cause = getattr(e.cause, "message", None) or str(e.cause or e)
+            return ApprovalResult(accepted=False, reason=cause)
+        except WorkflowUpdateRPCTimeoutOrCancelledError as e:
+            raise TemporalUnreachable("the release did not answer in time; your approval may not be recorded, try again.") from e
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                raise NotFound(f"no running release {attempt.release_id}; check the id with `signoff release list`.") from e
+            if e.status == RPCStatusCode.FAILED_PRECONDITION or "completed" in e.message.lower():
+                raise Refused(f"release {attempt.release_id} has already finished; nothing left to approve.") from e
+            raise _rpc_error(e, self.settings, f"release {attempt.release_id}") from e
+
+    async def _control(self, release_id: str, update: str, payload: dict[str, Any]) -> dict[str, Any]:
+        handle = self.handle(release_id)
+        try:
+            return await handle.execute_update(update, payload, result_type=dict)
+        except WorkflowUpdateFailedError as e:
+            raise Refused(getattr(e.cause, "message", None) or str(e)) from e
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                raise NotFound(f"no running release {release_id}; check the id with `signoff release list`.") from e
+            if "completed" in e.message.lower():
+                raise Refused(f"release {release_id} has already finished.") from e
+            raise _rpc_error(e, self.settings, f"release {release_id}") from e
+
+    async def promote(self, release_id: str, *, identity: str, channel: str = "cli") -> dict[str, Any]:
+        return await self._control(release_id, "promote", {"identity": identity.lower(), "channel": channel})
+
+    async def abort(self, release_id: str, *, identity: str, reason: str, channel: str = "cli") -> dict[str, Any]:
+        return await self._control(release_id, "abort", {"identity": identity.lower(), "channel": channel, "reason": reason})
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _initial_attributes(spec: ReleaseFile) -> Any:
+    from temporalio.common import TypedSearchAttributes
+
+    return TypedSearchAttributes(
+        [
+            KIND.value_set("release"),
+            PHASE.value_set("building"),
+            SERVICE.value_set(spec.service),
+            REQUESTER.value_set(spec.requested_by),
+        ]
+    )

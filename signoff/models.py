@@ -1,0 +1,569 @@
+"""The contract: pydantic models shared by the CLI, the client facade, workflows and activities.
+
+Everything that crosses a process boundary (release files, workflow inputs, Update payloads,
+activity inputs and results, ReleaseStatus) is one of these models, so the wire format is
+validated in exactly one place. Workflows import this module through the sandbox, so it must
+stay free of side effects at import time.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class Strict(BaseModel):
+    """Base for user-written documents: unknown fields are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Open(BaseModel):
+    """Base for internal payloads: tolerant of fields added by newer versions (replay safety)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+def check_digest(value: str) -> str:
+    if not DIGEST_RE.match(value):
+        raise ValueError("must be a digest of the form sha256:<64 lowercase hex characters>")
+    return value
+
+
+def check_email(value: str) -> str:
+    if not EMAIL_RE.match(value):
+        raise ValueError("must be an email address (the person's canonical identity)")
+    return value.lower()
+
+
+# --------------------------------------------------------------------------- phases
+
+
+class Phase(str, Enum):
+    building = "building"
+    testing = "testing"
+    verifying = "verifying"
+    deciding = "deciding"
+    awaiting_approval = "awaiting_approval"
+    promoting = "promoting"
+    canary = "canary"
+    rolling_back = "rolling_back"
+    succeeded = "succeeded"
+    rolled_back = "rolled_back"
+    rejected = "rejected"
+    denied = "denied"
+    failed = "failed"
+    aborted = "aborted"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_PHASES
+
+
+FINAL_PHASES = {
+    Phase.succeeded,
+    Phase.rolled_back,
+    Phase.rejected,
+    Phase.denied,
+    Phase.failed,
+    Phase.aborted,
+}
+
+Channel = Literal["slack", "jira", "cli", "api"]
+Decision = Literal["approve", "reject", "revoke"]
+
+# --------------------------------------------------------------------------- release file
+
+
+class AgentInfo(Strict):
+    """The software agent that asked for the change, and the human it acts for is `requested_by`."""
+
+    id: str
+    model: str | None = None
+    prompt_sha256: str | None = None
+
+
+class ChangeInfo(Strict):
+    summary: str
+    paths: list[str] = Field(default_factory=list)
+    commit: str | None = None
+    co_requested_by: list[str] = Field(default_factory=list)
+
+    @field_validator("co_requested_by")
+    @classmethod
+    def _emails(cls, v: list[str]) -> list[str]:
+        return [check_email(x) for x in v]
+
+
+class BuildSpec(Strict):
+    command: str
+    output: str = Field(description="path (relative to the working directory) of the built artifact")
+    timeout_seconds: int = Field(default=600, gt=0)
+
+
+class TestSpec(Strict):
+    __test__ = False  # not a pytest class
+    command: str
+    junit: str | None = Field(default=None, description="JUnit XML report written by the command")
+    coverage: float | None = Field(default=None, ge=0, le=100)
+    timeout_seconds: int = Field(default=900, gt=0)
+
+
+class ProvenanceSpec(Strict):
+    bundle: str = Field(description="Sigstore bundle file (relative to the release file)")
+    artifact: str | None = Field(default=None, description="file to verify; default: the built artifact")
+    identity: str
+    issuer: str
+    offline: bool = True
+    staging: bool = False
+    trust_config: str | None = None
+    attestations: list[str] = Field(default_factory=list, description="DSSE attestation bundles")
+    builder_allow_list: list[str] = Field(default_factory=list)
+
+
+class DeploySpec(Strict):
+    target: Literal["local", "gitops", "command"] = "local"
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class GateSpec(Strict):
+    """A human approval gate. The policy may tighten it; a release file can never loosen it."""
+
+    name: str
+    required: int = Field(default=1, ge=1)
+    from_groups: list[str] = Field(default_factory=list)
+    quotas: dict[str, int] = Field(default_factory=dict)
+    timeout: timedelta = timedelta(hours=24)
+    remind_after: timedelta | None = None
+    escalate_to: str | None = None
+    escalate_after: timedelta | None = None
+    veto: bool = True
+    channels: list[Channel] = Field(default_factory=lambda: ["slack", "jira", "cli"])
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GateSpec":
+        if sum(self.quotas.values()) > self.required:
+            self.required = sum(self.quotas.values())
+        return self
+
+
+class Condition(Strict):
+    """A structured comparison; no user string is ever evaluated."""
+
+    less_than: float | None = None
+    less_than_or_equal: float | None = None
+    greater_than: float | None = None
+    greater_than_or_equal: float | None = None
+    in_range: tuple[float, float] | None = None
+    equals: float | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "Condition":
+        if all(getattr(self, f) is None for f in type(self).model_fields):
+            raise ValueError("a condition needs one comparison such as less_than or in_range")
+        return self
+
+
+class JudgeSpec(Strict):
+    """Kayenta-style statistical comparison of canary vs baseline (Mann-Whitney U)."""
+
+    baseline_query: str
+    direction: Literal["increase", "decrease", "either"] = "increase"
+    allowed_effect: float = Field(default=0.0, ge=0)
+    pass_score: float = 95.0
+    marginal_score: float = 75.0
+    window: timedelta = timedelta(minutes=2)
+    step: timedelta = timedelta(seconds=2)
+    alpha: float = 0.05
+
+
+class AnalysisSpec(Strict):
+    query: str
+    interval: timedelta = timedelta(seconds=10)
+    count: int = Field(default=1, ge=0, description="0 = run until the step/canary ends")
+    initial_delay: timedelta = timedelta(0)
+    success: Condition | None = None
+    failure: Condition | None = None
+    failure_limit: int = Field(default=0, ge=0)
+    inconclusive_limit: int = Field(default=0, ge=0)
+    consecutive_error_limit: int = Field(default=4, ge=0)
+    dry_run: bool = False
+    judge: JudgeSpec | None = None
+
+
+class PauseSpec(Strict):
+    duration: timedelta | None = None
+
+
+class CanaryStep(Strict):
+    set_weight: int | None = Field(default=None, ge=0, le=100)
+    pause: PauseSpec | None = None
+    analysis: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "CanaryStep":
+        given = [n for n in ("set_weight", "pause", "analysis") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("each canary step is exactly one of set_weight, pause or analysis")
+        return self
+
+
+class CanarySpec(Strict):
+    steps: list[CanaryStep] = Field(default_factory=list)
+    analyses: dict[str, AnalysisSpec] = Field(default_factory=dict)
+    background: list[str] = Field(default_factory=list)
+    inconclusive_deadline: timedelta = timedelta(minutes=30)
+    on_inconclusive: Literal["rollback", "hold"] | None = None
+
+    @model_validator(mode="after")
+    def _names_known(self) -> "CanarySpec":
+        names = set(self.analyses)
+        for step in self.steps:
+            for n in step.analysis or []:
+                if n not in names:
+                    raise ValueError(f"canary step names analysis {n!r}, which is not defined under analyses")
+        for n in self.background:
+            if n not in names:
+                raise ValueError(f"background analysis {n!r} is not defined under analyses")
+        return self
+
+
+class ReleaseFile(Strict):
+    """What a person or an agent writes to ask for a release (YAML)."""
+
+    service: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    requested_by: str
+    environment: str = "production"
+    agent: AgentInfo | None = None
+    change: ChangeInfo
+    artifact: str | None = None
+    build: BuildSpec | None = None
+    test: TestSpec | None = None
+    provenance: ProvenanceSpec | None = None
+    deploy: DeploySpec = Field(default_factory=DeploySpec)
+    gates: list[GateSpec] = Field(default_factory=list)
+    canary: CanarySpec | None = None
+    remediation_runbook: str | None = None
+    working_dir: str | None = None
+
+    @field_validator("requested_by")
+    @classmethod
+    def _requester(cls, v: str) -> str:
+        return check_email(v)
+
+    @field_validator("artifact")
+    @classmethod
+    def _digest(cls, v: str | None) -> str | None:
+        return None if v is None else check_digest(v)
+
+    @model_validator(mode="after")
+    def _artifact_or_build(self) -> "ReleaseFile":
+        if self.artifact is None and self.build is None:
+            raise ValueError("give either artifact (a sha256 digest) or a build step that produces it")
+        return self
+
+
+# --------------------------------------------------------------------------- workflow input
+
+
+class StartRelease(Open):
+    """Workflow input: the validated release file plus where it came from."""
+
+    release_id: str
+    spec: ReleaseFile
+    base_dir: str = Field(description="absolute directory of the release file; relative paths resolve here")
+    directory_path: str = Field(description="approver directory YAML used for gates")
+    policy_dir: str | None = None
+    started_by: str | None = None
+
+
+# --------------------------------------------------------------------------- approvals
+
+
+class ApprovalAttempt(Open):
+    """The payload of the submit_approval Update. Identity is canonical and was authenticated by
+    the channel (Slack signature, Jira webhook HMAC, or the CLI operator)."""
+
+    release_id: str
+    gate: str | None = None
+    identity: str
+    channel: Channel
+    decision: Decision = "approve"
+    reason: str = ""
+    digest: str | None = Field(default=None, description="the artifact digest the person saw")
+    external_ref: str | None = Field(default=None, description="Slack action ts / Jira delivery id")
+
+
+class ApprovalRecord(Open):
+    by: str
+    channel: str
+    at: datetime
+    reason: str = ""
+
+
+class RefusalRecord(Open):
+    by: str
+    channel: str
+    at: datetime | None = None
+    decision: str = "approve"
+    reason: str
+
+
+class GateStatus(Open):
+    name: str
+    state: Literal["pending", "open", "approved", "rejected", "expired", "closed"] = "pending"
+    required: int = 1
+    quotas: dict[str, int] = Field(default_factory=dict)
+    from_groups: list[str] = Field(default_factory=list)
+    channels: list[str] = Field(default_factory=list)
+    approvals: list[ApprovalRecord] = Field(default_factory=list)
+    refusals: list[RefusalRecord] = Field(default_factory=list)
+    rejections: list[ApprovalRecord] = Field(default_factory=list)
+    revocations: list[ApprovalRecord] = Field(default_factory=list)
+    opened_at: datetime | None = None
+    deadline: datetime | None = None
+    closed_at: datetime | None = None
+    reminders_sent: int = 0
+    escalated: bool = False
+    directory_sha256: str | None = None
+    progress: str = ""
+    slack_ts: str | None = None
+    slack_channel: str | None = None
+    jira_key: str | None = None
+
+
+class ApprovalResult(Open):
+    accepted: bool
+    reason: str
+    gate: GateStatus | None = None
+
+
+# --------------------------------------------------------------------------- canary
+
+
+class Measurement(Open):
+    metric: str
+    value: float | None = None
+    verdict: Literal["successful", "failed", "inconclusive", "error"]
+    at: datetime | None = None
+    message: str = ""
+    dry_run: bool = False
+    step: int | None = None
+
+
+class CanaryStatus(Open):
+    step: int = 0
+    weight: int = 0
+    analyses: list[Measurement] = Field(default_factory=list)
+    paused: bool = False
+    pause_reason: str = ""
+    verdict: str | None = None
+
+
+# --------------------------------------------------------------------------- status
+
+
+class TestSummary(Open):
+    __test__ = False
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    errors: int = 0
+    failures: list[str] = Field(default_factory=list)
+    coverage: float | None = None
+
+
+class ProvenanceResult(Open):
+    verified: bool
+    reason: str = ""
+    identity: str | None = None
+    issuer: str | None = None
+    bundle_sha256: str | None = None
+    artifact_digest: str | None = None
+    attestations: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class PolicyDecision(Open):
+    tier: Literal["low", "medium", "high"] = "medium"
+    gates: list[GateSpec] = Field(default_factory=list)
+    denials: list[str] = Field(default_factory=list)
+    policy_sha256: str = ""
+    reasons: list[str] = Field(default_factory=list)
+    on_inconclusive: Literal["rollback", "hold"] = "rollback"
+
+
+class ReleaseStatus(Open):
+    release_id: str
+    service: str
+    environment: str = "production"
+    artifact_digest: str | None = None
+    previous_digest: str | None = None
+    phase: Phase = Phase.building
+    tier: str | None = None
+    requested_by: str
+    agent: AgentInfo | None = None
+    change_summary: str = ""
+    gates: list[GateStatus] = Field(default_factory=list)
+    canary: CanaryStatus | None = None
+    tests: TestSummary | None = None
+    provenance: ProvenanceResult | None = None
+    policy: PolicyDecision | None = None
+    outcome: str | None = None
+    reason: str | None = None
+    incident: str | None = None
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    started_at: datetime | None = None
+    updated_at: datetime | None = None
+    workflow_id: str | None = None
+    run_id: str | None = None
+
+
+# --------------------------------------------------------------------------- activity payloads
+
+
+class CommandRequest(Open):
+    """Run a user-configured command (build or test) as a subprocess."""
+
+    release_id: str
+    command: str
+    workdir: str
+    timeout_seconds: int = 600
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class BuildResult(Open):
+    digest: str
+    artifact_path: str
+    output_tail: str = ""
+    provenance_path: str | None = None
+
+
+class TestRequest(CommandRequest):
+    __test__ = False
+    junit: str | None = None
+    coverage: float | None = None
+
+
+class DeployRequest(Open):
+    release_id: str
+    service: str
+    digest: str
+    weight: int = 100
+    target: DeploySpec = Field(default_factory=DeploySpec)
+
+
+class RollbackRequest(Open):
+    release_id: str
+    service: str
+    to_digest: str
+    target: DeploySpec = Field(default_factory=DeploySpec)
+
+
+class DeploymentState(Open):
+    service: str
+    stable: str | None = None
+    canary: str | None = None
+    weight: int = 0
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class AnalysisRequest(Open):
+    release_id: str
+    name: str
+    spec: AnalysisSpec
+    service: str
+    digest: str
+    version: str = ""
+    step: int | None = None
+
+
+class Person(Strict):
+    email: str
+    name: str = ""
+    slack_user_id: str | None = None
+    jira_account_id: str | None = None
+
+
+class DirectorySnapshot(Open):
+    """Group membership at one moment, with the hash of the file it came from."""
+
+    sha256: str
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    people: dict[str, Person] = Field(default_factory=dict)
+
+    def groups_of(self, email: str) -> set[str]:
+        return {g for g, members in self.groups.items() if email.lower() in members}
+
+
+class DecisionInput(Open):
+    """One decision to append to the signed log (see activities/audit.py)."""
+
+    kind: str
+    outcome: str
+    subject_name: str
+    subject_digest: str
+    reasons: list[str] = Field(default_factory=list)
+    actor: dict[str, Any] = Field(default_factory=dict)
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    workflow_id: str
+    run_id: str
+    at: datetime
+    sequence: int = Field(description="per-workflow decision number; with workflow_id makes the record idempotent")
+
+
+class NotifyRequest(Open):
+    """A message for people: Slack notifications and Jira tickets share this."""
+
+    release_id: str
+    kind: str
+    text: str
+    status: ReleaseStatus | None = None
+    gate: str | None = None
+    mention: list[str] = Field(default_factory=list)
+
+
+class BuildRequest(CommandRequest):
+    output: str
+
+
+class TargetRequest(Open):
+    service: str
+    target: DeploySpec = Field(default_factory=DeploySpec)
+
+
+class ProvenanceRequest(Open):
+    release_id: str
+    spec: ProvenanceSpec
+    base_dir: str
+    artifact_path: str | None = None
+    digest: str
+
+
+class PolicyRequest(Open):
+    """Facts about the change; the policy's input document (see policies/README.md)."""
+
+    input: dict[str, Any]
+    policy_dir: str | None = None
+
+
+class GateNotice(Open):
+    """A gate opened, changed or closed: Slack posts/updates its message, Jira its ticket."""
+
+    status: ReleaseStatus
+    gate: GateStatus
+    event: Literal["opened", "progress", "reminder", "escalation", "closed"]
+    escalate_to: str | None = None
+    directory_path: str | None = None
+
+
+class ChatRef(Open):
+    channel: str | None = None
+    ts: str | None = None
+    key: str | None = None

