@@ -1,0 +1,256 @@
+"""The `signoff` command line: the contract in DESIGN.md, exactly.
+
+Every command takes `--json` and then prints one JSON document on stdout. Exit 0 on success,
+1 when the request was refused or failed (the JSON says why in "error"), 2 for usage errors.
+Only `SignoffError` is caught: it explains itself in one sentence, without a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import click
+from pydantic import BaseModel
+
+from signoff.config import Settings
+from signoff.errors import SignoffError, UsageError
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+class Out:
+    """Prints either one JSON document or human text, and remembers the exit status."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def emit(self, doc: Any, text: str | Callable[[], str], *, ok: bool = True) -> None:
+        if self.as_json:
+            click.echo(json.dumps(_jsonable(doc), indent=2, sort_keys=False, default=str))
+        else:
+            click.echo(text() if callable(text) else text)
+        if not ok:
+            sys.exit(1)
+
+    def fail(self, err: SignoffError) -> None:
+        if self.as_json:
+            click.echo(json.dumps({"error": err.diagnostics(), "kind": type(err).__name__}))
+        else:
+            click.echo(f"error: {err.diagnostics()}", err=True)
+        sys.exit(err.exit_code)
+
+
+def command(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Wrap an async command: add --json, run it, turn SignoffError into one sentence."""
+
+    @click.option("--json", "as_json", is_flag=True, help="print exactly one JSON document on stdout")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, as_json: bool, **kwargs: Any) -> None:
+        out = Out(as_json)
+        try:
+            asyncio.run(fn(out, *args, **kwargs))
+        except SignoffError as e:
+            out.fail(e)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return wrapper
+
+
+async def _client() -> Any:
+    from signoff.client import SignoffClient
+
+    return await SignoffClient.connect(Settings.from_env())
+
+
+def _status_line(s: Any) -> str:
+    gates = "; ".join(f"{g.name}: {g.state} {g.progress}" for g in s.gates)
+    extra = f" — {s.reason}" if s.reason else ""
+    return f"{s.release_id}  {s.service}  {s.phase.value}  {s.artifact_digest or '-'}" + (f"  [{gates}]" if gates else "") + extra
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="signoff")
+def main() -> None:
+    """signoff: ship changes safely, with durable workflows, human gates and signed records."""
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+@main.command()
+@click.option("--no-prometheus", is_flag=True, help="do not start Prometheus even when installed")
+@click.option("--demo", "run_demo", is_flag=True, help="run the demo releases once the stack is up")
+def dev(no_prometheus: bool, run_demo: bool) -> None:
+    """Embedded stack: Temporal dev server, worker, gateway, Prometheus; Ctrl-C stops all."""
+    from workers.dev import run_dev
+
+    try:
+        asyncio.run(run_dev(Settings.from_env(), prometheus=not no_prometheus, demo=run_demo))
+    except SignoffError as e:
+        Out(False).fail(e)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+def worker() -> None:
+    """A worker for the task queue."""
+    import logging
+
+    from workers.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        asyncio.run(run_worker(Settings.from_env()))
+    except SignoffError as e:
+        Out(False).fail(e)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="default SIGNOFF_GATEWAY_PORT or 8700")
+def gateway(host: str, port: int | None) -> None:
+    """The approvals HTTP gateway (Slack and Jira endpoints, /healthz, /metrics)."""
+    import uvicorn
+
+    from approvals.gateway import create_app
+
+    settings = Settings.from_env()
+    uvicorn.run(create_app(settings), host=host, port=port or settings.gateway_port, log_level="info")
+
+
+@main.command()
+@command
+async def demo(out: Out) -> None:
+    """On a running dev stack: a good release that completes and a bad one rolled back."""
+    from workers.demo import run_demo
+
+    result = await run_demo(Settings.from_env(), echo=(lambda line: None) if out.as_json else click.echo)
+    out.emit(result, "demo finished: " + ", ".join(f"{r['release_id']} → {r['phase']}" for r in result["releases"]), ok=result["ok"])
+
+
+# ----------------------------------------------------------------------------- releases
+
+
+@main.group()
+def release() -> None:
+    """Start, watch, promote and abort releases."""
+
+
+@release.command("start")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--id", "release_id", default=None, help="release id (default: derived from service + digest)")
+@click.option("--wait", is_flag=True, help="wait until the release ends")
+@command
+async def release_start(out: Out, file: Path, release_id: str | None, wait: bool) -> None:
+    from signoff.releasefile import load_release_file
+
+    load_release_file(file)  # refuse bad input before touching Temporal
+    client = await _client()
+    status = await client.start_release(file, release_id=release_id, wait=wait)
+    failed = wait and status.phase.value not in ("succeeded",)
+    out.emit(status, lambda: _status_line(status), ok=not failed)
+
+
+@release.command("status")
+@click.argument("release_id")
+@command
+async def release_status(out: Out, release_id: str) -> None:
+    client = await _client()
+    status = await client.status(release_id)
+    out.emit(status, lambda: _status_line(status))
+
+
+@release.command("list")
+@click.option("--phase", default=None, help="only releases in this phase")
+@click.option("--awaiting", default=None, metavar="EMAIL", help="only releases waiting for this person")
+@command
+async def release_list(out: Out, phase: str | None, awaiting: str | None) -> None:
+    from signoff.models import Phase
+
+    if phase is not None and phase not in {p.value for p in Phase}:
+        raise UsageError(f"unknown phase {phase!r}; use one of: {', '.join(p.value for p in Phase)}.")
+    client = await _client()
+    releases = await client.list_releases(phase=phase, awaiting=awaiting)
+    out.emit({"releases": releases}, lambda: "\n".join(_status_line(s) for s in releases) or "no releases")
+
+
+@release.command("promote")
+@click.argument("release_id")
+@click.option("--as", "identity", required=True, metavar="EMAIL")
+@command
+async def release_promote(out: Out, release_id: str, identity: str) -> None:
+    client = await _client()
+    result = await client.promote(release_id, identity=identity)
+    out.emit(result, result["reason"])
+
+
+@release.command("abort")
+@click.argument("release_id")
+@click.option("--as", "identity", required=True, metavar="EMAIL")
+@click.option("--reason", required=True)
+@command
+async def release_abort(out: Out, release_id: str, identity: str, reason: str) -> None:
+    client = await _client()
+    result = await client.abort(release_id, identity=identity, reason=reason)
+    out.emit(result, result["reason"])
+
+
+# ----------------------------------------------------------------------------- approvals
+
+
+async def _decide(out: Out, release_id: str, identity: str, decision: str, gate: str | None, reason: str, digest: str | None) -> None:
+    from signoff.models import ApprovalAttempt, check_email
+
+    try:
+        identity = check_email(identity)
+    except ValueError:
+        raise UsageError(f"--as needs an email address (the canonical identity), not {identity!r}.") from None
+    client = await _client()
+    attempt = ApprovalAttempt(
+        release_id=release_id, gate=gate, identity=identity, channel="cli", decision=decision, reason=reason, digest=digest  # type: ignore[arg-type]
+    )
+    result = await client.submit_approval(attempt)
+    progress = f" ({result.gate.progress})" if result.gate and result.gate.progress and result.accepted else ""
+    out.emit(result, f"{'accepted' if result.accepted else 'refused'}: {result.reason}{progress}", ok=result.accepted)
+
+
+@main.command()
+@click.argument("release_id")
+@click.option("--as", "identity", required=True, metavar="EMAIL")
+@click.option("--gate", default=None, help="gate name (default: the open gate)")
+@click.option("--reason", default="")
+@click.option("--digest", default=None, help="the artifact digest you reviewed (approvals bind to evidence)")
+@click.option("--revoke", is_flag=True, help="withdraw your approval before the quorum")
+@command
+async def approve(out: Out, release_id: str, identity: str, gate: str | None, reason: str, digest: str | None, revoke: bool) -> None:
+    """Approve a release at a gate (or --revoke your approval)."""
+    await _decide(out, release_id, identity, "revoke" if revoke else "approve", gate, reason, digest)
+
+
+@main.command()
+@click.argument("release_id")
+@click.option("--as", "identity", required=True, metavar="EMAIL")
+@click.option("--reason", required=True)
+@click.option("--gate", default=None)
+@click.option("--digest", default=None)
+@command
+async def reject(out: Out, release_id: str, identity: str, reason: str, gate: str | None, digest: str | None) -> None:
+    """Reject a release at a gate (a veto closes the gate)."""
+    await _decide(out, release_id, identity, "reject", gate, reason, digest)

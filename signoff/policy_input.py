@@ -1,0 +1,86 @@
+"""The policy input document (policies/README.md), built from what the workflow knows.
+
+The workflow calls `build_policy_input` in workflow code, so it is a pure, deterministic
+function: no I/O, no clock (the caller passes `now`, i.e. `workflow.now()`), and no imports
+beyond signoff.models and the standard library.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from signoff.models import ProvenanceResult, ReleaseFile, TestSummary
+
+INPUT_VERSION = 1
+
+
+def normalize_path(path: str) -> str:
+    """Paths as the policy matches them: forward slashes, no leading "./" or "/"."""
+    p = path.strip().replace("\\", "/")
+    while p.startswith("./"):
+        p = p[2:]
+    return p.lstrip("/")
+
+
+def _iso_utc(moment: datetime) -> str:
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return aware.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _coverage_threshold(spec: ReleaseFile, configured: Any) -> float | None:
+    """The stricter of the organisation's threshold and the release file's own `test.coverage`.
+
+    A release file may raise the bar for itself but never lower the organisation's.
+    """
+    candidates = [c for c in (configured, spec.test.coverage if spec.test else None) if isinstance(c, (int, float))]
+    return float(max(candidates)) if candidates else None
+
+
+def build_policy_input(
+    spec: ReleaseFile,
+    *,
+    digest: str | None,
+    tests: TestSummary | None,
+    provenance: ProvenanceResult | None,
+    now: datetime,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The facts about one release that the policy decides on (see policies/README.md).
+
+    `tests` / `provenance` are None when the release has no test step / provenance block (or
+    they have not run yet); the policy then treats them as absent, not as passed.
+    """
+    merged_config: dict[str, Any] = dict(config or {})
+    merged_config["coverage_threshold"] = _coverage_threshold(spec, merged_config.get("coverage_threshold"))
+    agent = spec.agent
+    return {
+        "version": INPUT_VERSION,
+        "service": spec.service,
+        "environment": spec.environment,
+        "requester": spec.requested_by,
+        "agent": None if agent is None else {"id": agent.id, "model": agent.model, "prompt_sha256": agent.prompt_sha256},
+        "co_requesters": list(spec.change.co_requested_by),
+        "change": {"summary": spec.change.summary, "commit": spec.change.commit},
+        "paths": [normalize_path(p) for p in spec.change.paths],
+        "tests": None
+        if tests is None
+        else {
+            "passed": tests.passed,
+            "failed": tests.failed,
+            "skipped": tests.skipped,
+            "errors": tests.errors,
+            "coverage": tests.coverage,
+        },
+        "provenance": None
+        if provenance is None
+        else {
+            "verified": provenance.verified,
+            "reason": provenance.reason,
+            "identity": provenance.identity,
+            "issuer": provenance.issuer,
+        },
+        "artifact_digest": digest,
+        "time": _iso_utc(now),
+        "config": merged_config,
+    }

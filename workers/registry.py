@@ -1,0 +1,24 @@
+"""What a signoff worker runs: every workflow and every activity, built from settings."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from signoff.config import Settings
+
+
+def all_workflows() -> list[type]:
+    from workflows.release import ReleaseWorkflow
+    from workflows.runbook import RunbookWorkflow
+
+    return [ReleaseWorkflow, RunbookWorkflow]
+
+
+def all_activities(settings: Settings) -> list[Callable[..., Any]]:
+    """Each activity module exposes `activities_from_settings(settings)`; its clients are built there."""
+    from activities import audit, deploy, directory, jira, policy, prometheus, provenance, runbook_actions, runner, slack
+
+    acts: list[Callable[..., Any]] = []
+    for module in (runner, deploy, provenance, policy, prometheus, directory, audit, slack, jira, runbook_actions):
+        acts.extend(module.activities_from_settings(settings))
+    return acts

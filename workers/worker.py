@@ -1,0 +1,65 @@
+"""The Temporal worker process: workflows + activities on one task queue, with metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+from typing import Any, Callable
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+
+from signoff.config import Settings
+from signoff.errors import TemporalUnreachable
+from workers.registry import all_activities, all_workflows
+
+log = logging.getLogger("signoff.worker")
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    task_queue: str | None = None,
+    activities: list[Callable[..., Any]] | None = None,
+    workflows: list[type] | None = None,
+    **options: Any,
+) -> Worker:
+    """A worker with every workflow and activity; tests pass fakes for some activities."""
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=workflows if workflows is not None else all_workflows(),
+        activities=activities if activities is not None else all_activities(settings),
+        activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=16),
+        **options,
+    )
+
+
+def metrics_runtime(bind: str) -> Runtime:
+    """Temporal SDK runtime metrics exported for Prometheus on `bind` (host:port)."""
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    bind = os.environ.get("SIGNOFF_WORKER_METRICS", "127.0.0.1:9464")
+    try:
+        client = await Client.connect(
+            settings.temporal_address,
+            namespace=settings.namespace,
+            data_converter=pydantic_data_converter,
+            runtime=metrics_runtime(bind) if bind else None,
+        )
+    except RuntimeError as e:
+        raise TemporalUnreachable(f"cannot reach Temporal at {settings.temporal_address}; is `signoff dev` running?") from e
+    worker = build_worker(client, settings)
+    log.info("worker on task queue %s (metrics on %s)", settings.task_queue, bind)
+    if stop is None:
+        await worker.run()
+        return
+    async with worker:
+        await stop.wait()

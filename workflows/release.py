@@ -1,0 +1,644 @@
+"""ReleaseWorkflow: the release plan, readable top to bottom.
+
+    build → test → verify provenance → decide (policy) → ask (gates) → promote → watch (canary)
+                                                                         ↘ roll back
+
+Deterministic orchestration only: every side effect is an activity called by name (see
+`activities/__init__.py`). Approvals arrive as the `submit_approval` Update; `promote` and
+`abort` are Updates too so the caller learns at once whether it was accepted. Decision records
+and chat notifications go through ordered outboxes drained by background coroutines, so a slow
+Slack or audit store never delays an approver's answer, and the workflow only returns once
+every record is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import timedelta
+from typing import Any, Awaitable, Callable
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from signoff.models import (
+        ApprovalAttempt,
+        ApprovalResult,
+        BuildRequest,
+        BuildResult,
+        CanaryStatus,
+        ChatRef,
+        DecisionInput,
+        DeployRequest,
+        DeploymentState,
+        GateNotice,
+        GateStatus,
+        NotifyRequest,
+        Phase,
+        PolicyDecision,
+        PolicyRequest,
+        ProvenanceRequest,
+        ProvenanceResult,
+        ReleaseStatus,
+        RollbackRequest,
+        StartRelease,
+        TargetRequest,
+        TestRequest,
+        TestSummary,
+    )
+    from signoff.policy_input import build_policy_input
+    from signoff.search_attributes import AWAITING, PHASE
+
+from workflows.canary import CanaryRunner
+from workflows.gate import ApprovalGate, merge_gates
+
+PATIENT = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30))
+ONCE_MORE = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["BadCommand", "BuildFailed", "Timeout", "VerificationFailed"])
+
+
+class Stop(Exception):
+    """Ends the plan early in a final phase (failed, denied, rejected, aborted, rolled back)."""
+
+    def __init__(self, phase: Phase, reason: str) -> None:
+        super().__init__(reason)
+        self.phase = phase
+        self.reason = reason
+
+
+class Outbox:
+    """An ordered queue of activities drained by one background coroutine.
+
+    Order matters: a Slack `chat.update` must follow the `chat.postMessage` that made the
+    message, and decision records are appended in decision order.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.items: list[Callable[[], Awaitable[None]]] = []
+        self.busy = False
+
+    def put(self, item: Callable[[], Awaitable[None]]) -> None:
+        self.items.append(item)
+
+    def drained(self) -> bool:
+        return not self.items and not self.busy
+
+    async def run(self, stopping: Callable[[], bool]) -> None:
+        while True:
+            await workflow.wait_condition(lambda: bool(self.items) or stopping())
+            if not self.items and stopping():
+                return
+            self.busy = True
+            item = self.items.pop(0)
+            try:
+                await item()
+            except (ActivityError, ApplicationError) as e:  # recorded in history; never blocks the release
+                workflow.logger.warning("%s outbox item failed: %s", self.name, e)
+            finally:
+                self.busy = False
+
+
+@workflow.defn(name="ReleaseWorkflow")
+class ReleaseWorkflow:
+    @workflow.init
+    def __init__(self, args: StartRelease) -> None:
+        spec = args.spec
+        self.args = args
+        self.spec = spec
+        self.status = ReleaseStatus(
+            release_id=args.release_id,
+            service=spec.service,
+            environment=spec.environment,
+            artifact_digest=spec.artifact,
+            requested_by=spec.requested_by,
+            agent=spec.agent,
+            change_summary=spec.change.summary,
+            phase=Phase.building,
+        )
+        self.gates: list[ApprovalGate] = []
+        self.gates_ready = False
+        self.abort_request: dict[str, Any] | None = None
+        self.promote_requested = False
+        self.finished = False
+        self.sequence = 0
+        self.audit = Outbox("audit")
+        self.slack = Outbox("slack")
+        self.jira = Outbox("jira")
+        self.artifact_path: str | None = None
+        self.provenance_path: str | None = None
+
+    # ================================================================== the plan
+
+    @workflow.run
+    async def run(self, args: StartRelease) -> ReleaseStatus:
+        info = workflow.info()
+        self.status.workflow_id, self.status.run_id = info.workflow_id, info.run_id
+        self.status.started_at = workflow.now()
+        drains = [asyncio.create_task(box.run(lambda: self.finished)) for box in (self.audit, self.slack, self.jira)]
+        try:
+            await self.build()
+            await self.test()
+            await self.verify()
+            await self.decide()
+            await self.ask()
+            await self.promote()
+            await self.watch()
+            self.end(Phase.succeeded, f"{self.status.artifact_digest} is stable")
+        except Stop as stop:
+            self.end(stop.phase, stop.reason)
+        await workflow.wait_condition(
+            lambda: workflow.all_handlers_finished() and all(b.drained() for b in (self.audit, self.slack, self.jira))
+        )
+        self.finished = True
+        await asyncio.gather(*drains)
+        return self.status
+
+    async def build(self) -> None:
+        """Build the artifact, or take the digest the release file names."""
+        self.set_phase(Phase.building)
+        if self.spec.build is None:
+            return
+        result: BuildResult = await self.act(
+            "run_build",
+            BuildRequest(
+                release_id=self.args.release_id,
+                command=self.spec.build.command,
+                output=self.spec.build.output,
+                workdir=self.workdir(),
+                timeout_seconds=self.spec.build.timeout_seconds,
+            ),
+            BuildResult,
+            timeout=timedelta(seconds=self.spec.build.timeout_seconds + 30),
+            heartbeat=timedelta(seconds=10),
+            failure_phase=Phase.failed,
+            what="the build",
+        )
+        self.status.artifact_digest = result.digest
+        self.artifact_path = result.artifact_path
+        self.provenance_path = result.provenance_path
+        self.record("build", "succeeded", [f"built {result.digest}"], {"artifact": result.digest})
+
+    async def test(self) -> None:
+        """Run the tests; any failure ends the release with the failing test names."""
+        if self.spec.test is None:
+            return
+        self.set_phase(Phase.testing)
+        summary: TestSummary = await self.act(
+            "run_tests",
+            TestRequest(
+                release_id=self.args.release_id,
+                command=self.spec.test.command,
+                workdir=self.workdir(),
+                junit=self.spec.test.junit,
+                coverage=self.spec.test.coverage,
+                timeout_seconds=self.spec.test.timeout_seconds,
+            ),
+            TestSummary,
+            timeout=timedelta(seconds=self.spec.test.timeout_seconds + 30),
+            heartbeat=timedelta(seconds=10),
+            failure_phase=Phase.failed,
+            what="the tests",
+        )
+        self.status.tests = summary
+        outcome = "failed" if summary.failed or summary.errors else "passed"
+        self.record("tests", outcome, summary.failures[:20], summary.model_dump(mode="json"))
+        if outcome == "failed":
+            names = ", ".join(summary.failures[:5]) or "see the test report"
+            raise Stop(Phase.failed, f"{summary.failed + summary.errors} test(s) failed: {names}")
+
+    async def verify(self) -> None:
+        """Check the artifact's Sigstore bundle against the pinned identity and issuer."""
+        if self.spec.provenance is None:
+            return
+        self.set_phase(Phase.verifying)
+        result: ProvenanceResult = await self.act(
+            "verify_provenance",
+            ProvenanceRequest(
+                release_id=self.args.release_id,
+                spec=self.spec.provenance,
+                base_dir=self.args.base_dir,
+                artifact_path=self.artifact_path,
+                digest=self.digest(),
+            ),
+            ProvenanceResult,
+            timeout=timedelta(minutes=5),
+            failure_phase=Phase.denied,
+            what="provenance verification",
+            retry=RetryPolicy(maximum_attempts=5, non_retryable_error_types=["VerificationFailed"]),
+        )
+        self.status.provenance = result
+        self.record(
+            "provenance",
+            "verified" if result.verified else "failed",
+            [result.reason] if result.reason else [],
+            result.model_dump(mode="json"),
+        )
+        if not result.verified:
+            raise Stop(Phase.denied, f"provenance did not verify: {result.reason}")
+
+    async def decide(self) -> None:
+        """Ask the policy for the risk tier, the gates and any denials."""
+        self.set_phase(Phase.deciding)
+        policy_input = build_policy_input(
+            self.spec,
+            digest=self.status.artifact_digest,
+            tests=self.status.tests,
+            provenance=self.status.provenance,
+            now=workflow.now(),
+        )
+        decision: PolicyDecision = await self.act(
+            "evaluate_policy",
+            PolicyRequest(input=policy_input, policy_dir=self.args.policy_dir),
+            PolicyDecision,
+            timeout=timedelta(seconds=60),
+            failure_phase=Phase.failed,
+            what="the policy",
+        )
+        gates = merge_gates(self.spec.gates, decision.gates)
+        decision = decision.model_copy(update={"gates": gates})
+        self.status.policy = decision
+        self.status.tier = decision.tier
+        self.record(
+            "policy",
+            "denied" if decision.denials else "allowed",
+            decision.denials or decision.reasons,
+            {"policy_sha256": decision.policy_sha256, "tier": decision.tier, "gates": [g.model_dump(mode="json") for g in gates]},
+        )
+        if decision.denials:
+            raise Stop(Phase.denied, "; ".join(decision.denials))
+        forbidden = {self.spec.requested_by, *self.spec.change.co_requested_by}
+        for spec in gates:
+            gate = ApprovalGate.create(
+                spec,
+                forbidden=forbidden,
+                directory_path=self.args.directory_path,
+                current_digest=lambda: self.status.artifact_digest,
+                notify=self.gate_notice,
+                record=self.record,
+                cancelled=lambda: self.abort_request is not None,
+            )
+            self.gates.append(gate)
+        self.status.gates = [g.status for g in self.gates]
+
+    async def ask(self) -> None:
+        """Open every gate at once and wait until all are approved (or one is not)."""
+        if not self.gates:
+            return
+        self.set_phase(Phase.awaiting_approval)
+        for gate in self.gates:
+            await gate.open()
+        self.gates_ready = True
+        self.update_awaiting()
+        outcomes = await asyncio.gather(*(gate.wait() for gate in self.gates))
+        self.gates_ready = False
+        self.update_awaiting()
+        self.check_abort()
+        for gate, outcome in zip(self.gates, outcomes):
+            self.record("gate_outcome", outcome, [gate.status.progress], {"gate": gate.spec.name})
+            if outcome != "approved":
+                why = "an approver rejected it" if outcome == "rejected" else f"it {outcome} before quorum"
+                raise Stop(Phase.rejected, f"gate {gate.spec.name} closed: {why}")
+
+    async def promote(self) -> None:
+        """Remember what is serving now (the rollback target), then start shipping the digest."""
+        self.set_phase(Phase.promoting)
+        current: DeploymentState = await self.act(
+            "current_deployment",
+            TargetRequest(service=self.spec.service, target=self.spec.deploy),
+            DeploymentState,
+            timeout=timedelta(seconds=60),
+            failure_phase=Phase.failed,
+            what="reading the current deployment",
+        )
+        if current.stable != self.digest():
+            self.status.previous_digest = current.stable
+        else:
+            self.status.previous_digest = current.detail.get("previous") or current.stable
+        if self.spec.canary is None or not self.spec.canary.steps:
+            await self.deploy(100)
+        self.record("promotion", "started", [], {"previous": self.status.previous_digest})
+
+    async def watch(self) -> None:
+        """Run the canary steps and analyses; roll back by ourselves when they go bad."""
+        if self.spec.canary is not None and self.spec.canary.steps:
+            self.set_phase(Phase.canary)
+            self.status.canary = CanaryStatus()
+            runner = CanaryRunner(
+                self.spec.canary,
+                self.status.canary,
+                release_id=self.args.release_id,
+                service=self.spec.service,
+                digest=self.digest(),
+                on_inconclusive=self.status.policy.on_inconclusive if self.status.policy else "rollback",
+                deploy=self.deploy,
+                notify=self.notify,
+                is_promote_requested=lambda: self.promote_requested,
+                is_abort_requested=lambda: self.abort_request is not None,
+                clear_promote=self.clear_promote,
+            )
+            outcome = await runner.run()
+            self.record(
+                "canary_verdict",
+                outcome.result,
+                [outcome.reason] if outcome.reason else [],
+                {"measurements": [m.model_dump(mode="json") for m in self.status.canary.analyses[-20:]]},
+            )
+            if outcome.result == "aborted":
+                await self.roll_back(self.abort_reason())
+                raise Stop(Phase.aborted, self.abort_reason())
+            if outcome.result != "promoted":
+                await self.roll_back(outcome.reason)
+                raise Stop(Phase.rolled_back, outcome.reason)
+            await self.deploy(100)
+        self.check_abort()
+        self.record("promotion", "stable", [f"{self.digest()} serves 100%"], {})
+
+    async def roll_back(self, reason: str) -> None:
+        """Weight 0, deploy the previous stable digest again, tell people, open an incident."""
+        self.set_phase(Phase.rolling_back)
+        previous = self.status.previous_digest
+        if previous:
+            await self.act(
+                "rollback",
+                RollbackRequest(release_id=self.args.release_id, service=self.spec.service, to_digest=previous, target=self.spec.deploy),
+                DeploymentState,
+                timeout=timedelta(minutes=5),
+                failure_phase=Phase.failed,
+                what="the rollback",
+                retry=PATIENT,
+                abortable=False,
+            )
+        else:
+            await self.deploy(0)
+        self.record("rollback", "rolled_back", [reason], {"to": previous})
+        await self.notify("rollback", f"{self.spec.service}: rolled back {self.digest()[:19]}… to {str(previous)[:19]}…: {reason}")
+        self.jira.put(lambda: self.open_incident(reason))
+
+    # ================================================================== Updates and queries
+
+    @workflow.query(name="status")
+    def query_status(self) -> ReleaseStatus:
+        return self.status
+
+    @workflow.update(name="submit_approval")
+    async def submit_approval(self, attempt: ApprovalAttempt) -> ApprovalResult:
+        await workflow.wait_condition(lambda: self.gates_ready or self.status.phase.is_final or self.past_gates())
+        gate = self.pick_gate(attempt)
+        if gate is None:
+            reason = (
+                f"release {self.args.release_id} is {self.status.phase.value}; it is not waiting for approval"
+                if not self.gates_ready
+                else f"release {self.args.release_id} has no open gate named {attempt.gate}"
+            )
+            return ApprovalResult(accepted=False, reason=reason)
+        result = await gate.handle(attempt)
+        self.update_awaiting()
+        return result
+
+    @submit_approval.validator
+    def validate_approval(self, attempt: ApprovalAttempt) -> None:
+        if attempt.release_id != self.args.release_id:
+            raise ApplicationError(f"this is release {self.args.release_id}, not {attempt.release_id}")
+        if "@" not in attempt.identity:
+            raise ApplicationError("an approval needs the person's canonical identity (email)")
+        if attempt.decision == "reject" and not attempt.reason.strip():
+            raise ApplicationError("a rejection needs a reason")
+        if attempt.digest is not None and not attempt.digest.startswith("sha256:"):
+            raise ApplicationError("the digest must look like sha256:<hex>")
+
+    @workflow.update(name="promote")
+    async def promote_update(self, request: dict[str, Any]) -> dict[str, Any]:
+        who = str(request.get("identity", "")).lower()
+        if who in {self.spec.requested_by, *self.spec.change.co_requested_by}:
+            raise ApplicationError("the requester cannot promote their own release past a pause; ask an approver")
+        if self.status.phase != Phase.canary or not (self.status.canary and self.status.canary.paused):
+            raise ApplicationError(f"release {self.args.release_id} is {self.status.phase.value}, not paused in its canary")
+        self.promote_requested = True
+        self.record("promote", "accepted", [f"promoted by {who}"], {"channel": request.get("channel")}, actor=who)
+        return {"accepted": True, "reason": f"promotion requested by {who}"}
+
+    @workflow.update(name="abort")
+    async def abort_update(self, request: dict[str, Any]) -> dict[str, Any]:
+        who = str(request.get("identity", "")).lower()
+        reason = str(request.get("reason", "")).strip()
+        if not reason:
+            raise ApplicationError("an abort needs a reason")
+        if self.status.phase.is_final:
+            raise ApplicationError(f"release {self.args.release_id} already ended ({self.status.phase.value})")
+        if self.abort_request is None:
+            self.abort_request = {"identity": who, "reason": reason, "channel": request.get("channel", "cli")}
+            self.record("abort", "requested", [reason], {"channel": request.get("channel")}, actor=who)
+        return {"accepted": True, "reason": f"abort requested by {who}: {reason}"}
+
+    # ================================================================== helpers
+
+    def digest(self) -> str:
+        return self.status.artifact_digest or "sha256:" + "0" * 64
+
+    def workdir(self) -> str:
+        base = self.args.base_dir
+        if self.spec.working_dir:
+            return self.spec.working_dir if self.spec.working_dir.startswith("/") else f"{base}/{self.spec.working_dir}"
+        return base
+
+    def past_gates(self) -> bool:
+        order = [Phase.promoting, Phase.canary, Phase.rolling_back]
+        return self.status.phase in order
+
+    def pick_gate(self, attempt: ApprovalAttempt) -> ApprovalGate | None:
+        if attempt.gate:
+            return next((g for g in self.gates if g.spec.name == attempt.gate), None) if self.gates_ready or self.gates else None
+        open_gates = [g for g in self.gates if g.status.state == "open"]
+        if not self.gates_ready:
+            return None
+        who = attempt.identity.lower()
+        for gate in open_gates:
+            if who not in {a.by for a in gate.status.approvals}:
+                return gate
+        return open_gates[0] if open_gates else (self.gates[0] if self.gates else None)
+
+    def set_phase(self, phase: Phase) -> None:
+        self.status.phase = phase
+        self.status.updated_at = workflow.now()
+        self.status.history.append({"phase": phase.value, "at": workflow.now().isoformat()})
+        workflow.upsert_search_attributes([PHASE.value_set(phase.value)])
+
+    def end(self, phase: Phase, reason: str) -> None:
+        self.set_phase(phase)
+        self.status.outcome = phase.value
+        self.status.reason = reason
+        self.record("release_outcome", phase.value, [reason], {"previous": self.status.previous_digest})
+        for gate in self.gates:
+            if gate.status.state == "open":
+                gate.status.state = "closed"
+        self.update_awaiting()
+
+    def update_awaiting(self) -> None:
+        waiting = sorted({p for g in self.gates for p in g.awaiting()}) if self.gates_ready else []
+        workflow.upsert_search_attributes([AWAITING.value_set(waiting)])
+
+    def check_abort(self) -> None:
+        if self.abort_request is not None:
+            raise Stop(Phase.aborted, self.abort_reason())
+
+    def abort_reason(self) -> str:
+        req = self.abort_request or {}
+        return f"aborted by {req.get('identity', 'unknown')}: {req.get('reason', '')}"
+
+    def clear_promote(self) -> None:
+        self.promote_requested = False
+
+    async def act(
+        self,
+        name: str,
+        arg: Any,
+        result_type: type,
+        *,
+        timeout: timedelta,
+        failure_phase: Phase,
+        what: str,
+        heartbeat: timedelta | None = None,
+        retry: RetryPolicy = ONCE_MORE,
+        abortable: bool = True,
+    ) -> Any:
+        """Run one step's activity; an abort cancels it, a permanent failure ends the release."""
+        handle = workflow.start_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=heartbeat,
+            retry_policy=retry,
+        )
+        if abortable:
+            await workflow.wait_condition(lambda: handle.done() or self.abort_request is not None)
+            if not handle.done():
+                handle.cancel()
+                try:
+                    await handle
+                except (ActivityError, CancelledError):
+                    pass
+                raise Stop(Phase.aborted, self.abort_reason())
+        try:
+            return await handle
+        except ActivityError as e:
+            cause = e.cause
+            message = getattr(cause, "message", None) or str(cause or e)
+            raise Stop(failure_phase, f"{what} failed: {message}") from None
+
+    async def deploy(self, weight: int) -> None:
+        state: DeploymentState = await self.act(
+            "deploy",
+            DeployRequest(
+                release_id=self.args.release_id,
+                service=self.spec.service,
+                digest=self.digest(),
+                weight=weight,
+                target=self.spec.deploy,
+            ),
+            DeploymentState,
+            timeout=timedelta(minutes=5),
+            failure_phase=Phase.failed,
+            what=f"deploying at weight {weight}",
+            retry=RetryPolicy(maximum_attempts=3),
+            abortable=False,
+        )
+        if self.status.canary is not None:
+            self.status.canary.weight = weight
+        self.record("deploy", "deployed", [f"weight {weight}"], {"weight": weight, "stable": state.stable, "canary": state.canary})
+
+    def record(self, kind: str, outcome: str, reasons: list[str], evidence: dict[str, Any], actor: str | None = None) -> None:
+        """Queue a signed decision record (written in order by the audit outbox)."""
+        self.sequence += 1
+        info = workflow.info()
+        attempt = evidence.get("attempt") if isinstance(evidence, dict) else None
+        if actor is None and isinstance(attempt, dict):
+            actor_doc = {"identity": attempt.get("identity"), "channel": attempt.get("channel")}
+        elif actor is not None:
+            actor_doc = {"identity": actor}
+        else:
+            actor_doc = {"orchestrator": "signoff", "requested_by": self.spec.requested_by}
+            if self.spec.agent:
+                actor_doc["agent"] = self.spec.agent.model_dump(mode="json")
+        if self.status.policy and "policy_sha256" not in evidence:
+            evidence = {**evidence, "policy_sha256": self.status.policy.policy_sha256}
+        decision = DecisionInput(
+            kind=kind,
+            outcome=outcome,
+            subject_name=f"{self.spec.service}@{self.args.release_id}",
+            subject_digest=self.status.artifact_digest or "sha256:" + hashlib.sha256(self.args.release_id.encode()).hexdigest(),
+            reasons=[r for r in reasons if r],
+            actor=actor_doc,
+            evidence=evidence,
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            at=workflow.now(),
+            sequence=self.sequence,
+        )
+
+        async def append() -> None:
+            await workflow.execute_activity(
+                "append_decision", decision, start_to_close_timeout=timedelta(seconds=30), retry_policy=PATIENT, result_type=dict
+            )
+
+        self.audit.put(append)
+
+    async def gate_notice(self, gate: GateStatus, event: str) -> None:
+        """Tell Slack and Jira about a gate; each channel's own queue keeps messages in order."""
+
+        async def to_slack() -> None:
+            ref: ChatRef = await workflow.execute_activity(
+                "slack_gate_notice",
+                GateNotice(status=self.status, gate=gate, event=event, escalate_to=self._escalate_to(gate), directory_path=self.args.directory_path),  # type: ignore[arg-type]
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=8, maximum_interval=timedelta(seconds=30)),
+                result_type=ChatRef,
+            )
+            if event == "opened" and ref.ts:
+                gate.slack_channel, gate.slack_ts = ref.channel, ref.ts
+
+        async def to_jira() -> None:
+            ref: ChatRef = await workflow.execute_activity(
+                "jira_gate_notice",
+                GateNotice(status=self.status, gate=gate, event=event, directory_path=self.args.directory_path),  # type: ignore[arg-type]
+                start_to_close_timeout=timedelta(seconds=60),
+                schedule_to_close_timeout=timedelta(hours=1),
+                retry_policy=PATIENT,
+                result_type=ChatRef,
+            )
+            if ref.key:
+                gate.jira_key = ref.key
+
+        self.slack.put(to_slack)
+        if "jira" in gate.channels and event in ("opened", "closed"):
+            self.jira.put(to_jira)
+
+    def _escalate_to(self, gate: GateStatus) -> str | None:
+        return next((g.spec.escalate_to for g in self.gates if g.status is gate), None)
+
+    async def notify(self, kind: str, text: str) -> None:
+        async def to_slack() -> None:
+            await workflow.execute_activity(
+                "slack_notify",
+                NotifyRequest(release_id=self.args.release_id, kind=kind, text=text, status=self.status),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=8, maximum_interval=timedelta(seconds=30)),
+                result_type=ChatRef,
+            )
+
+        self.slack.put(to_slack)
+
+    async def open_incident(self, reason: str) -> None:
+        ref: ChatRef = await workflow.execute_activity(
+            "jira_open_incident",
+            NotifyRequest(release_id=self.args.release_id, kind="incident", text=reason, status=self.status),
+            start_to_close_timeout=timedelta(seconds=60),
+            schedule_to_close_timeout=timedelta(hours=1),
+            retry_policy=PATIENT,
+            result_type=ChatRef,
+        )
+        if ref.key:
+            self.status.incident = ref.key
+            await self.notify("incident", f"incident {ref.key} opened for {self.args.release_id}")
