@@ -11,12 +11,28 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> Any:
+    """Accept '90s', '5m', '1h30m', '2d' (what people write) besides ISO 8601 and seconds."""
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        if text and _DURATION_PART.sub("", text) == "" and _DURATION_PART.match(text):
+            return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text)))
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 class Strict(BaseModel):
@@ -140,10 +156,10 @@ class GateSpec(Strict):
     required: int = Field(default=1, ge=1)
     from_groups: list[str] = Field(default_factory=list)
     quotas: dict[str, int] = Field(default_factory=dict)
-    timeout: timedelta = timedelta(hours=24)
-    remind_after: timedelta | None = None
+    timeout: Duration = timedelta(hours=24)
+    remind_after: Duration | None = None
     escalate_to: str | None = None
-    escalate_after: timedelta | None = None
+    escalate_after: Duration | None = None
     veto: bool = True
     channels: list[Channel] = Field(default_factory=lambda: ["slack", "jira", "cli"])
 
@@ -179,16 +195,16 @@ class JudgeSpec(Strict):
     allowed_effect: float = Field(default=0.0, ge=0)
     pass_score: float = 95.0
     marginal_score: float = 75.0
-    window: timedelta = timedelta(minutes=2)
-    step: timedelta = timedelta(seconds=2)
+    window: Duration = timedelta(minutes=2)
+    step: Duration = timedelta(seconds=2)
     alpha: float = 0.05
 
 
 class AnalysisSpec(Strict):
     query: str
-    interval: timedelta = timedelta(seconds=10)
+    interval: Duration = timedelta(seconds=10)
     count: int = Field(default=1, ge=0, description="0 = run until the step/canary ends")
-    initial_delay: timedelta = timedelta(0)
+    initial_delay: Duration = timedelta(0)
     success: Condition | None = None
     failure: Condition | None = None
     failure_limit: int = Field(default=0, ge=0)
@@ -199,7 +215,7 @@ class AnalysisSpec(Strict):
 
 
 class PauseSpec(Strict):
-    duration: timedelta | None = None
+    duration: Duration | None = None
 
 
 class CanaryStep(Strict):
@@ -219,7 +235,7 @@ class CanarySpec(Strict):
     steps: list[CanaryStep] = Field(default_factory=list)
     analyses: dict[str, AnalysisSpec] = Field(default_factory=dict)
     background: list[str] = Field(default_factory=list)
-    inconclusive_deadline: timedelta = timedelta(minutes=30)
+    inconclusive_deadline: Duration = timedelta(minutes=30)
     on_inconclusive: Literal["rollback", "hold"] | None = None
 
     @model_validator(mode="after")
