@@ -94,16 +94,18 @@ def main() -> None:
 @main.command()
 @click.option("--no-prometheus", is_flag=True, help="do not start Prometheus even when installed")
 @click.option("--demo", "run_demo", is_flag=True, help="run the demo releases once the stack is up")
-def dev(no_prometheus: bool, run_demo: bool) -> None:
+@click.option("--exit", "exit_after", is_flag=True, help="with --demo: stop the stack when the demo ends (exit 1 if it failed)")
+def dev(no_prometheus: bool, run_demo: bool, exit_after: bool) -> None:
     """Embedded stack: Temporal dev server, worker, gateway, Prometheus; Ctrl-C stops all."""
     from workers.dev import run_dev
 
     try:
-        asyncio.run(run_dev(Settings.from_env(), prometheus=not no_prometheus, demo=run_demo))
+        code = asyncio.run(run_dev(Settings.from_env(), prometheus=not no_prometheus, demo=run_demo, exit_after_demo=exit_after))
     except SignoffError as e:
         Out(False).fail(e)
     except KeyboardInterrupt:
-        pass
+        code = 0
+    sys.exit(code)
 
 
 @main.command()

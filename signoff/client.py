@@ -71,8 +71,13 @@ def _rpc_error(e: RPCError, settings: Settings, what: str) -> SignoffError:
 class SignoffClient:
     """Verbs over releases. Construct with `await SignoffClient.connect()` or around a Client."""
 
-    def __init__(self, client: Client, *, settings: Settings | None = None, task_queue: str | None = None) -> None:
+    def __init__(
+        self, client: Client, *, settings: Settings | None = None, task_queue: str | None = None, visibility: bool = True
+    ) -> None:
+        """`visibility=False` runs releases without search attributes (servers that cannot hold
+        them, like the time-skipping test server); `release list` then finds nothing."""
         self.client = client
+        self.visibility = visibility
         self.settings = settings or Settings.from_env()
         self.task_queue = task_queue or self.settings.task_queue
 
@@ -105,29 +110,35 @@ class SignoffClient:
             directory_path=str(self.settings.directory_path),
             policy_dir=str(self.settings.policy_dir),
             started_by=started_by,
+            search_attributes=self.visibility,
         )
+        handle = await self._start(rid, args, spec)
+        if wait:
+            return await self.wait(rid)
+        return await self.status(rid, handle=handle)
+
+    async def _start(self, rid: str, args: StartRelease, spec: ReleaseFile) -> WorkflowHandle[Any, Any]:
+        from temporalio.exceptions import WorkflowAlreadyStartedError
+
         try:
-            handle = await self.client.start_workflow(
+            return await self.client.start_workflow(
                 RELEASE_WORKFLOW,
                 args,
                 id=rid,
                 task_queue=self.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                typed_search_attributes=_initial_attributes(spec),
+                search_attributes=_initial_attributes(spec) if args.search_attributes else None,
             )
-        except Exception as e:  # noqa: BLE001 - classified below
-            from temporalio.exceptions import WorkflowAlreadyStartedError
-
-            if isinstance(e, WorkflowAlreadyStartedError):
-                handle = self.client.get_workflow_handle(rid)
-            elif isinstance(e, RPCError):
-                raise _rpc_error(e, self.settings, f"release {rid}") from e
-            else:
-                raise
-        if wait:
-            return await self.wait(rid)
-        return await self.status(rid, handle=handle)
+        except WorkflowAlreadyStartedError:
+            return self.client.get_workflow_handle(rid)  # finished with this id: that release is the answer
+        except RPCError as e:
+            if "search attribute" in e.message.lower() and "not defined" in e.message.lower():
+                raise SignoffError(
+                    f"Temporal at {self.settings.temporal_address} lacks signoff's search attributes; "
+                    "start it with `signoff dev` or register them (see the README's production section)."
+                ) from e
+            raise _rpc_error(e, self.settings, f"release {rid}") from e
 
     def handle(self, release_id: str) -> WorkflowHandle[Any, Any]:
         return self.client.get_workflow_handle(release_id)
@@ -141,6 +152,9 @@ class SignoffClient:
                 raise SignoffError(f"release {release_id} could not report its status ({e}); see the Temporal UI.") from e
             except RPCError as e:
                 # A just-started workflow has no worker answer yet; give it a moment.
+                if e.status == RPCStatusCode.NOT_FOUND and "result not found" in e.message and attempt < 49:
+                    await asyncio.sleep(0.2)  # the time-skipping server before the first workflow task
+                    continue
                 if e.status == RPCStatusCode.NOT_FOUND:
                     raise NotFound(f"no release {release_id} exists; check the id with `signoff release list`.") from e
                 if attempt < 49 and e.status in (RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.DEADLINE_EXCEEDED):
@@ -226,13 +240,13 @@ def _quote(value: str) -> str:
 
 
 def _initial_attributes(spec: ReleaseFile) -> Any:
-    from temporalio.common import TypedSearchAttributes
+    from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
     return TypedSearchAttributes(
         [
-            KIND.value_set("release"),
-            PHASE.value_set("building"),
-            SERVICE.value_set(spec.service),
-            REQUESTER.value_set(spec.requested_by),
+            SearchAttributePair(KIND, "release"),
+            SearchAttributePair(PHASE, "building"),
+            SearchAttributePair(SERVICE, spec.service),
+            SearchAttributePair(REQUESTER, spec.requested_by),
         ]
     )

@@ -298,6 +298,7 @@ class StartRelease(Open):
     directory_path: str = Field(description="approver directory YAML used for gates")
     policy_dir: str | None = None
     started_by: str | None = None
+    search_attributes: bool = True
 
 
 # --------------------------------------------------------------------------- approvals

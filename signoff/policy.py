@@ -107,22 +107,23 @@ def _load_engine(sources: tuple[tuple[str, str], ...], directory: Path) -> Any:
 
 
 # Parsed engines keyed by the sha256 of their sources: a changed file is a new key, so a cached
-# engine is never stale, and evaluation clones it (cheap) so concurrent activities never share one.
-_ENGINES: dict[str, Any] = {}
-_ENGINES_LOCK = threading.Lock()
+# engine is never stale. regorus engines are "unsendable" (they must be created, used and dropped
+# on one thread), so the cache is per thread, and each evaluation works on a cheap clone.
+_ENGINES = threading.local()
 _ENGINE_CACHE_LIMIT = 16
 
 
 def _engine_for(files: PolicyFiles) -> Any:
+    cache: dict[str, Any] | None = getattr(_ENGINES, "by_sha", None)
+    if cache is None:
+        cache = _ENGINES.by_sha = {}
     key = files.sha256
-    with _ENGINES_LOCK:
-        engine = _ENGINES.get(key)
+    engine = cache.get(key)
     if engine is None:
         engine = _load_engine(files.policies, files.directory)
-        with _ENGINES_LOCK:
-            if len(_ENGINES) >= _ENGINE_CACHE_LIMIT:
-                _ENGINES.clear()
-            _ENGINES[key] = engine
+        if len(cache) >= _ENGINE_CACHE_LIMIT:
+            cache.clear()
+        cache[key] = engine
     return engine.clone()
 
 
@@ -143,6 +144,8 @@ def _evaluate_in_process(document: dict[str, Any], files: PolicyFiles) -> Policy
         engine.set_input_json(json.dumps(document))
         raw = engine.eval_rule(DECISION_RULE)
     except RuntimeError as e:
+        if "not a valid rule path" in str(e):  # no package signoff.release / no decision rule at all
+            return _decision_from(None, files.sha256, f"the policy in {files.directory}")
         raise PolicyError(f"evaluating the policy in {files.directory} failed ({_first_line(str(e))}); fix the policy or the input and try again.") from e
     return _decision_from(raw, files.sha256, f"the policy in {files.directory}")
 

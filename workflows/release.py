@@ -463,7 +463,8 @@ class ReleaseWorkflow:
         self.status.phase = phase
         self.status.updated_at = workflow.now()
         self.status.history.append({"phase": phase.value, "at": workflow.now().isoformat()})
-        workflow.upsert_search_attributes([PHASE.value_set(phase.value)])
+        if self.args.search_attributes:
+            workflow.upsert_search_attributes([PHASE.value_set(phase.value)])
 
     def end(self, phase: Phase, reason: str) -> None:
         self.set_phase(phase)
@@ -477,7 +478,8 @@ class ReleaseWorkflow:
 
     def update_awaiting(self) -> None:
         waiting = sorted({p for g in self.gates for p in g.awaiting()}) if self.gates_ready else []
-        workflow.upsert_search_attributes([AWAITING.value_set(waiting)])
+        if self.args.search_attributes:
+            workflow.upsert_search_attributes([AWAITING.value_set(waiting)])
 
     def check_abort(self) -> None:
         if self.abort_request is not None:

@@ -1,0 +1,104 @@
+"""The audit store: the one activity that signs a decision and appends it to the chained log.
+
+Workflows call ``append_decision`` by name with a `DecisionInput` whose ``sequence`` they
+number themselves (deterministically), so a retried activity — for example one whose worker
+died after the fsync but before reporting — finds its own record and appends nothing.
+
+Key on first use: when the key file is missing and the log is still empty, the activity
+creates the key (as ``signoff keys init`` would) so a fresh dev stack records decisions
+without a setup step. When the log already has records, a missing key is an operator error
+(wrong ``SIGNOFF_KEY_PATH``, lost volume): creating a new key then would silently split the log
+between two keys, so the activity refuses and keeps retrying until the key is restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from signoff.audit import (
+    AuditLogBusy,
+    AuditLogCorrupt,
+    DecisionSigner,
+    FileLogStore,
+    KeyExistsError,
+    LogStore,
+    RecordConflict,
+    SigstoreIdentityMissing,
+    append_record,
+    init_keys,
+    signer_from_settings,
+    sigstore_enabled,
+)
+from signoff.config import Settings
+from signoff.errors import ConfigError
+from signoff.models import DecisionInput
+
+log = logging.getLogger(__name__)
+
+
+class AuditActivities:
+    """Holds the log store and (lazily) the signer; tests hand in their own store."""
+
+    def __init__(self, settings: Settings, *, store: LogStore | None = None, signer: DecisionSigner | None = None) -> None:
+        self.settings = settings
+        self.store: LogStore = store if store is not None else FileLogStore(settings.audit_log)
+        self._signer = signer
+
+    def _ensure_signer(self) -> DecisionSigner:
+        if self._signer is not None:
+            return self._signer
+        if not sigstore_enabled() and not self.settings.key_path.exists():
+            existing = self.store.entries()
+            if existing:
+                raise ApplicationError(
+                    f"the signing key {self.settings.key_path} is missing but the audit log already holds "
+                    f"{len(existing)} records; restore the key or point SIGNOFF_KEY_PATH at it (a new key would split the log).",
+                    type="SigningKeyMissing",
+                )
+            try:
+                info = init_keys(self.settings.key_path)
+                log.warning("created the orchestrator signing key %s (keyid %s)", info.path, info.keyid)
+            except KeyExistsError:
+                pass  # another activity created it a moment ago: use that one
+        try:
+            self._signer = signer_from_settings(self.settings)
+        except ConfigError as e:
+            raise ApplicationError(str(e), type="SigningKeyInvalid", non_retryable=True) from e
+        return self._signer
+
+    def _append(self, decision: DecisionInput) -> dict[str, Any]:
+        try:
+            entry = append_record(self.store, decision, self._ensure_signer())
+        except ValueError as e:
+            raise ApplicationError(str(e), type="InvalidDecision", non_retryable=True) from e
+        except RecordConflict as e:
+            raise ApplicationError(str(e), type="RecordConflict", non_retryable=True) from e
+        except SigstoreIdentityMissing as e:
+            raise ApplicationError(str(e), type="SigstoreIdentityMissing", non_retryable=True) from e
+        except AuditLogCorrupt as e:
+            # retryable: an operator can restore the log and the release carries on, losing nothing
+            raise ApplicationError(str(e), type="AuditLogCorrupt") from e
+        except AuditLogBusy as e:
+            raise ApplicationError(str(e), type="AuditLogBusy") from e
+        return {
+            "index": entry["index"],
+            "entry_hash": entry["entry_hash"],
+            "workflow_id": decision.workflow_id,
+            "sequence": decision.sequence,
+        }
+
+    @activity.defn(name="append_decision")
+    async def append_decision(self, decision: DecisionInput) -> dict[str, Any]:
+        """Sign and append; returns ``{"index", "entry_hash", "workflow_id", "sequence"}`` once
+        the record is on disk (fsync), so a completed activity always means a durable record."""
+        return await asyncio.to_thread(self._append, decision)
+
+
+def activities_from_settings(settings: Settings) -> list:
+    return [AuditActivities(settings).append_decision]
+

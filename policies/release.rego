@@ -1,0 +1,197 @@
+# signoff default release policy.
+#
+# Maps facts about a change (see policies/README.md for the input document) to a risk tier,
+# the approval gates it needs and the reasons it must not be promoted at all. The workflow
+# asks for data.signoff.release.decision; everything else here is a named, tested helper.
+#
+# Evaluated in-process by regorus and loadable unchanged by an OPA server (`opa run -s policies/`).
+package signoff.release
+
+import rego.v1
+
+# ---------------------------------------------------------------- configuration
+
+# Organisation settings; input.config overrides any of them (see README).
+default_config := {
+	"coverage_threshold": null,
+	"require_provenance": false,
+	"production_environments": ["production"],
+	"allow_cli_approvals": true,
+	"gate_timeout": "PT24H",
+	"on_inconclusive": "rollback",
+}
+
+config := object.union(default_config, object.get(input, "config", {}))
+
+# ---------------------------------------------------------------- facts
+
+production if input.environment in config.production_environments
+
+agent_authored if is_object(input.agent)
+
+# The humans besides the requester who asked for this change with it.
+human_co_requesters contains lower(person) if {
+	some person in object.get(input, "co_requesters", [])
+	lower(person) != lower(input.requester)
+}
+
+# Paths as given, without a leading "./" or "/", lower-cased for matching.
+paths contains normalized_path(p) if some p in object.get(input, "paths", [])
+
+normalized_path(p) := trim_prefix(trim_prefix(lower(p), "./"), "/")
+
+# `segment` is a top-level directory of `p` or a directory anywhere inside it.
+under(p, segment) if startswith(p, concat("", [segment, "/"]))
+
+under(p, segment) if contains(p, concat("", ["/", segment, "/"]))
+
+docs_or_tests_path(p) if under(p, "docs")
+
+docs_or_tests_path(p) if under(p, "tests")
+
+docs_or_tests_path(p) if endswith(p, ".md")
+
+ci_path(p) if under(p, ".github")
+
+ci_path(p) if under(p, ".ci")
+
+ci_path(p) if under(p, "ci")
+
+ci_path(p) if p in {".gitlab-ci.yml", "jenkinsfile", ".circleci/config.yml"}
+
+deploy_path(p) if under(p, "deploy")
+
+deploy_path(p) if under(p, "k8s")
+
+deploy_path(p) if under(p, "helm")
+
+deploy_path(p) if endswith(p, ".tf")
+
+auth_or_secrets_path(p) if under(p, "auth")
+
+auth_or_secrets_path(p) if under(p, "secrets")
+
+auth_or_secrets_path(p) if contains(p, "secret")
+
+auth_or_secrets_path(p) if contains(p, "credential")
+
+ci_paths contains p if {
+	some p in paths
+	ci_path(p)
+}
+
+# A change is docs/tests-only when it names its paths and every one is documentation or tests;
+# a change that names no paths is not known to be harmless.
+docs_only if {
+	count(paths) > 0
+	every p in paths {
+		docs_or_tests_path(p)
+	}
+}
+
+# ---------------------------------------------------------------- tier
+
+high_risk_reasons contains sprintf("touches CI configuration: %s", [p]) if some p in ci_paths
+
+high_risk_reasons contains sprintf("touches deploy manifests: %s", [p]) if {
+	some p in paths
+	deploy_path(p)
+}
+
+high_risk_reasons contains sprintf("touches auth or secrets: %s", [p]) if {
+	some p in paths
+	auth_or_secrets_path(p)
+}
+
+high_risk_reasons contains sprintf("production change authored by agent %s", [input.agent.id]) if {
+	production
+	agent_authored
+}
+
+tier := "high" if {
+	count(high_risk_reasons) > 0
+} else := "low" if {
+	docs_only
+} else := "medium"
+
+reasons := sort(high_risk_reasons) if tier == "high"
+
+reasons := ["only documentation and tests change"] if tier == "low"
+
+reasons := ["ordinary change: no sensitive paths and not an agent's production change"] if tier == "medium"
+
+# ---------------------------------------------------------------- gates
+
+owners_group := sprintf("%s-owners", [input.service])
+
+channels := ["slack", "jira", "cli"] if config.allow_cli_approvals == true
+
+channels := ["slack", "jira"] if config.allow_cli_approvals != true
+
+gates := [] if tier == "low"
+
+gates := [{
+	"name": input.environment,
+	"required": 1,
+	"from_groups": [owners_group],
+	"quotas": {},
+	"timeout": config.gate_timeout,
+	"channels": channels,
+}] if tier == "medium"
+
+gates := [{
+	"name": input.environment,
+	"required": 2,
+	"from_groups": ["sre", owners_group, "release-managers"],
+	"quotas": {"sre": 1},
+	"timeout": config.gate_timeout,
+	"channels": channels,
+}] if tier == "high"
+
+# ---------------------------------------------------------------- denials
+
+provenance_given if is_object(input.provenance)
+
+denials contains sprintf("artifact %s failed provenance verification: %s", [input.artifact_digest, object.get(input.provenance, "reason", "no reason given")]) if {
+	provenance_given
+	object.get(input.provenance, "verified", false) != true
+}
+
+denials contains sprintf("artifact %s has no verified provenance and %s requires it", [input.artifact_digest, input.environment]) if {
+	not provenance_given
+	production
+	config.require_provenance == true
+}
+
+denials contains sprintf("%d test(s) failed", [input.tests.failed]) if input.tests.failed > 0
+
+denials contains sprintf("%d test(s) errored", [input.tests.errors]) if input.tests.errors > 0
+
+denials contains sprintf("coverage %v%% is under the required %v%%", [input.tests.coverage, config.coverage_threshold]) if {
+	is_number(input.tests.coverage)
+	is_number(config.coverage_threshold)
+	input.tests.coverage < config.coverage_threshold
+}
+
+denials contains sprintf("agent %s changes CI configuration (%s) without a human co-requester", [input.agent.id, concat(", ", sort(ci_paths))]) if {
+	agent_authored
+	count(ci_paths) > 0
+	count(human_co_requesters) == 0
+}
+
+# ---------------------------------------------------------------- canary
+
+on_inconclusive := config.on_inconclusive if {
+	config.on_inconclusive in {"rollback", "hold"}
+} else := "rollback"
+
+# ---------------------------------------------------------------- the decision
+
+decision := {
+	"tier": tier,
+	"gates": gates,
+	"denials": sort(denials),
+	"reasons": reasons,
+	"on_inconclusive": on_inconclusive,
+	"allow": count(denials) == 0,
+}

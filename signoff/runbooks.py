@@ -1,0 +1,829 @@
+"""Runbook definitions, their certification lock, and parameter handling.
+
+A runbook is a YAML file in ``runbooks/`` that an on-call engineer runs from chat at 3 a.m.
+Nothing in it is free-form: parameters are typed by a JSON Schema, steps are drawn from a
+fixed registry of actions (`ACTIONS`), checks are PromQL with structured conditions, and the
+only way to run a script is to pin its sha256. A runbook runs only if the sha256 of its bytes
+matches an entry in ``runbooks/certified.lock`` whose ed25519 signature verifies with a trusted
+certifier key — so an edit of one byte after certification is refused.
+
+Trust: the lock's signatures verify against the public keys in ``runbooks/certifier.pub``
+(committed, so a fresh CI machine can verify the shipped lock) and against the public half of
+this machine's key (``Settings.key_path``), so a runbook certified locally also runs locally.
+Private keys never live in the repository.
+
+Workflows import this module through the sandbox: it has no side effects at import time and
+loads jsonschema/cryptography lazily.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from signoff.errors import Refused, SignoffError
+from signoff.models import AnalysisSpec, Condition, DeploySpec, GateSpec, Open, Strict, check_email
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+SERVICE_PATTERN = NAME_PATTERN
+FLAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+LOCK_FORMAT = 1
+SIGNATURE_DOMAIN = b"signoff/runbook-certification/v1\n"
+CERTIFIER_KEYS_FILE = "certifier.pub"
+
+ActionName = Literal["scale", "restart", "rollback", "set_weight", "toggle_flag", "wait", "notify", "run_script"]
+
+# `{{ params.NAME }}` and nothing else: no filters, no expressions, nothing evaluated.
+TEMPLATE_TOKEN = re.compile(r"\{\{\s*params\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+class RunbookError(SignoffError):
+    """A runbook file is missing, not YAML, or does not match the schema."""
+
+
+class RunbookParameterError(Refused):
+    """A parameter given to `runbook run` is unknown, missing or has a bad value."""
+
+
+class UnknownRunbook(Refused):
+    """No runbook with that name exists in the runbook directory."""
+
+
+class NotCertified(Refused):
+    """The runbook's bytes match no trusted certification entry (edited, uncertified, forged)."""
+
+
+# --------------------------------------------------------------------------- action arguments
+
+
+class ScaleArgs(Strict):
+    service: str = Field(pattern=SERVICE_PATTERN)
+    replicas: int = Field(ge=1, le=10)
+
+
+class RestartArgs(Strict):
+    service: str = Field(pattern=SERVICE_PATTERN)
+
+
+class RollbackArgs(Strict):
+    service: str = Field(pattern=SERVICE_PATTERN)
+    to: str = Field(default="previous", description='"previous" (the previous stable digest) or a sha256:… digest')
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, v: str) -> str:
+        if v != "previous" and not re.match(r"^sha256:[0-9a-f]{64}$", v):
+            raise ValueError('must be "previous" or a digest sha256:<64 hex characters>')
+        return v
+
+
+class SetWeightArgs(Strict):
+    service: str = Field(pattern=SERVICE_PATTERN)
+    weight: int = Field(ge=0, le=100)
+
+
+class ToggleFlagArgs(Strict):
+    service: str = Field(pattern=SERVICE_PATTERN)
+    flag: str = Field(pattern=FLAG_PATTERN)
+    enabled: bool
+
+
+class WaitArgs(Strict):
+    seconds: float = Field(ge=0, le=3600)
+
+
+class NotifyArgs(Strict):
+    text: str = Field(min_length=1, max_length=3000)
+    mention: list[str] = Field(default_factory=list)
+
+
+class RunScriptArgs(Strict):
+    path: str = Field(description="script path relative to the runbook's directory")
+    sha256: str = Field(description="the pinned sha256 (hex) of the script's bytes")
+    args: list[str] = Field(default_factory=list)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        v = v.removeprefix("sha256:")
+        if not HEX64.match(v):
+            raise ValueError("must be the script's sha256 as 64 lowercase hex characters")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        p = Path(v)
+        if p.is_absolute() or ".." in p.parts or not v:
+            raise ValueError("must be a path inside the runbook directory (relative, without ..)")
+        return v
+
+
+ACTION_ARGS: dict[str, type[Strict]] = {
+    "scale": ScaleArgs,
+    "restart": RestartArgs,
+    "rollback": RollbackArgs,
+    "set_weight": SetWeightArgs,
+    "toggle_flag": ToggleFlagArgs,
+    "wait": WaitArgs,
+    "notify": NotifyArgs,
+    "run_script": RunScriptArgs,
+}
+ACTIONS: tuple[str, ...] = tuple(ACTION_ARGS)
+# Values that must be literal in the file: the pin is the point of run_script.
+LITERAL_ONLY: dict[str, set[str]] = {"run_script": {"path", "sha256"}}
+
+
+# --------------------------------------------------------------------------- the document
+
+
+class RunbookCheck(Strict):
+    """A pre- or post-check: PromQL whose value must satisfy `condition` (else the check fails).
+
+    Empty results, NaN or an unreachable Prometheus are inconclusive, which fails the check too.
+    """
+
+    name: str = Field(pattern=NAME_PATTERN)
+    query: str = Field(min_length=1)
+    condition: Condition
+    interval: timedelta = timedelta(seconds=5)
+    count: int = Field(default=1, ge=1, le=60)
+    initial_delay: timedelta = timedelta(0)
+
+    def to_analysis(self, params: dict[str, Any]) -> AnalysisSpec:
+        """The canary machinery's AnalysisSpec for this check, with parameters substituted."""
+        return AnalysisSpec(
+            query=str(render_value(self.query, params)),
+            interval=self.interval,
+            count=self.count,
+            initial_delay=self.initial_delay,
+            success=self.condition,
+            failure_limit=0,
+            inconclusive_limit=0,
+        )
+
+
+class RunbookStep(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    action: ActionName
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    timeout: timedelta = Field(default=timedelta(minutes=2), description="per attempt")
+    retries: int = Field(default=0, ge=0, le=10, description="extra attempts after a failure")
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= v <= timedelta(hours=2):
+            raise ValueError("must be between 1 second and 2 hours")
+        return v
+
+
+class Runbook(Strict):
+    """What a certified runbook file contains (YAML)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,31}$")
+    description: str = Field(min_length=1)
+    owners: list[str] = Field(min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    allowed_groups: list[str] = Field(min_length=1, description="directory groups whose members may run it")
+    gate: GateSpec | None = None
+    deploy: DeploySpec = Field(default_factory=DeploySpec, description="the deployment target the steps act on")
+    prechecks: list[RunbookCheck] = Field(default_factory=list)
+    steps: list[RunbookStep] = Field(min_length=1)
+    postchecks: list[RunbookCheck] = Field(default_factory=list)
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, v: list[str]) -> list[str]:
+        return [check_email(x) for x in v]
+
+    @field_validator("parameters")
+    @classmethod
+    def _schema(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        try:
+            Draft202012Validator.check_schema(v)
+        except SchemaError as e:
+            raise ValueError(f"is not a valid JSON Schema ({e.message})") from None
+        if v.get("type") != "object":
+            raise ValueError('must be a JSON Schema with "type": "object"')
+        for pname, prop in (v.get("properties") or {}).items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", pname):
+                raise ValueError(f"names a parameter {pname!r}; use letters, digits and _")
+            if not isinstance(prop, dict) or prop.get("type") not in ("string", "integer", "number", "boolean"):
+                raise ValueError(f"gives parameter {pname!r} no scalar type; use string, integer, number or boolean")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Runbook":
+        names = [s.name for s in self.steps]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"step names must be unique, but {', '.join(duplicates)} repeats")
+        known = set(self.param_names)
+        for where, value in self._templated_fields():
+            for ref in template_refs(value):
+                if ref not in known:
+                    raise ValueError(f"{where} refers to parameter {ref!r}, which parameters.properties does not define")
+        sample = self.sample_params()
+        for i, step in enumerate(self.steps):
+            for literal in LITERAL_ONLY.get(step.action, set()):
+                if template_refs(step.with_.get(literal)):
+                    raise ValueError(f"steps.{i}.with.{literal} must be written literally, not from a parameter")
+            try:
+                ACTION_ARGS[step.action].model_validate(render_value(step.with_, sample))
+            except ValidationError as e:
+                raise ValueError(f"steps.{i}.with: {describe_validation_error(e)}") from None
+        return self
+
+    @property
+    def param_names(self) -> list[str]:
+        return list((self.parameters.get("properties") or {}).keys())
+
+    def _templated_fields(self) -> Iterator[tuple[str, Any]]:
+        for i, step in enumerate(self.steps):
+            yield f"steps.{i}.with", step.with_
+        for kind in ("prechecks", "postchecks"):
+            for i, check in enumerate(getattr(self, kind)):
+                yield f"{kind}.{i}.query", check.query
+
+    def sample_params(self) -> dict[str, Any]:
+        """A valid-looking value per parameter, used to type-check step arguments at load time."""
+        out: dict[str, Any] = {}
+        for pname, prop in (self.parameters.get("properties") or {}).items():
+            if "default" in prop:
+                out[pname] = prop["default"]
+            elif prop.get("enum"):
+                out[pname] = prop["enum"][0]
+            else:
+                out[pname] = {"integer": max(1, int(prop.get("minimum", 1))), "number": float(prop.get("minimum", 1.0)), "boolean": True}.get(
+                    prop["type"], "sample"
+                )
+        return out
+
+
+class RunbookFile(Open):
+    """A loaded runbook: its validated content and the sha256 of the exact bytes read."""
+
+    path: str
+    sha256: str
+    spec: Runbook
+
+
+class CertificationEntry(Open):
+    """One line of the certification lock. `signature` covers every other field."""
+
+    name: str
+    version: str
+    sha256: str
+    certified_by: str
+    certified_at: datetime
+    keyid: str
+    signature: str
+
+    def signed_fields(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "certified_by": self.certified_by,
+            "certified_at": _iso(self.certified_at),
+            "keyid": self.keyid,
+        }
+
+
+class RenderedStep(Open):
+    """A step with its arguments rendered from the run's parameters and validated."""
+
+    name: str
+    action: ActionName
+    args: dict[str, Any] = Field(default_factory=dict)
+    timeout: timedelta = timedelta(minutes=2)
+    retries: int = 0
+
+
+class StepRequest(Open):
+    """Input of the `run_runbook_step` activity."""
+
+    run_id: str
+    runbook: str
+    version: str = ""
+    step: RenderedStep
+    dry_run: bool = False
+    runbook_dir: str = Field(default="", description="where run_script paths resolve")
+    target: DeploySpec = Field(default_factory=DeploySpec)
+
+
+class StepResult(Open):
+    """What a step did (or, in a dry run, would do). `changed` is False for dry runs."""
+
+    name: str
+    action: str
+    state: Literal["succeeded", "dry_run"]
+    detail: str
+    changed: bool = False
+    before: dict[str, Any] = Field(default_factory=dict)
+    after: dict[str, Any] = Field(default_factory=dict)
+    text: str | None = Field(default=None, description="notify: the message the workflow posts")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _iso(at: datetime) -> str:
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    return at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """The first pydantic error as "field.path: message" (one clause, for one sentence)."""
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "is not a known field"
+    return f"{where}: {message}{suffix}" if where else f"{message}{suffix}"
+
+
+def template_refs(value: Any) -> list[str]:
+    """Parameter names referenced by `{{ params.NAME }}` tokens anywhere inside `value`."""
+    if isinstance(value, str):
+        return TEMPLATE_TOKEN.findall(value)
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in template_refs(v)]
+    if isinstance(value, list):
+        return [r for v in value for r in template_refs(v)]
+    return []
+
+
+def render_value(value: Any, params: dict[str, Any]) -> Any:
+    """Substitute `{{ params.NAME }}` tokens; nothing is evaluated.
+
+    A string that is exactly one token becomes the parameter's typed value (an integer stays an
+    integer); tokens inside a longer string are replaced by the value's text. Any other use of
+    ``{{``/``}}`` is an error, so a typo never passes through as literal text.
+    """
+    if isinstance(value, str):
+        whole = TEMPLATE_TOKEN.fullmatch(value.strip())
+        if whole:
+            return params[whole.group(1)]
+        rendered = TEMPLATE_TOKEN.sub(lambda m: _text(params[m.group(1)]), value)
+        leftover = TEMPLATE_TOKEN.sub("", value)
+        if "{{" in leftover or "}}" in leftover:
+            raise ValueError(f"{value!r} uses a template other than {{{{ params.NAME }}}}")
+        return rendered
+    if isinstance(value, dict):
+        return {k: render_value(v, params) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_value(v, params) for v in value]
+    return value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def content_sha256(path: Path | str) -> str:
+    """sha256 (hex) of the file's exact bytes: what certification pins."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_runbook(path: Path | str) -> RunbookFile:
+    """Read and validate one runbook file; errors name the file and the field in one sentence."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise UnknownRunbook(f"there is no runbook file at {path}; check the path or run `signoff runbook list`.") from e
+    except OSError as e:
+        raise RunbookError(f"cannot read runbook {path} ({e.strerror}); check its permissions.") from e
+    try:
+        document = yaml.safe_load(data)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise RunbookError(f"{path} is not valid YAML{where}; fix the syntax and try again.") from e
+    if not isinstance(document, dict):
+        raise RunbookError(f"{path} must be a YAML mapping with name, version, steps, …; see runbooks/restart-service.yaml.")
+    try:
+        spec = Runbook.model_validate(document)
+    except ValidationError as e:
+        raise RunbookError(f"{path}: {describe_validation_error(e)}; fix that field and try again.") from e
+    if spec.name != path.stem:
+        raise RunbookError(f"{path}: name is {spec.name!r} but the file is {path.name}; name the file {spec.name}.yaml.")
+    return RunbookFile(path=str(path.resolve()), sha256=hashlib.sha256(data).hexdigest(), spec=spec)
+
+
+def runbook_path(name: str, runbook_dir: Path | str) -> Path:
+    """The file of runbook `name` in `runbook_dir`; `UnknownRunbook` if there is none."""
+    if not re.match(NAME_PATTERN, name or ""):
+        raise UnknownRunbook(f"{name!r} is not a runbook name; run `signoff runbook list` to see the runbooks.")
+    directory = Path(runbook_dir)
+    for suffix in (".yaml", ".yml"):
+        candidate = directory / f"{name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(sorted(p.stem for p in list_runbook_files(directory))) or "none"
+    raise UnknownRunbook(f"there is no runbook named {name!r} in {directory} (known: {known}); check the name.")
+
+
+def list_runbook_files(runbook_dir: Path | str) -> list[Path]:
+    directory = Path(runbook_dir)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def validate_params(runbook: Runbook, params: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``key=value`` strings into the schema's types, apply defaults, validate.
+
+    Raises `RunbookParameterError` naming the first bad parameter, with what it accepts.
+    """
+    from jsonschema import Draft202012Validator
+
+    schema = dict(runbook.parameters)
+    schema.setdefault("additionalProperties", False)
+    props: dict[str, Any] = schema.get("properties") or {}
+    typed: dict[str, Any] = {}
+    for key, raw in params.items():
+        if key not in props:
+            if schema.get("additionalProperties") is False:
+                known = ", ".join(sorted(props)) or "none"
+                raise RunbookParameterError(f"runbook {runbook.name} has no parameter {key!r} (it takes: {known}); remove it or fix the name.")
+            typed[key] = raw
+            continue
+        typed[key] = _convert(runbook.name, key, raw, props[key])
+    for key, prop in props.items():
+        if key not in typed and "default" in prop:
+            typed[key] = prop["default"]
+    errors = sorted(Draft202012Validator(schema).iter_errors(typed), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = errors[0]
+        if error.absolute_path:
+            key = str(error.absolute_path[0])
+            prop = props.get(key, {})
+            accepts = f"one of {', '.join(map(str, prop['enum']))}" if prop.get("enum") else f"a valid {prop.get('type', 'value')}"
+            raise RunbookParameterError(
+                f"parameter {key}={typed.get(key)!r} is not accepted by runbook {runbook.name} ({error.message}); give {accepts}."
+            )
+        if error.validator == "required":
+            missing = [k for k in error.validator_value if k not in typed]
+            raise RunbookParameterError(f"runbook {runbook.name} needs parameter {missing[0]}; add -p {missing[0]}=VALUE.")
+        raise RunbookParameterError(f"the parameters for runbook {runbook.name} are invalid ({error.message}); check them.")
+    return typed
+
+
+def _convert(runbook: str, key: str, raw: Any, prop: dict[str, Any]) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    kind = prop.get("type")
+    try:
+        if kind == "integer":
+            return int(raw.strip())
+        if kind == "number":
+            return float(raw.strip())
+        if kind == "boolean":
+            lowered = raw.strip().lower()
+            if lowered in ("true", "yes", "on", "1"):
+                return True
+            if lowered in ("false", "no", "off", "0"):
+                return False
+            raise ValueError(raw)
+    except ValueError:
+        raise RunbookParameterError(f"parameter {key}={raw!r} of runbook {runbook} is not a {kind}; give a {kind} value.") from None
+    return raw
+
+
+def render_steps(runbook: Runbook, params: dict[str, Any]) -> list[RenderedStep]:
+    """Every step with its arguments rendered from validated `params` and type-checked."""
+    out: list[RenderedStep] = []
+    for i, step in enumerate(runbook.steps):
+        try:
+            args = ACTION_ARGS[step.action].model_validate(render_value(step.with_, params))
+        except ValidationError as e:
+            raise RunbookParameterError(
+                f"step {step.name} of runbook {runbook.name} cannot use these parameters ({describe_validation_error(e)}); check the values."
+            ) from e
+        out.append(
+            RenderedStep(name=step.name, action=step.action, args=args.model_dump(mode="json"), timeout=step.timeout, retries=step.retries)
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _public_path(key_path: Path) -> Path:
+    return key_path.with_name(key_path.name + ".pub")
+
+
+def ensure_signing_key(key_path: Path | str) -> Any:
+    """The ed25519 private key at `key_path` (PKCS#8 PEM), created with its ``.pub`` if missing.
+
+    Same file format as `signoff keys init`, so the orchestrator key can certify runbooks.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key_path = Path(key_path)
+    if not key_path.exists():
+        key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        fd, tmp = tempfile.mkstemp(dir=key_path.parent, prefix=f".{key_path.name}.")
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, pem)
+            os.close(fd)
+            try:
+                os.link(tmp, key_path)  # fails if another process created it meanwhile
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (ValueError, TypeError) as e:
+        raise RunbookError(f"{key_path} is not an unencrypted PEM private key; point SIGNOFF_KEY_PATH at the certifier's ed25519 key.") from e
+    if not isinstance(key, Ed25519PrivateKey):
+        raise RunbookError(f"{key_path} is not an ed25519 key; point SIGNOFF_KEY_PATH at an ed25519 key.")
+    pub = _public_path(key_path)
+    if not pub.exists():
+        pub.write_bytes(public_key_pem(key.public_key()).encode())
+    return key
+
+
+def public_key_pem(public_key: Any) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+
+
+def keyid(public_key: Any) -> str:
+    """sha256 of the raw public key (the same keyid `signoff keys init` prints)."""
+    from cryptography.hazmat.primitives import serialization
+
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def read_public_keys(path: Path | str) -> list[Any]:
+    """Every ed25519 public key in a PEM file (one or more blocks); [] if the file is absent."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    path = Path(path)
+    if not path.is_file():
+        return []
+    keys: list[Any] = []
+    blocks = re.findall(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", path.read_bytes(), re.S)
+    for block in blocks:
+        try:
+            key = serialization.load_pem_public_key(block)
+        except ValueError as e:
+            raise RunbookError(f"{path} holds a PEM block that is not a public key; fix or remove it.") from e
+        if isinstance(key, Ed25519PublicKey):
+            keys.append(key)
+    return keys
+
+
+def trusted_certifier_keys(lock_path: Path | str, key_path: Path | str | None = None) -> dict[str, Any]:
+    """keyid → public key: ``certifier.pub`` next to the lock, plus this machine's key if any."""
+    keys = read_public_keys(Path(lock_path).parent / CERTIFIER_KEYS_FILE)
+    if key_path is not None:
+        kp = Path(key_path)
+        keys += read_public_keys(_public_path(kp))
+        if not _public_path(kp).exists() and kp.exists():
+            with contextlib.suppress(RunbookError):
+                keys.append(ensure_signing_key(kp).public_key())
+    return {keyid(k): k for k in keys}
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def read_lock(lock_path: Path | str) -> list[CertificationEntry]:
+    lock_path = Path(lock_path)
+    if not lock_path.exists():
+        return []
+    try:
+        document = json.loads(lock_path.read_text())
+        return [CertificationEntry.model_validate(e) for e in document.get("entries", [])]
+    except (ValueError, AttributeError, ValidationError) as e:
+        raise NotCertified(f"the certification lock {lock_path} is not readable JSON of signed entries; restore it from version control.") from e
+
+
+def _write_lock(lock_path: Path, entries: list[CertificationEntry]) -> None:
+    document = {
+        "format": LOCK_FORMAT,
+        "comment": "Written by `signoff runbook certify`; every entry is signed (ed25519) by a key in certifier.pub. Do not edit by hand.",
+        "entries": [
+            {**e.signed_fields(), "signature": e.signature}
+            for e in sorted(entries, key=lambda e: (e.name, e.certified_at, e.version))
+        ],
+    }
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=lock_path.parent, prefix=f".{lock_path.name}.")
+    os.fchmod(fd, 0o644)  # committed and read by everyone; it holds no secret
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, lock_path)
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Two certifications at once must not lose one of them."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    # The directory itself is the mutex (the lock file is replaced on write, and a guard file
+    # would be one more file in runbooks/ to keep out of version control).
+    fd = os.open(lock_path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def verify_entry(entry: CertificationEntry, trusted: dict[str, Any]) -> bool:
+    from cryptography.exceptions import InvalidSignature
+
+    key = trusted.get(entry.keyid)
+    if key is None:
+        return False
+    try:
+        key.verify(base64.b64decode(entry.signature), SIGNATURE_DOMAIN + _canonical(entry.signed_fields()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def certify(
+    path: Path | str,
+    by_email: str,
+    lock_path: Path | str,
+    *,
+    key_path: Path | str,
+    now: datetime | None = None,
+) -> CertificationEntry:
+    """Record the runbook's content hash, version, certifier and time in the lock, signed.
+
+    Certifying identical bytes again returns the existing entry. A version number names one
+    content forever: certifying different bytes under a version already certified is refused,
+    so "v3 is certified" always means the same file.
+    """
+    try:
+        email = check_email(by_email)
+    except ValueError as e:
+        raise Refused(f"{by_email!r} is not an email address; certify --as the certifier's canonical email.") from e
+    loaded = load_runbook(path)
+    lock = Path(lock_path)
+    key = ensure_signing_key(key_path)
+    with _locked(lock):
+        entries = read_lock(lock)
+        for entry in entries:
+            if entry.name == loaded.spec.name and entry.sha256 == loaded.sha256:
+                return entry
+            if entry.name == loaded.spec.name and entry.version == loaded.spec.version:
+                raise Refused(
+                    f"runbook {entry.name} version {entry.version} is already certified with different content "
+                    f"(sha256 {entry.sha256[:12]}…); bump version in {path} and certify again."
+                )
+        at = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+        unsigned = CertificationEntry(
+            name=loaded.spec.name,
+            version=loaded.spec.version,
+            sha256=loaded.sha256,
+            certified_by=email,
+            certified_at=at,
+            keyid=keyid(key.public_key()),
+            signature="",
+        )
+        signature = key.sign(SIGNATURE_DOMAIN + _canonical(unsigned.signed_fields()))
+        entry = unsigned.model_copy(update={"signature": base64.b64encode(signature).decode("ascii")})
+        _write_lock(lock, [*entries, entry])
+        return entry
+
+
+def check_certified(
+    path: Path | str,
+    lock_path: Path | str,
+    *,
+    key_path: Path | str | None = None,
+    trusted: dict[str, Any] | None = None,
+) -> CertificationEntry:
+    """The trusted lock entry matching the runbook's current bytes, or `Refused` saying why.
+
+    Refusals: the file does not exist (unknown), its name was never certified (uncertified),
+    its bytes differ from what was certified for its version (edited), or the matching entry's
+    signature does not verify with a trusted certifier key (forged or untrusted).
+    """
+    return check_loaded(load_runbook(path), lock_path, key_path=key_path, trusted=trusted)
+
+
+def check_loaded(
+    loaded: RunbookFile,
+    lock_path: Path | str,
+    *,
+    key_path: Path | str | None = None,
+    trusted: dict[str, Any] | None = None,
+) -> CertificationEntry:
+    """`check_certified` for a runbook already read, so the bytes checked are the bytes run."""
+    path = loaded.path
+    lock = Path(lock_path)
+    if not lock.exists():
+        raise NotCertified(f"runbook {loaded.spec.name} cannot run because there is no certification lock at {lock}; certify it with `signoff runbook certify {path} --as EMAIL`.")
+    keys = trusted if trusted is not None else trusted_certifier_keys(lock, key_path)
+    entries = [e for e in read_lock(lock) if e.name == loaded.spec.name]
+    if not entries:
+        raise NotCertified(f"runbook {loaded.spec.name} has never been certified; certify it with `signoff runbook certify {path} --as EMAIL` before running it.")
+    for entry in entries:
+        if entry.sha256 == loaded.sha256:
+            if entry.version != loaded.spec.version:
+                raise NotCertified(f"runbook {loaded.spec.name}'s certification entry says version {entry.version} but the file says {loaded.spec.version}; re-certify it.")
+            if not verify_entry(entry, keys):
+                raise NotCertified(
+                    f"runbook {loaded.spec.name} version {entry.version} has a certification entry whose signature does not verify with a trusted certifier key; "
+                    f"re-certify it with a key listed in {lock.parent / CERTIFIER_KEYS_FILE}."
+                )
+            return entry
+    same_version = [e for e in entries if e.version == loaded.spec.version]
+    if same_version:
+        e = same_version[-1]
+        raise NotCertified(
+            f"runbook {loaded.spec.name} was edited after certification: its sha256 is {loaded.sha256[:12]}… but version {e.version} "
+            f"was certified as {e.sha256[:12]}… by {e.certified_by}; revert the edit or bump the version and certify it again."
+        )
+    versions = ", ".join(sorted({e.version for e in entries}))
+    raise NotCertified(
+        f"version {loaded.spec.version} of runbook {loaded.spec.name} is not certified (certified versions: {versions}); certify it before running it."
+    )
+
+
+def certified_runbook(name: str, settings: Any) -> tuple[RunbookFile, CertificationEntry]:
+    """Find runbook `name` under ``settings.runbook_dir`` and check it against the lock there."""
+    loaded = load_runbook(runbook_path(name, settings.runbook_dir))
+    entry = check_loaded(loaded, Path(settings.runbook_dir) / "certified.lock", key_path=settings.key_path)
+    return loaded, entry
+
+
+__all__ = [
+    "ACTIONS",
+    "ActionName",
+    "CertificationEntry",
+    "NotCertified",
+    "RenderedStep",
+    "Runbook",
+    "RunbookCheck",
+    "RunbookError",
+    "RunbookFile",
+    "RunbookParameterError",
+    "RunbookStep",
+    "StepRequest",
+    "StepResult",
+    "UnknownRunbook",
+    "certified_runbook",
+    "certify",
+    "check_certified",
+    "check_loaded",
+    "content_sha256",
+    "list_runbook_files",
+    "load_runbook",
+    "render_steps",
+    "render_value",
+    "runbook_path",
+    "trusted_certifier_keys",
+    "validate_params",
+]

@@ -1,0 +1,94 @@
+"""Helpers for workflow tests: a worker with the real activities (optionally replacing some by
+name), release files built in code, and waiting for a phase."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from signoff.client import SignoffClient
+from signoff.config import Settings
+from signoff.models import ReleaseFile, ReleaseStatus
+from workers.registry import all_activities, all_workflows
+from workers.worker import build_worker
+
+REPO = Path(__file__).resolve().parent.parent
+DIGEST_A = "sha256:" + hashlib.sha256(b"artifact-a").hexdigest()
+DIGEST_B = "sha256:" + hashlib.sha256(b"artifact-b").hexdigest()
+
+
+def activity_name(fn: Callable[..., Any]) -> str:
+    return fn.__temporal_activity_definition.name  # type: ignore[attr-defined]
+
+
+def activities_with(settings: Settings, replace: list[Callable[..., Any]] | None = None) -> list[Callable[..., Any]]:
+    """The real activities, with fakes (registered under the real names) in place of some."""
+    replace = replace or []
+    names = {activity_name(f) for f in replace}
+    return [a for a in all_activities(settings) if activity_name(a) not in names] + replace
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    client: Client,
+    task_queue: str,
+    *,
+    settings: Settings | None = None,
+    replace: list[Callable[..., Any]] | None = None,
+    visibility: bool = True,
+    **options: Any,
+) -> AsyncIterator[SignoffClient]:
+    settings = settings or Settings.from_env()
+    worker: Worker = build_worker(
+        client, settings, task_queue=task_queue, activities=activities_with(settings, replace), workflows=all_workflows(), **options
+    )
+    async with worker:
+        yield SignoffClient(client, settings=settings, task_queue=task_queue, visibility=visibility)
+
+
+def release_spec(**overrides: Any) -> ReleaseFile:
+    """A release that needs no build and deploys with shell commands that always work."""
+    doc: dict[str, Any] = {
+        "service": "checkout",
+        "requested_by": "dana@example.com",
+        "environment": "production",
+        "change": {"summary": "docs tweak", "paths": ["docs/checkout.md"]},
+        "artifact": DIGEST_A,
+        "deploy": {"target": "command", "settings": {"deploy": "true", "current": "true", "rollback": "true"}},
+    }
+    doc.update(overrides)
+    return ReleaseFile.model_validate(doc)
+
+
+def gated_spec(**gate: Any) -> ReleaseFile:
+    spec = {"name": "production", "required": 2, "from_groups": ["release-managers"], "channels": ["slack", "jira", "cli"]}
+    spec.update(gate)
+    return release_spec(gates=[spec])
+
+
+async def wait_for(
+    client: SignoffClient, release_id: str, predicate: Callable[[ReleaseStatus], bool], *, timeout: float = 60
+) -> ReleaseStatus:
+    deadline = time.monotonic() + timeout
+    status = await client.status(release_id)
+    while not predicate(status):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{release_id} stuck in {status.phase.value}: {status.reason} {status.gates}")
+        await asyncio.sleep(0.1)
+        status = await client.status(release_id)
+    return status
+
+
+async def wait_phase(client: SignoffClient, release_id: str, phase: str, *, timeout: float = 60) -> ReleaseStatus:
+    return await wait_for(client, release_id, lambda s: s.phase.value == phase or (s.phase.is_final and s.phase.value != phase and _raise(s, phase)), timeout=timeout)
+
+
+def _raise(status: ReleaseStatus, wanted: str) -> bool:
+    raise AssertionError(f"{status.release_id} ended {status.phase.value} ({status.reason}), expected {wanted}")
