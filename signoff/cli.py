@@ -256,3 +256,146 @@ async def approve(out: Out, release_id: str, identity: str, gate: str | None, re
 async def reject(out: Out, release_id: str, identity: str, reason: str, gate: str | None, digest: str | None) -> None:
     """Reject a release at a gate (a veto closes the gate)."""
     await _decide(out, release_id, identity, "reject", gate, reason, digest)
+
+
+# ----------------------------------------------------------------------------- policy and provenance
+
+
+@main.group()
+def policy() -> None:
+    """Evaluate and test the Rego release policy."""
+
+
+@policy.command("eval")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@command
+async def policy_eval(out: Out, file: Path) -> None:
+    """Print the policy's decision for a release file without starting anything."""
+    from signoff.policy import evaluate_release_file
+
+    settings = Settings.from_env()
+    decision = evaluate_release_file(file, policy_dir=settings.policy_dir)
+    doc = {
+        "tier": decision.tier,
+        "gates": [g.model_dump(mode="json") for g in decision.gates],
+        "denials": decision.denials,
+        "reasons": decision.reasons,
+        "policy_sha256": decision.policy_sha256,
+    }
+
+    def text() -> str:
+        lines = [f"tier: {decision.tier}  (policy {decision.policy_sha256[:12]})"]
+        lines += [f"gate {g.name}: {g.required} approver(s) from {', '.join(g.from_groups) or 'anyone'}" + (f", quotas {g.quotas}" if g.quotas else "") for g in decision.gates]
+        lines += [f"denied: {d}" for d in decision.denials]
+        lines += [f"why: {r}" for r in decision.reasons]
+        return "\n".join(lines)
+
+    out.emit(doc, text, ok=not decision.denials)
+
+
+@policy.command("test")
+@command
+async def policy_test(out: Out) -> None:
+    """Run the Rego unit tests (test_ rules) in policies/."""
+    from signoff.policy import run_policy_tests
+
+    results = run_policy_tests(Settings.from_env().policy_dir)
+    failed = [name for name, ok in results if not ok]
+    doc = {"passed": len(results) - len(failed), "failed": len(failed), "failures": failed}
+    out.emit(doc, lambda: "\n".join([f"FAIL {n}" for n in failed] + [f"{doc['passed']} passed, {doc['failed']} failed"]), ok=not failed)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--bundle", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--identity", required=True, help="expected signer identity (SAN), e.g. a workflow URL")
+@click.option("--issuer", required=True, help="expected OIDC issuer URL (always pinned)")
+@click.option("--offline", is_flag=True, help="use the embedded trust root; no network")
+@click.option("--staging", is_flag=True, help="the Sigstore staging instance")
+@command
+async def verify(out: Out, artifact: Path, bundle: Path, identity: str, issuer: str, offline: bool, staging: bool) -> None:
+    """Verify an artifact against its Sigstore bundle and a pinned identity."""
+    from activities.provenance import verify_artifact
+
+    for p, what in ((artifact, "artifact"), (bundle, "bundle")):
+        if not p.is_file():
+            raise UsageError(f"{what} {p} does not exist; check the path.")
+    result = verify_artifact(artifact, bundle, identity=identity, issuer=issuer, offline=offline, staging=staging)
+    out.emit(result, f"verified: {artifact} signed by {result.identity} ({result.issuer})")
+
+
+# ----------------------------------------------------------------------------- audit and keys
+
+
+@main.group()
+def keys() -> None:
+    """The orchestrator's signing key."""
+
+
+@keys.command("init")
+@click.option("--force", is_flag=True, help="replace an existing key (old records then need the old public key)")
+@command
+async def keys_init(out: Out, force: bool) -> None:
+    from signoff.audit import init_keys
+
+    info = init_keys(Settings.from_env().key_path, force=force)
+    doc = info.to_dict()
+    out.emit(doc, lambda: "\n".join(f"{k}: {v}" for k, v in doc.items() if k != "public_key_pem"))
+
+
+@main.group()
+def audit() -> None:
+    """Show, verify and export signed decision records."""
+
+
+@audit.command("show")
+@click.argument("release_id")
+@command
+async def audit_show(out: Out, release_id: str) -> None:
+    from signoff.audit import format_timeline, show, store_from_settings
+
+    rows = show(release_id, store_from_settings(Settings.from_env()))
+    out.emit({"release_id": release_id, "records": rows}, lambda: format_timeline(rows))
+
+
+@audit.command("verify")
+@click.argument("release_id", required=False)
+@click.option("--no-history", is_flag=True, help="skip the cross-check against the Temporal history")
+@command
+async def audit_verify(out: Out, release_id: str | None, no_history: bool) -> None:
+    """Check every signature, the whole chain and (by default) the Temporal history."""
+    from signoff.audit import cross_check, public_key_from_settings, store_from_settings, verify as verify_log, workflow_ids
+
+    settings = Settings.from_env()
+    store = store_from_settings(settings)
+    report = verify_log(store, public_key_from_settings(settings), workflow_id=release_id)
+    problems: list[dict[str, Any]] = []
+    if not no_history:
+        from signoff.client import connect_temporal
+
+        client = await connect_temporal(settings)
+        for wid in [release_id] if release_id else workflow_ids(store):
+            problems += [p.to_dict() for p in await cross_check(client, wid, store)]
+    doc = {**report.to_dict(), "history_problems": problems, "ok": report.ok and not problems}
+
+    def text() -> str:
+        lines = [f"chain and signatures: {'ok' if report.ok else 'FAILED'}"]
+        lines += [f"  {p}" for p in report.to_dict().get("problems", [])]
+        if not no_history:
+            lines.append(f"history cross-check: {'ok' if not problems else 'FAILED'}")
+            lines += [f"  {p}" for p in problems]
+        return "\n".join(lines)
+
+    out.emit(doc, text, ok=doc["ok"])
+
+
+@audit.command("export")
+@click.argument("release_id")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@command
+async def audit_export(out: Out, release_id: str, out_file: Path) -> None:
+    from signoff.audit import export, public_key_from_settings, store_from_settings
+
+    settings = Settings.from_env()
+    result = export(release_id, store_from_settings(settings), public_key_from_settings(settings), out_file)
+    out.emit({"release_id": release_id, "out": str(out_file), **result}, f"exported {release_id} to {out_file}")

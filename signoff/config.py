@@ -28,6 +28,7 @@ class Settings:
     ui_url: str = "http://localhost:8233"
     key_path: Path = Path(".signoff") / "keys" / "orchestrator.ed25519"
     audit_log: Path = Path(".signoff") / "audit" / "decisions.jsonl"
+    opa_url: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -45,5 +46,6 @@ class Settings:
             gateway_port=int(_env("SIGNOFF_GATEWAY_PORT", "8700")),  # type: ignore[arg-type]
             ui_url=_env("SIGNOFF_UI_URL", "http://localhost:8233"),  # type: ignore[arg-type]
             key_path=Path(_env("SIGNOFF_KEY_PATH", str(state / "keys" / "orchestrator.ed25519"))),  # type: ignore[arg-type]
+            opa_url=_env("SIGNOFF_OPA_URL"),
             audit_log=Path(_env("SIGNOFF_AUDIT_LOG", str(state / "audit" / "decisions.jsonl"))),  # type: ignore[arg-type]
         )
