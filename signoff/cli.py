@@ -399,3 +399,68 @@ async def audit_export(out: Out, release_id: str, out_file: Path) -> None:
     settings = Settings.from_env()
     result = export(release_id, store_from_settings(settings), public_key_from_settings(settings), out_file)
     out.emit({"release_id": release_id, "out": str(out_file), **result}, f"exported {release_id} to {out_file}")
+
+
+# ----------------------------------------------------------------------------- runbooks
+
+
+@main.group()
+def runbook() -> None:
+    """Certified runbooks: list, certify, run."""
+
+
+@runbook.command("list")
+@command
+async def runbook_list(out: Out) -> None:
+    from signoff.runbooks import catalogue
+
+    rows = catalogue(Settings.from_env())
+    out.emit({"runbooks": rows}, lambda: "\n".join(f"{r.get('name')}  {r.get('version')}  {'certified' if r.get('certified') else 'NOT CERTIFIED'}  {r.get('description', '')}" for r in rows) or "no runbooks")
+
+
+@runbook.command("certify")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--as", "identity", required=True, metavar="EMAIL")
+@command
+async def runbook_certify(out: Out, file: Path, identity: str) -> None:
+    from signoff.models import check_email
+    from signoff.runbooks import certify
+
+    try:
+        identity = check_email(identity)
+    except ValueError:
+        raise UsageError(f"--as needs an email address, not {identity!r}.") from None
+    settings = Settings.from_env()
+    entry = certify(file, identity, settings.runbook_dir / "certified.lock", key_path=settings.key_path)
+    out.emit(entry, lambda: f"certified {entry.name} {entry.version} ({entry.sha256[:12]}) by {entry.certified_by}")
+
+
+@runbook.command("run")
+@click.argument("name")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE")
+@click.option("--as", "identity", required=True, metavar="EMAIL")
+@click.option("--dry-run", is_flag=True, help="show exactly what would happen without acting")
+@click.option("--wait", is_flag=True, help="wait until the run ends")
+@command
+async def runbook_run(out: Out, name: str, params: tuple[str, ...], identity: str, dry_run: bool, wait: bool) -> None:
+    from signoff.models import check_email
+
+    parsed: dict[str, str] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"parameter {item!r} is not KEY=VALUE; write it like -p service=checkout.")
+        parsed[key.strip()] = value
+    try:
+        identity = check_email(identity)
+    except ValueError:
+        raise UsageError(f"--as needs an email address, not {identity!r}.") from None
+    client = await _client()
+    status = await client.runbooks.run(name, params=parsed, identity=identity, channel="cli", dry_run=dry_run, wait=wait or dry_run)
+    def text() -> str:
+        lines = [f"{status.run_id}  {status.runbook} {status.version}  {status.phase}" + (f" — {status.reason}" if status.reason else "")]
+        lines += [f"  step {s.name} ({s.action}): {s.state} {s.detail}" for s in status.steps]
+        lines += [f"  {c.stage} {c.name}: {c.state} {c.detail}" for c in status.checks]
+        return "\n".join(lines)
+
+    out.emit(status, text, ok=status.phase not in ("refused", "failed", "rejected"))

@@ -29,12 +29,15 @@ from signoff.models import (
     ApprovalResult,
     ReleaseFile,
     ReleaseStatus,
+    RunbookStatus,
     StartRelease,
+    StartRunbook,
 )
 from signoff.releasefile import default_release_id, load_release_file
 from signoff.search_attributes import KIND, PHASE, REQUESTER, SERVICE
 
 RELEASE_WORKFLOW = "ReleaseWorkflow"
+RUNBOOK_WORKFLOW = "RunbookWorkflow"
 
 
 def approval_update_id(attempt: ApprovalAttempt) -> str:
@@ -228,11 +231,99 @@ class SignoffClient:
                 raise Refused(f"release {release_id} has already finished.") from e
             raise _rpc_error(e, self.settings, f"release {release_id}") from e
 
+    @property
+    def runbooks(self) -> "RunbookClient":
+        return RunbookClient(self)
+
     async def promote(self, release_id: str, *, identity: str, channel: str = "cli") -> dict[str, Any]:
         return await self._control(release_id, "promote", {"identity": identity.lower(), "channel": channel})
 
     async def abort(self, release_id: str, *, identity: str, reason: str, channel: str = "cli") -> dict[str, Any]:
         return await self._control(release_id, "abort", {"identity": identity.lower(), "channel": channel, "reason": reason})
+
+
+class RunbookClient:
+    """Verbs over runbook runs (on-call engineers, chat, agents, the canary's remediation)."""
+
+    def __init__(self, facade: SignoffClient) -> None:
+        self.facade = facade
+
+    async def run(
+        self,
+        name: str,
+        *,
+        params: dict[str, Any],
+        identity: str,
+        channel: str = "cli",
+        dry_run: bool = False,
+        run_id: str | None = None,
+        reply_to: dict[str, str] | None = None,
+        wait: bool = False,
+    ) -> RunbookStatus:
+        import uuid
+
+        from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+        rid = run_id or f"run-{name}-{uuid.uuid4().hex[:10]}"
+        args = StartRunbook(
+            run_id=rid,
+            runbook=name,
+            params=params,
+            requested_by=identity.lower(),
+            channel=channel,  # type: ignore[arg-type]
+            dry_run=dry_run,
+            directory_path=str(self.facade.settings.directory_path),
+            reply_to=reply_to or {},
+            search_attributes=self.facade.visibility,
+        )
+        attrs = TypedSearchAttributes([SearchAttributePair(KIND, "runbook"), SearchAttributePair(PHASE, "starting")])
+        try:
+            handle = await self.facade.client.start_workflow(
+                RUNBOOK_WORKFLOW,
+                args,
+                id=rid,
+                task_queue=self.facade.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=attrs if self.facade.visibility else None,
+            )
+        except RPCError as e:
+            raise _rpc_error(e, self.facade.settings, f"runbook run {rid}") from e
+        except Exception as e:  # noqa: BLE001
+            from temporalio.exceptions import WorkflowAlreadyStartedError
+
+            if not isinstance(e, WorkflowAlreadyStartedError):
+                raise
+            handle = self.facade.client.get_workflow_handle(rid)
+        if wait:
+            try:
+                await handle.result()
+            except Exception:  # noqa: BLE001 - the status says what happened
+                pass
+            return await self.status(rid)
+        # Refusals (uncertified, not authorised, bad parameters) are decided before anything
+        # runs; wait that long so the caller learns of them synchronously.
+        status = await self.status(rid)
+        for _ in range(150):
+            if status.phase != "starting":
+                break
+            await asyncio.sleep(0.2)
+            status = await self.status(rid)
+        return status
+
+    async def status(self, run_id: str) -> RunbookStatus:
+        handle = self.facade.client.get_workflow_handle(run_id)
+        for attempt in range(50):
+            try:
+                return await handle.query("status", result_type=RunbookStatus)
+            except RPCError as e:
+                if e.status == RPCStatusCode.NOT_FOUND and attempt == 49:
+                    raise NotFound(f"no runbook run {run_id}; check the id.") from e
+                if e.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.DEADLINE_EXCEEDED):
+                    await asyncio.sleep(0.2)
+                    continue
+                raise _rpc_error(e, self.facade.settings, f"runbook run {run_id}") from e
+        raise SignoffError(f"runbook run {run_id} did not answer; is a worker running (`signoff worker`)?")
 
 
 def _quote(value: str) -> str:

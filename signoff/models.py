@@ -544,6 +544,8 @@ class NotifyRequest(Open):
     status: ReleaseStatus | None = None
     gate: str | None = None
     mention: list[str] = Field(default_factory=list)
+    channel: str | None = Field(default=None, description="post here instead of the service's channel")
+    thread_ts: str | None = Field(default=None, description="reply in this thread (runbook progress)")
 
 
 class BuildRequest(CommandRequest):
@@ -584,3 +586,58 @@ class ChatRef(Open):
     channel: str | None = None
     ts: str | None = None
     key: str | None = None
+
+
+# --------------------------------------------------------------------------- runbooks
+
+
+class StartRunbook(Open):
+    """Workflow input of a runbook run: who asked, for what, through which channel."""
+
+    run_id: str
+    runbook: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    requested_by: str
+    channel: Channel = "cli"
+    dry_run: bool = False
+    directory_path: str
+    reply_to: dict[str, str] = Field(default_factory=dict, description="chat thread to post progress in (channel, ts)")
+    triggered_by_release: str | None = None
+    search_attributes: bool = True
+
+
+class RunbookStepStatus(Open):
+    name: str
+    action: str
+    state: Literal["pending", "running", "succeeded", "failed", "dry_run", "skipped"] = "pending"
+    detail: str = ""
+
+
+class RunbookCheckStatus(Open):
+    name: str
+    stage: Literal["precheck", "postcheck"]
+    state: Literal["pending", "running", "successful", "failed", "inconclusive", "error"] = "pending"
+    measurements: list[Measurement] = Field(default_factory=list)
+    detail: str = ""
+
+
+class RunbookStatus(Open):
+    run_id: str
+    runbook: str
+    version: str = ""
+    sha256: str = ""
+    requested_by: str
+    channel: str = "cli"
+    dry_run: bool = False
+    phase: Literal[
+        "starting", "refused", "awaiting_approval", "prechecks", "running", "postchecks", "succeeded", "failed", "rejected"
+    ] = "starting"
+    params: dict[str, Any] = Field(default_factory=dict)
+    certified_by: str | None = None
+    steps: list[RunbookStepStatus] = Field(default_factory=list)
+    checks: list[RunbookCheckStatus] = Field(default_factory=list)
+    gates: list[GateStatus] = Field(default_factory=list)
+    outcome: str | None = None
+    reason: str | None = None
+    incident: str | None = None
+    workflow_id: str | None = None

@@ -342,6 +342,110 @@ class StepResult(Open):
     text: str | None = Field(default=None, description="notify: the message the workflow posts")
 
 
+class RunbookCheckSpec(Open):
+    """A pre-/post-check ready for the `run_analysis` activity (parameters substituted)."""
+
+    name: str
+    spec: AnalysisSpec
+
+
+class PrepareRunbook(Open):
+    """Input of the `prepare_runbook` activity: what the person asked for."""
+
+    run_id: str
+    runbook: str
+    params: dict[str, Any] = Field(default_factory=dict, description="k=v strings from chat/CLI, or typed values from agents")
+
+
+class PreparedRunbook(Open):
+    """A certified runbook with validated parameters and rendered steps — or why it is refused.
+
+    Refusal is a normal outcome (phase `refused`), not an exception, so the workflow records
+    the reason and alerts.
+    """
+
+    refused: str | None = Field(default=None, description="one sentence; None when the runbook may run")
+    refusal_kind: Literal["unknown", "invalid", "not_certified", "bad_parameters"] | None = None
+    name: str = ""
+    version: str = ""
+    sha256: str = ""
+    certified_by: str | None = None
+    certified_at: datetime | None = None
+    allowed_groups: list[str] = Field(default_factory=list)
+    gate: GateSpec | None = None
+    target: DeploySpec = Field(default_factory=DeploySpec)
+    runbook_dir: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    prechecks: list[RunbookCheckSpec] = Field(default_factory=list)
+    steps: list[RenderedStep] = Field(default_factory=list)
+    postchecks: list[RunbookCheckSpec] = Field(default_factory=list)
+
+
+def prepare(request: PrepareRunbook, settings: Any) -> PreparedRunbook:
+    """Everything the workflow needs before the first step, or the refusal (never raises Refused)."""
+    try:
+        loaded, entry = certified_runbook(request.runbook, settings)
+    except UnknownRunbook as e:
+        return PreparedRunbook(refused=str(e), refusal_kind="unknown", name=request.runbook)
+    except NotCertified as e:
+        return PreparedRunbook(refused=str(e), refusal_kind="not_certified", name=request.runbook)
+    except RunbookError as e:
+        return PreparedRunbook(refused=str(e), refusal_kind="invalid", name=request.runbook)
+    spec = loaded.spec
+    base = PreparedRunbook(
+        name=spec.name,
+        version=spec.version,
+        sha256=loaded.sha256,
+        certified_by=entry.certified_by,
+        certified_at=entry.certified_at,
+        allowed_groups=spec.allowed_groups,
+        gate=spec.gate,
+        target=spec.deploy,
+        runbook_dir=str(Path(loaded.path).parent),
+    )
+    try:
+        params = validate_params(spec, request.params)
+        steps = render_steps(spec, params)
+        prechecks = [RunbookCheckSpec(name=c.name, spec=c.to_analysis(params)) for c in spec.prechecks]
+        postchecks = [RunbookCheckSpec(name=c.name, spec=c.to_analysis(params)) for c in spec.postchecks]
+    except RunbookParameterError as e:
+        return base.model_copy(update={"refused": str(e), "refusal_kind": "bad_parameters"})
+    return base.model_copy(update={"params": params, "steps": steps, "prechecks": prechecks, "postchecks": postchecks})
+
+
+def catalogue(settings: Any) -> list[dict[str, Any]]:
+    """`runbook list`: every runbook file with its parameters and whether it may run, and why not."""
+    lock = Path(settings.runbook_dir) / "certified.lock"
+    out: list[dict[str, Any]] = []
+    for path in list_runbook_files(settings.runbook_dir):
+        try:
+            loaded = load_runbook(path)
+        except SignoffError as e:
+            out.append({"name": path.stem, "file": str(path), "certified": False, "reason": str(e)})
+            continue
+        item: dict[str, Any] = {
+            "name": loaded.spec.name,
+            "version": loaded.spec.version,
+            "description": loaded.spec.description,
+            "allowed_groups": loaded.spec.allowed_groups,
+            "parameters": {
+                k: {key: v for key, v in prop.items() if key in ("type", "enum", "default", "description", "minimum", "maximum")}
+                for k, prop in (loaded.spec.parameters.get("properties") or {}).items()
+            },
+            "required": list(loaded.spec.parameters.get("required") or []),
+            "gated": loaded.spec.gate is not None,
+            "sha256": loaded.sha256,
+            "file": str(path),
+        }
+        try:
+            entry = check_loaded(loaded, lock, key_path=settings.key_path)
+            item.update(certified=True, certified_by=entry.certified_by, certified_at=_iso(entry.certified_at))
+        except Refused as e:
+            item.update(certified=False, reason=str(e))
+        out.append(item)
+    return out
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -801,6 +905,11 @@ def certified_runbook(name: str, settings: Any) -> tuple[RunbookFile, Certificat
 
 __all__ = [
     "ACTIONS",
+    "PrepareRunbook",
+    "PreparedRunbook",
+    "RunbookCheckSpec",
+    "catalogue",
+    "prepare",
     "ActionName",
     "CertificationEntry",
     "NotCertified",

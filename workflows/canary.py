@@ -36,12 +36,13 @@ from datetime import timedelta
 from enum import Enum
 from typing import Awaitable, Callable, Literal, Sequence
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
     from signoff.models import AnalysisRequest, AnalysisSpec, CanarySpec, CanaryStatus, Condition, Measurement
 
 Verdict = Literal["successful", "failed", "inconclusive", "error"]

@@ -52,9 +52,9 @@ with workflow.unsafe.imports_passed_through():
     from signoff.search_attributes import AWAITING, PHASE
 
 from workflows.canary import CanaryRunner
+from workflows.outbox import PATIENT, DecisionLog, Outbox
 from workflows.gate import ApprovalGate, merge_gates
 
-PATIENT = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30))
 ONCE_MORE = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["BadCommand", "BuildFailed", "Timeout", "VerificationFailed"])
 
 
@@ -65,39 +65,6 @@ class Stop(Exception):
         super().__init__(reason)
         self.phase = phase
         self.reason = reason
-
-
-class Outbox:
-    """An ordered queue of activities drained by one background coroutine.
-
-    Order matters: a Slack `chat.update` must follow the `chat.postMessage` that made the
-    message, and decision records are appended in decision order.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.items: list[Callable[[], Awaitable[None]]] = []
-        self.busy = False
-
-    def put(self, item: Callable[[], Awaitable[None]]) -> None:
-        self.items.append(item)
-
-    def drained(self) -> bool:
-        return not self.items and not self.busy
-
-    async def run(self, stopping: Callable[[], bool]) -> None:
-        while True:
-            await workflow.wait_condition(lambda: bool(self.items) or stopping())
-            if not self.items and stopping():
-                return
-            self.busy = True
-            item = self.items.pop(0)
-            try:
-                await item()
-            except (ActivityError, ApplicationError) as e:  # recorded in history; never blocks the release
-                workflow.logger.warning("%s outbox item failed: %s", self.name, e)
-            finally:
-                self.busy = False
 
 
 @workflow.defn(name="ReleaseWorkflow")
@@ -122,8 +89,12 @@ class ReleaseWorkflow:
         self.abort_request: dict[str, Any] | None = None
         self.promote_requested = False
         self.finished = False
-        self.sequence = 0
         self.audit = Outbox("audit")
+        self.decisions = DecisionLog(
+            self.audit,
+            subject_name=f"{spec.service}@{args.release_id}",
+            subject_digest=lambda: self.status.artifact_digest or "sha256:" + hashlib.sha256(args.release_id.encode()).hexdigest(),
+        )
         self.slack = Outbox("slack")
         self.jira = Outbox("jira")
         self.artifact_path: str | None = None
@@ -553,11 +524,9 @@ class ReleaseWorkflow:
 
     def record(self, kind: str, outcome: str, reasons: list[str], evidence: dict[str, Any], actor: str | None = None) -> None:
         """Queue a signed decision record (written in order by the audit outbox)."""
-        self.sequence += 1
-        info = workflow.info()
         attempt = evidence.get("attempt") if isinstance(evidence, dict) else None
         if actor is None and isinstance(attempt, dict):
-            actor_doc = {"identity": attempt.get("identity"), "channel": attempt.get("channel")}
+            actor_doc: dict[str, Any] = {"identity": attempt.get("identity"), "channel": attempt.get("channel")}
         elif actor is not None:
             actor_doc = {"identity": actor}
         else:
@@ -566,26 +535,7 @@ class ReleaseWorkflow:
                 actor_doc["agent"] = self.spec.agent.model_dump(mode="json")
         if self.status.policy and "policy_sha256" not in evidence:
             evidence = {**evidence, "policy_sha256": self.status.policy.policy_sha256}
-        decision = DecisionInput(
-            kind=kind,
-            outcome=outcome,
-            subject_name=f"{self.spec.service}@{self.args.release_id}",
-            subject_digest=self.status.artifact_digest or "sha256:" + hashlib.sha256(self.args.release_id.encode()).hexdigest(),
-            reasons=[r for r in reasons if r],
-            actor=actor_doc,
-            evidence=evidence,
-            workflow_id=info.workflow_id,
-            run_id=info.run_id,
-            at=workflow.now(),
-            sequence=self.sequence,
-        )
-
-        async def append() -> None:
-            await workflow.execute_activity(
-                "append_decision", decision, start_to_close_timeout=timedelta(seconds=30), retry_policy=PATIENT, result_type=dict
-            )
-
-        self.audit.put(append)
+        self.decisions.append(kind, outcome, reasons, evidence, actor_doc)
 
     async def gate_notice(self, gate: GateStatus, event: str) -> None:
         """Tell Slack and Jira about a gate; each channel's own queue keeps messages in order."""
