@@ -212,10 +212,12 @@ class SignoffClient:
         except WorkflowUpdateRPCTimeoutOrCancelledError as e:
             raise TemporalUnreachable("the release did not answer in time; your approval may not be recorded, try again.") from e
         except RPCError as e:
-            if e.status == RPCStatusCode.NOT_FOUND:
-                raise NotFound(f"no running release {attempt.release_id}; check the id with `signoff release list`.") from e
+            # The server answers NOT_FOUND "workflow execution already completed" for a finished
+            # release: that release exists, so say it ended rather than that it is unknown.
             if e.status == RPCStatusCode.FAILED_PRECONDITION or "completed" in e.message.lower():
                 raise Refused(f"release {attempt.release_id} has already finished; nothing left to approve.") from e
+            if e.status == RPCStatusCode.NOT_FOUND:
+                raise NotFound(f"no running release {attempt.release_id}; check the id with `signoff release list`.") from e
             raise _rpc_error(e, self.settings, f"release {attempt.release_id}") from e
 
     async def _control(self, release_id: str, update: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -225,10 +227,10 @@ class SignoffClient:
         except WorkflowUpdateFailedError as e:
             raise Refused(getattr(e.cause, "message", None) or str(e)) from e
         except RPCError as e:
+            if "completed" in e.message.lower():  # NOT_FOUND "workflow execution already completed"
+                raise Refused(f"release {release_id} has already finished; nothing left to {update}.") from e
             if e.status == RPCStatusCode.NOT_FOUND:
                 raise NotFound(f"no running release {release_id}; check the id with `signoff release list`.") from e
-            if "completed" in e.message.lower():
-                raise Refused(f"release {release_id} has already finished.") from e
             raise _rpc_error(e, self.settings, f"release {release_id}") from e
 
     @property

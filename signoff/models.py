@@ -435,6 +435,7 @@ class ReleaseStatus(Open):
     outcome: str | None = None
     reason: str | None = None
     incident: str | None = None
+    remediation: str | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)
     started_at: datetime | None = None
     updated_at: datetime | None = None

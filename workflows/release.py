@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.workflow import ParentClosePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
@@ -44,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseStatus,
         RollbackRequest,
         StartRelease,
+        StartRunbook,
         TargetRequest,
         TestRequest,
         TestSummary,
@@ -346,6 +348,29 @@ class ReleaseWorkflow:
         self.record("rollback", "rolled_back", [reason], {"to": previous})
         await self.notify("rollback", f"{self.spec.service}: rolled back {self.digest()[:19]}… to {str(previous)[:19]}…: {reason}")
         self.jira.put(lambda: self.open_incident(reason))
+        if self.spec.remediation_runbook:
+            await self.remediate()
+
+    async def remediate(self) -> None:
+        """Start the release file's remediation runbook; it runs on after the release ends."""
+        run_id = f"{self.args.release_id}-remediation"
+        await workflow.start_child_workflow(
+            "RunbookWorkflow",
+            StartRunbook(
+                run_id=run_id,
+                runbook=self.spec.remediation_runbook or "",
+                params={"service": self.spec.service},
+                requested_by="signoff@automation",
+                channel="api",
+                directory_path=self.args.directory_path,
+                triggered_by_release=self.args.release_id,
+                search_attributes=self.args.search_attributes,
+            ),
+            id=run_id,
+            parent_close_policy=ParentClosePolicy.ABANDON,
+        )
+        self.status.remediation = run_id
+        self.record("remediation", "started", [f"runbook {self.spec.remediation_runbook} as {run_id}"], {"runbook": self.spec.remediation_runbook})
 
     # ================================================================== Updates and queries
 

@@ -44,6 +44,9 @@ from workflows.gate import ApprovalGate
 from workflows.outbox import PATIENT, DecisionLog, Outbox
 
 
+AUTOMATION_GROUP = "automation"
+
+
 class RunEnded(Exception):
     def __init__(self, phase: str, reason: str) -> None:
         super().__init__(reason)
@@ -121,6 +124,15 @@ class RunbookWorkflow:
         )
         who = self.status.requested_by
         allowed = set(self.prepared.allowed_groups)
+        if self.args.triggered_by_release:
+            # A release's automatic remediation: allowed only for runbooks certified for it, so a
+            # release file cannot name a runbook its requester could not run.
+            if AUTOMATION_GROUP not in allowed:
+                reason = f"{self.args.runbook} is not certified for automatic remediation (its allowed_groups lack '{AUTOMATION_GROUP}')"
+                self.alert(f"remediation for {self.args.triggered_by_release} refused: {reason}")
+                raise RunEnded("refused", reason)
+            self.record("runbook_authorised", "ok", [f"remediation after rollback of {self.args.triggered_by_release}"], {"directory_sha256": snap.sha256})
+            return
         if not (snap.groups_of(who) & allowed):
             reason = f"{who} is not in the groups allowed to run {self.args.runbook} ({', '.join(sorted(allowed))})"
             self.alert(f"runbook {self.args.runbook} refused: {reason}")

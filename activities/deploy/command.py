@@ -1,0 +1,146 @@
+"""The `command` deployment target: user-supplied shell commands do the deploying.
+
+For platforms signoff has no native target for (``kubectl argo rollouts set image …``, a
+vendor CLI, an internal script). Settings::
+
+    deploy:   "kubectl argo rollouts set image {service} app=registry/{service}@{digest} && kubectl argo rollouts set weight {service} {weight}"
+    rollback: "kubectl argo rollouts undo {service} --to-digest {digest}"   # optional; default: deploy at weight 100
+    current:  "my-platform status {service} --json"                        # optional
+    timeout: 300          # seconds per command
+    pass_env: [KUBECONFIG] # worker variables the commands may see, on top of the allow-list
+    env: {K: V}            # extra variables
+
+Placeholders ``{service}``, ``{digest}``, ``{weight}`` and ``{release_id}`` are replaced with
+shell-quoted values (nothing else in the template is touched, so JSON braces are safe). The
+placement the target last applied is recorded under ``<state_dir>/deploy/command/``; asking for
+the same placement again runs nothing. ``current`` may print JSON with ``stable``, ``canary``,
+``weight`` keys, which then wins over the record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from activities.deploy.base import (
+    ActionLog,
+    DeployError,
+    Placement,
+    file_lock,
+    plan_deploy,
+    plan_rollback,
+    state_of,
+    write_json_atomically,
+)
+from activities.runner import command_env
+from signoff.config import Settings
+from signoff.models import DeploymentState
+
+PLACEHOLDER = re.compile(r"\{(service|digest|weight|release_id)\}")
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    """Substitute the known placeholders with shell-quoted values."""
+    return PLACEHOLDER.sub(lambda m: shlex.quote(values[m.group(1)]), template)
+
+
+class CommandTarget:
+    def __init__(self, settings: Settings, options: dict[str, Any] | None = None) -> None:
+        options = dict(options or {})
+        if not options.get("deploy"):
+            raise DeployError(
+                "the command target needs deploy.settings.deploy, a shell command with {service}, {digest} and {weight} placeholders",
+                kind="BadTargetSettings",
+            )
+        self.templates = {k: str(options[k]) for k in ("deploy", "rollback", "current") if options.get(k)}
+        self.timeout = int(options.get("timeout", 300))
+        extra = {k: os.environ[k] for k in options.get("pass_env", []) if k in os.environ}
+        extra.update({str(k): str(v) for k, v in (options.get("env") or {}).items()})
+        self.env = command_env(extra)
+        self.cwd = str(options["cwd"]) if options.get("cwd") else None
+        self.root = Path(settings.state_dir) / "deploy" / "command"
+
+    def _record_path(self, service: str) -> Path:
+        return self.root / f"{service}.json"
+
+    def actions(self, service: str) -> ActionLog:
+        return ActionLog(self.root / f"{service}.actions.jsonl")
+
+    def _recorded(self, service: str) -> Placement:
+        path = self._record_path(service)
+        return Placement.from_dict(json.loads(path.read_text())) if path.exists() else Placement()
+
+    def _run(self, kind: str, values: dict[str, str]) -> str:
+        command = render(self.templates[kind], values)
+        try:
+            out = subprocess.run(
+                ["/bin/sh", "-c", command],
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                env=self.env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except subprocess.TimeoutExpired as e:
+            raise DeployError(
+                f"the {kind} command for {values['service']} did not finish within {self.timeout} seconds; check it or raise deploy.settings.timeout",
+                kind="Timeout",
+            ) from e
+        if out.returncode != 0:
+            lines = (out.stderr.strip() or out.stdout.strip() or "no output").splitlines()
+            raise DeployError(
+                f"the {kind} command for {values['service']} exited with code {out.returncode} ({lines[-1][:300]}); fix deploy.settings.{kind} or the platform it talks to",
+                kind="DeployCommandFailed",
+            )
+        return out.stdout
+
+    def _result(self, service: str, placement: Placement, **detail: Any) -> DeploymentState:
+        return state_of(service, placement, actions=self.actions(service).count(), **detail)
+
+    def deploy(self, service: str, digest: str, weight: int, *, release_id: str = "") -> DeploymentState:
+        with file_lock(self.root / f"{service}.lock"):
+            now = self._recorded(service)
+            want, note = plan_deploy(now, digest, weight)
+            extra: dict[str, Any] = {"note": note} if note else {}
+            if want == now:
+                return self._result(service, now, **extra)
+            effective_weight = want.weight if want.canary else 100
+            output = self._run(
+                "deploy", {"service": service, "digest": digest, "weight": str(effective_weight), "release_id": release_id}
+            )
+            write_json_atomically(self._record_path(service), want.to_dict())
+            self.actions(service).append("deploy", digest=digest, weight=effective_weight, release_id=release_id)
+            return self._result(service, want, output=output[-2000:], **extra)
+
+    def current(self, service: str) -> DeploymentState:
+        recorded = self._recorded(service)
+        if "current" not in self.templates:
+            return self._result(service, recorded)
+        output = self._run("current", {"service": service, "digest": recorded.stable or "", "weight": str(recorded.weight), "release_id": ""})
+        try:
+            reported = json.loads(output)
+        except ValueError:
+            reported = None
+        if isinstance(reported, dict):
+            merged = Placement.from_dict({**recorded.to_dict(), **{k: v for k, v in reported.items() if k in ("stable", "canary", "weight")}})
+            return self._result(service, merged, output=output[-2000:])
+        return self._result(service, recorded, output=output[-2000:])
+
+    def rollback(self, service: str, to_digest: str, *, release_id: str = "") -> DeploymentState:
+        with file_lock(self.root / f"{service}.lock"):
+            now = self._recorded(service)
+            want = plan_rollback(now, to_digest)
+            if want == now:
+                return self._result(service, now)
+            kind = "rollback" if "rollback" in self.templates else "deploy"
+            output = self._run(kind, {"service": service, "digest": to_digest, "weight": "100", "release_id": release_id})
+            write_json_atomically(self._record_path(service), want.to_dict())
+            self.actions(service).append("rollback", digest=to_digest, release_id=release_id)
+            return self._result(service, want, output=output[-2000:])

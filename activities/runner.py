@@ -1,0 +1,447 @@
+"""Build and test activities: run the release's configured command as a subprocess.
+
+Why it is shaped like this:
+
+* The command runs through ``/bin/sh -c`` in its own session (process group), so a timeout or
+  a cancelled release kills the command *and everything it started* (compilers, test
+  runners, background servers), not just the shell.
+* The environment is reduced to an allow-list. The worker holds Slack, Jira and signing
+  secrets in its environment; a build script written by an agent must never see them.
+* The activity heartbeats every second with the tail of the output, so the Temporal UI
+  shows progress, a dead worker is noticed within the heartbeat timeout, and a retried
+  attempt can find and kill the process group an earlier (crashed) attempt left behind.
+* Permanent problems (no such command, a failing build, a timeout) are non-retryable
+  ``ApplicationError``s with one sentence; the workflow turns them into ``failed`` with
+  that sentence as the reason. A failing *test run* is not an error: the summary is
+  returned and the workflow decides what failed tests mean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.artifacts import ArtifactStore, store_for
+from signoff.config import Settings
+from signoff.models import BuildRequest, BuildResult, CommandRequest, TestSummary, TestRequest
+
+#: Variables a build may inherit from the worker. Everything else (SLACK_*, JIRA_*, SIGNOFF_*,
+#: cloud credentials, ...) is dropped; the release can add its own through ``req.env``.
+ENV_ALLOW_LIST = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "TMPDIR", "SOURCE_DATE_EPOCH")
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+HEARTBEAT_SECONDS = 1.0
+TERM_GRACE_SECONDS = 5.0
+TAIL_BYTES = 64 * 1024
+HEARTBEAT_TAIL_CHARS = 2000
+
+BUILD_TYPE = "https://signoff.dev/build/command/v1"
+BUILDER_ID = "https://signoff.dev/worker"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+SLSA_PROVENANCE_V1 = "https://slsa.dev/provenance/v1"
+
+
+def command_env(extra: dict[str, str] | None = None, *, source: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a user command gets: the allow-list from `source` plus `extra`."""
+    source = dict(os.environ) if source is None else source
+    env = {k: source[k] for k in ENV_ALLOW_LIST if k in source}
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class CommandOutcome:
+    exit_code: int
+    output: str
+    duration_seconds: float
+
+    @property
+    def last_line(self) -> str:
+        for line in reversed(self.output.splitlines()):
+            if line.strip():
+                return line.strip()[:300]
+        return "(no output)"
+
+
+# --------------------------------------------------------------------------- process groups
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while any non-zombie process is left in the group."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # fields[0] = state, fields[2] = pgrp (see proc(5))
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def kill_group(pgid: int, *, grace: float = TERM_GRACE_SECONDS) -> None:
+    """SIGTERM the whole group, give it `grace` seconds, then SIGKILL what is left."""
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _group_alive(pgid):
+            return
+        await asyncio.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)
+
+
+def _is_our_shell(pid: int, command: str) -> bool:
+    """Whether `pid` is still the ``/bin/sh -c command`` an earlier attempt started (pid reuse guard)."""
+    argv: list[bytes] = []
+    for _ in range(40):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        if argv != [b""]:
+            break
+        time.sleep(0.025)  # a process that is exec'ing shows an empty command line for a moment
+    return len(argv) >= 3 and argv[1] == b"-c" and argv[2] == command.encode()
+
+
+async def _kill_leftover_from_previous_attempt(command: str) -> None:
+    """A worker that crashed mid-build leaves its (detached) process group running; the retry
+    finds its pgid in the last heartbeat and stops it before starting again."""
+    try:
+        details = activity.info().heartbeat_details
+    except RuntimeError:
+        return
+    if not details:
+        return
+    last = details[-1]
+    pgid = last.get("pgid") if isinstance(last, dict) else None
+    if isinstance(pgid, int) and _is_our_shell(pgid, command):
+        activity.logger.info("stopping process group %s left by a previous attempt", pgid)
+        await kill_group(pgid)
+
+
+def _heartbeat(details: dict[str, Any]) -> None:
+    with contextlib.suppress(RuntimeError):  # not running inside an activity (direct use)
+        activity.heartbeat(details)
+
+
+# --------------------------------------------------------------------------- running
+
+
+async def run_command(req: CommandRequest, *, what: str) -> CommandOutcome:
+    """Run `req.command` under the rules in the module docstring and return its outcome.
+
+    Raises non-retryable ApplicationErrors for a missing working directory, a missing or
+    non-executable command (exit 126/127) and a timeout. Cancellation kills the group and
+    re-raises.
+    """
+    workdir = Path(req.workdir)
+    if not workdir.is_dir():
+        raise ApplicationError(
+            f"the {what} working directory {workdir} does not exist; set working_dir in the release file to an existing directory",
+            type="BadWorkdir",
+            non_retryable=True,
+        )
+    await _kill_leftover_from_previous_attempt(req.command)
+
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        req.command,
+        cwd=str(workdir),
+        env=command_env(req.env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    pgid = proc.pid
+    buffer: deque[bytes] = deque()
+    buffered = 0
+
+    async def pump() -> None:
+        nonlocal buffered
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(4096):
+            buffer.append(chunk)
+            buffered += len(chunk)
+            while buffered - len(buffer[0]) >= TAIL_BYTES and len(buffer) > 1:
+                buffered -= len(buffer.popleft())
+
+    def tail(chars: int | None = None) -> str:
+        text = b"".join(buffer).decode("utf-8", "replace")
+        return text if chars is None else text[-chars:]
+
+    reader = asyncio.create_task(pump())
+    waiter = asyncio.create_task(proc.wait())
+    deadline = started + req.timeout_seconds
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                await kill_group(pgid)
+                raise ApplicationError(
+                    f"the {what} command did not finish within {req.timeout_seconds} seconds and was stopped; "
+                    f"make it faster or raise {what}.timeout_seconds in the release file",
+                    {"output_tail": tail(HEARTBEAT_TAIL_CHARS)},
+                    type="Timeout",
+                    non_retryable=True,
+                )
+            done, _ = await asyncio.wait({waiter}, timeout=min(HEARTBEAT_SECONDS, remaining))
+            if done:
+                break
+            _heartbeat({"pgid": pgid, "elapsed": round(time.monotonic() - started, 1), "tail": tail(HEARTBEAT_TAIL_CHARS)})
+        exit_code = waiter.result()
+        # Output may still be buffered in the pipe; background children that keep the pipe
+        # open must not hold the activity forever.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(reader), timeout=2.0)
+    except asyncio.CancelledError:
+        await asyncio.shield(kill_group(pgid))
+        raise
+    finally:
+        if not waiter.done():
+            _signal_group(pgid, signal.SIGKILL)
+        reader.cancel()
+        if _group_alive(pgid):  # stragglers the command left in the background
+            _signal_group(pgid, signal.SIGKILL)
+        if not waiter.done():
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(waiter, timeout=2.0)
+
+    outcome = CommandOutcome(exit_code=exit_code, output=tail(), duration_seconds=time.monotonic() - started)
+    if exit_code in (126, 127):
+        raise ApplicationError(
+            f"the {what} command could not be run ({outcome.last_line}); check the command in the release file",
+            {"exit_code": exit_code, "output_tail": tail(HEARTBEAT_TAIL_CHARS)},
+            type="BadCommand",
+            non_retryable=True,
+        )
+    return outcome
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _git_commit(workdir: Path) -> tuple[str, str] | None:
+    """(repository URI, commit) of the working directory, or None when it is not a Git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(workdir), "rev-parse", "HEAD", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=command_env(),
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) < 2:
+        return None
+    return f"git+file://{lines[1]}", lines[0]
+
+
+def provenance_statement(
+    *,
+    req: BuildRequest,
+    subject_name: str,
+    digest: str,
+    started: datetime,
+    finished: datetime,
+) -> dict[str, Any]:
+    """An in-toto Statement v1 with a SLSA provenance v1 predicate describing this build.
+
+    The build parameters are what the release file said (command, output); the resolved
+    dependency is the source commit, so a verifier can tie the digest to the code it came from.
+    """
+    dependencies: list[dict[str, Any]] = []
+    source = _git_commit(Path(req.workdir))
+    if source is not None:
+        uri, commit = source
+        dependencies.append({"uri": uri, "digest": {"gitCommit": commit}})
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": subject_name, "digest": {"sha256": digest.split(":", 1)[1]}}],
+        "predicateType": SLSA_PROVENANCE_V1,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": {"command": req.command, "output": req.output, "env": sorted(req.env)},
+                "internalParameters": {"release_id": req.release_id, "env_allow_list": list(ENV_ALLOW_LIST)},
+                "resolvedDependencies": dependencies,
+            },
+            "runDetails": {
+                "builder": {"id": BUILDER_ID},
+                "metadata": {
+                    "invocationId": req.release_id,
+                    "startedOn": started.isoformat().replace("+00:00", "Z"),
+                    "finishedOn": finished.isoformat().replace("+00:00", "Z"),
+                },
+            },
+        },
+    }
+
+
+def _write_json_atomically(path: Path, document: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- JUnit
+
+
+def parse_junit(path: Path) -> TestSummary:
+    """Count the <testcase> elements of a JUnit XML report (either <testsuites> or <testsuite>
+    at the root); failing and erroring cases are listed as ``classname.name``."""
+    root = ET.parse(path).getroot()
+    summary = TestSummary()
+    cases = [root] if root.tag == "testcase" else list(root.iter("testcase"))
+    for case in cases:
+        name = case.get("name", "?")
+        classname = case.get("classname")
+        full = f"{classname}.{name}" if classname else name
+        if case.find("failure") is not None:
+            summary.failed += 1
+            summary.failures.append(full)
+        elif case.find("error") is not None:
+            summary.errors += 1
+            summary.failures.append(full)
+        elif case.find("skipped") is not None:
+            summary.skipped += 1
+        else:
+            summary.passed += 1
+    return summary
+
+
+# --------------------------------------------------------------------------- activities
+
+
+def _inside(workdir: Path, relative: str, *, what: str) -> Path:
+    path = (workdir / relative).resolve()
+    if not path.is_relative_to(workdir.resolve()):
+        raise ApplicationError(
+            f"the {what} path {relative!r} points outside the working directory; give a path inside it",
+            type="BadPath",
+            non_retryable=True,
+        )
+    return path
+
+
+class CommandActivities:
+    """Build and test activities; the artifact store location comes from the settings."""
+
+    def __init__(self, settings: Settings, *, store: ArtifactStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or store_for(settings.state_dir)
+
+    @activity.defn(name="run_build")
+    async def run_build(self, req: BuildRequest) -> BuildResult:
+        """Run the build, file its output in the artifact store by sha256 and write provenance."""
+        started = datetime.now(timezone.utc)
+        outcome = await run_command(req, what="build")
+        if outcome.exit_code != 0:
+            raise ApplicationError(
+                f"the build command exited with code {outcome.exit_code} (last output: {outcome.last_line}); fix the build and start the release again",
+                {"exit_code": outcome.exit_code, "output_tail": outcome.output[-HEARTBEAT_TAIL_CHARS:]},
+                type="BuildFailed",
+                non_retryable=True,
+            )
+        workdir = Path(req.workdir)
+        output = _inside(workdir, req.output, what="build output")
+        if not output.is_file():
+            raise ApplicationError(
+                f"the build succeeded but did not produce {req.output} in {workdir}; make the build write it or fix build.output",
+                type="MissingOutput",
+                non_retryable=True,
+            )
+        digest = self.store.put(output)
+        statement = provenance_statement(
+            req=req, subject_name=output.name, digest=digest, started=started, finished=datetime.now(timezone.utc)
+        )
+        provenance = self.store.provenance_path_for(digest)
+        _write_json_atomically(provenance, statement)
+        activity.logger.info("built %s as %s in %.1fs", req.output, digest, outcome.duration_seconds)
+        return BuildResult(
+            digest=digest,
+            artifact_path=str(self.store.path_for(digest)),
+            output_tail=outcome.output[-HEARTBEAT_TAIL_CHARS:],
+            provenance_path=str(provenance),
+        )
+
+    @activity.defn(name="run_tests")
+    async def run_tests(self, req: TestRequest) -> TestSummary:
+        """Run the tests and summarise them; failing tests are a result, not an error.
+
+        With a JUnit report the counts are the report's (plus one error when the command failed
+        although no test did). Without one, the command itself is the single check: passed=1 on
+        exit 0, failed=1 with the exit code and last output line otherwise. Only a missing
+        command, a bad working directory or a timeout raise.
+        """
+        outcome = await run_command(req, what="test")
+        report = _inside(Path(req.workdir), req.junit, what="JUnit report") if req.junit else None
+        if report is not None and report.is_file():
+            try:
+                summary = parse_junit(report)
+            except ET.ParseError as e:
+                return TestSummary(
+                    errors=1,
+                    failures=[f"the JUnit report {req.junit} is not valid XML ({e}); the test command exited with code {outcome.exit_code}"],
+                )
+            if outcome.exit_code != 0 and summary.failed + summary.errors == 0:
+                summary.errors += 1
+                summary.failures.append(
+                    f"the test command exited with code {outcome.exit_code} although its report shows no failing test (last output: {outcome.last_line})"
+                )
+            return summary
+        if report is not None:
+            return TestSummary(
+                failed=1,
+                failures=[
+                    f"the test command exited with code {outcome.exit_code} and wrote no JUnit report at {req.junit} (last output: {outcome.last_line})"
+                ],
+            )
+        if outcome.exit_code != 0:
+            return TestSummary(
+                failed=1,
+                failures=[f"the test command exited with code {outcome.exit_code} (last output: {outcome.last_line})"],
+            )
+        return TestSummary(passed=1)
+
+
+def activities_from_settings(settings: Settings) -> list:
+    """The bound build/test activities for the worker."""
+    acts = CommandActivities(settings)
+    return [acts.run_build, acts.run_tests]
