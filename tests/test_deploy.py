@@ -320,7 +320,8 @@ async def test_command_target_runs_quoted_commands(settings: Settings, tmp_path:
     again = await call(acts.deploy, DeployRequest(release_id="rel-2", service="check out", digest=b, weight=10, target=spec))
     assert again.detail["actions"] == s2.detail["actions"] == 2
     s3 = await call(acts.rollback, RollbackRequest(release_id="rel-2", service="check out", to_digest=a, target=spec))
-    assert (s3.stable, s3.canary, s3.detail["previous"]) == (a, None, None)
+    # the first deploy learned from `current` that c was serving, so c is the previous stable
+    assert (s3.stable, s3.canary, s3.detail["previous"]) == (a, None, "sha256:" + "c" * 64)
     # placeholders were shell-quoted (the space stays inside one argument), no secret leaked
     assert log.read_text().splitlines() == [
         f"deploy check out {a} 100 rel-1 none",

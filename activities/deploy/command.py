@@ -107,6 +107,10 @@ class CommandTarget:
     def deploy(self, service: str, digest: str, weight: int, *, release_id: str = "") -> DeploymentState:
         with file_lock(self.root / f"{service}.lock"):
             now = self._recorded(service)
+            if now.stable is None and "current" in self.templates:
+                # First deploy through signoff: learn what already serves from the `current` command.
+                seen = self.current(service)
+                now = Placement.from_dict({"stable": seen.stable, "canary": seen.canary, "weight": seen.weight})
             want, note = plan_deploy(now, digest, weight)
             extra: dict[str, Any] = {"note": note} if note else {}
             if want == now:
