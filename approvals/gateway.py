@@ -13,6 +13,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -69,9 +71,6 @@ def create_app(settings: Settings, *, client: SignoffClient | None = None, slack
     else:
         routes.append(Route("/jira/webhook", _not_configured("Jira", "SIGNOFF_JIRA_WEBHOOK_SECRET"), methods=["POST"]))
 
-    app = Starlette(routes=routes)
-
-    @app.middleware("http")
     async def count_and_limit(request: Request, call_next: Any) -> Response:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY:
@@ -81,6 +80,7 @@ def create_app(settings: Settings, *, client: SignoffClient | None = None, slack
         REQUESTS.labels(request.url.path, str(response.status_code)).inc()
         return response
 
+    app = Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=count_and_limit)])
     return app
 
 

@@ -214,8 +214,12 @@ class SignoffClient:
         except RPCError as e:
             # The server answers NOT_FOUND "workflow execution already completed" for a finished
             # release: that release exists, so say it ended rather than that it is unknown.
-            if e.status == RPCStatusCode.FAILED_PRECONDITION or "completed" in e.message.lower():
+            if "completed" in e.message.lower() or "already finished" in e.message.lower():
                 raise Refused(f"release {attempt.release_id} has already finished; nothing left to approve.") from e
+            if e.status == RPCStatusCode.FAILED_PRECONDITION:
+                raise TemporalUnreachable(
+                    f"release {attempt.release_id} could not take the decision right now ({e.message}); nothing was recorded, try again."
+                ) from e
             if e.status == RPCStatusCode.NOT_FOUND:
                 raise NotFound(f"no running release {attempt.release_id}; check the id with `signoff release list`.") from e
             raise _rpc_error(e, self.settings, f"release {attempt.release_id}") from e

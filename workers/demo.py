@@ -35,15 +35,15 @@ async def drive_release(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = await client.status(release_id)
-        if status.phase != seen_phase:
-            seen_phase = status.phase
-            extra = f" tier={status.tier}" if status.phase.value == "awaiting_approval" else ""
-            echo(f"  phase: {status.phase.value}{extra}" + (f" — {status.reason}" if status.reason else ""))
         if status.canary:
             for m in status.canary.analyses[seen_measurements:]:
                 value = "n/a" if m.value is None else f"{m.value:.4f}"
                 echo(f"  canary step {m.step}: {m.metric} = {value} → {m.verdict}")
             seen_measurements = len(status.canary.analyses)
+        if status.phase != seen_phase:
+            seen_phase = status.phase
+            extra = f" tier={status.tier}" if status.phase.value == "awaiting_approval" else ""
+            echo(f"  phase: {status.phase.value}{extra}" + (f" — {status.reason}" if status.reason else ""))
         if status.phase.value == "awaiting_approval" and not approved:
             approved = True
             for gate in status.gates:

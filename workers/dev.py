@@ -18,13 +18,14 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from signoff.config import Settings
-from signoff.errors import ConfigError, TemporalUnreachable
+from signoff.errors import ConfigError, SignoffError, TemporalUnreachable
 from signoff.search_attributes import SEARCH_ATTRIBUTES
 
 
@@ -35,9 +36,9 @@ def temporal_binary() -> str:
     return found
 
 
-def _sa_type(key: object) -> str:
-    name = type(key).__name__  # SearchAttributeKey subclasses: _SearchAttributeKeyword, ...List
-    return "KeywordList" if "List" in name else "Keyword"
+def _sa_type(key: Any) -> str:
+    """`temporal server start-dev --search-attribute NAME=TYPE` spelling of the key's type."""
+    return "".join(part.capitalize() for part in key.indexed_value_type.name.removeprefix("INDEXED_VALUE_TYPE_").split("_"))
 
 
 def prometheus_config(state: Path, *, scrape_interval: str, extra_targets: list[str]) -> str:
@@ -136,8 +137,12 @@ async def run_dev(settings: Settings, *, prometheus: bool = True, demo: bool = F
             if demo:
                 from workers.demo import run_demo
 
-                result = await run_demo(settings, echo=lambda line: print(line, flush=True))
-                status = 0 if result["ok"] else 1
+                try:
+                    result = await run_demo(settings, echo=lambda line: print(line, flush=True))
+                    status = 0 if result["ok"] else 1
+                except (SignoffError, TimeoutError) as e:
+                    print(f"error: the demo stopped: {e}", file=sys.stderr, flush=True)
+                    status = 1
                 if exit_after_demo:
                     stop.set()
             await stop.wait()
