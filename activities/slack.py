@@ -44,9 +44,9 @@ from signoff.config import Settings
 from signoff.errors import ConfigError
 from signoff.models import ChatRef, GateNotice, NotifyRequest, ReleaseStatus
 
-from approvals.slack.blocks import CLOSED_STATES, escape, gate_message, message_metadata, progress_line, release_url
-from approvals.slack.config import SlackConfig, ensure_session, make_web_client
-from approvals.slack.directory import ApproverDirectory
+from signoff.slack_blocks import CLOSED_STATES, escape, gate_message, message_metadata, progress_line, release_url
+from signoff.slack_config import SlackConfig, ensure_session, make_web_client
+from signoff.directory import ApproverDirectory
 
 log = logging.getLogger("signoff.activities.slack")
 

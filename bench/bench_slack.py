@@ -91,7 +91,7 @@ async def main(n: int) -> dict[str, Any]:
     from temporalio.worker import Worker
 
     from approvals.slack.app import build_slack_app, slack_routes
-    from approvals.slack.config import SlackConfig
+    from signoff.slack_config import SlackConfig
     from signoff.client import SignoffClient
     from signoff.config import Settings
     from signoff.models import ApprovalAttempt
@@ -119,7 +119,7 @@ async def main(n: int) -> dict[str, Any]:
             app = build_slack_app(factory, settings=settings, directory_path=directory, config=SlackConfig.from_env())
             async with serve(Starlette(routes=slack_routes(app))) as base, httpx.AsyncClient(timeout=30) as http:
                 from approvals.slack.app import slack_behaviour
-                from approvals.slack.config import close_session
+                from signoff.slack_config import close_session
 
                 web = slack_behaviour(app).web
                 url = f"{base}/slack/events"

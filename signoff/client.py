@@ -38,6 +38,7 @@ from signoff.search_attributes import KIND, PHASE, REQUESTER, SERVICE
 
 RELEASE_WORKFLOW = "ReleaseWorkflow"
 RUNBOOK_WORKFLOW = "RunbookWorkflow"
+_FINAL_NAMES = {"succeeded", "rolled_back", "rejected", "denied", "failed", "aborted"}
 
 
 def approval_update_id(attempt: ApprovalAttempt) -> str:
@@ -176,23 +177,51 @@ class SignoffClient:
             pass
         return await self.status(release_id, handle=handle)
 
-    async def list_releases(self, *, phase: str | None = None, awaiting: str | None = None, limit: int = 1000) -> list[ReleaseStatus]:
-        """One visibility query; statuses are read from each workflow's query."""
+    async def list_releases(
+        self,
+        *,
+        phase: str | None = None,
+        awaiting: str | None = None,
+        running_only: bool | None = None,
+        limit: int = 1000,
+        per_release_timeout: float = 3.0,
+    ) -> list[ReleaseStatus]:
+        """One visibility query, then each status read concurrently with its own time bound.
+
+        A release whose worker does not answer is shown from its search attributes instead of
+        holding the whole answer hostage. Filtering on a phase or a person lists running
+        releases only (a terminated workflow keeps its last phase attribute forever).
+        """
         clauses = [f"{KIND.name} = 'release'"]
         if phase:
             clauses.append(f"{PHASE.name} = '{_quote(phase)}'")
         if awaiting:
             clauses.append(f"SignoffAwaiting = '{_quote(awaiting.lower())}'")
-        out: list[ReleaseStatus] = []
+        if running_only if running_only is not None else bool(phase and phase not in _FINAL_NAMES) or bool(awaiting):
+            clauses.append("ExecutionStatus = 'Running'")
+        found: list[Any] = []
         try:
             async for wf in self.client.list_workflows(" AND ".join(clauses), limit=limit):
-                try:
-                    out.append(await self.status(wf.id))
-                except SignoffError:
-                    continue  # deleted or unreadable between list and query
+                found.append(wf)
         except RPCError as e:
             raise _rpc_error(e, self.settings, "release") from e
-        return out
+        gate = asyncio.Semaphore(32)
+
+        async def one(wf: Any) -> ReleaseStatus:
+            async with gate:
+                try:
+                    return await asyncio.wait_for(self.status(wf.id), timeout=per_release_timeout)
+                except (asyncio.TimeoutError, SignoffError):
+                    attrs = wf.typed_search_attributes
+                    return ReleaseStatus(
+                        release_id=wf.id,
+                        service=attrs.get(SERVICE) or "?",
+                        requested_by=attrs.get(REQUESTER) or "?",
+                        phase=attrs.get(PHASE) or "building",  # type: ignore[arg-type]
+                        reason="status unavailable: no worker answered in time",
+                    )
+
+        return list(await asyncio.gather(*(one(wf) for wf in found)))
 
     # ------------------------------------------------------------------ people
 

@@ -7,6 +7,7 @@ ever map *to* a canonical id through this file, never the other way round.
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import yaml
@@ -58,3 +59,48 @@ def slack_ids_for(snapshot: DirectorySnapshot, emails_or_groups: list[str]) -> l
     for name in emails_or_groups:
         emails.update(snapshot.groups.get(name, [name.lower()] if "@" in name else []))
     return sorted(p.slack_user_id for e in emails if (p := snapshot.people.get(e)) and p.slack_user_id)
+
+
+class ApproverDirectory:
+    """A directory file, re-read when it changes on disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._snapshot: DirectorySnapshot | None = None
+
+    def snapshot(self) -> DirectorySnapshot:
+        try:
+            stat = self.path.stat()
+        except OSError as e:
+            raise ConfigError(f"approver directory {self.path} cannot be read; set SIGNOFF_DIRECTORY to the approvers YAML file.") from e
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            if self._snapshot is None or stamp != self._stamp:
+                self._snapshot = load_directory(self.path)
+                self._stamp = stamp
+            return self._snapshot
+
+    def email_for_slack_user(self, slack_user_id: str) -> str | None:
+        for email, person in self.snapshot().people.items():
+            if person.slack_user_id == slack_user_id:
+                return email
+        return None
+
+    def person(self, email: str) -> Person | None:
+        return self.snapshot().people.get(email.lower())
+
+    def members(self, group: str) -> list[str]:
+        return list(self.snapshot().groups.get(group, []))
+
+    def slack_ids(self, emails: list[str]) -> list[str]:
+        people = self.snapshot().people
+        return [p.slack_user_id for e in emails if (p := people.get(e.lower())) is not None and p.slack_user_id]
+
+    def display_name(self, email: str) -> str:
+        """Short name for progress lines: the directory name's first word, else the email's local part."""
+        person = self.snapshot().people.get(email.lower())
+        if person is not None and person.name:
+            return person.name.split()[0]
+        return email.split("@", 1)[0]

@@ -20,8 +20,8 @@ from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 from activities.slack import SlackActivities, activities_from_settings
-from approvals.slack.blocks import ACTIONS_BLOCK, APPROVE_ACTION, PROGRESS_BLOCK, REJECT_ACTION
-from approvals.slack.config import SlackConfig, make_web_client, service_channel_variable
+from signoff.slack_blocks import ACTIONS_BLOCK, APPROVE_ACTION, PROGRESS_BLOCK, REJECT_ACTION
+from signoff.slack_config import SlackConfig, make_web_client, service_channel_variable
 from signoff.config import Settings
 from signoff.models import (
     AgentInfo,

@@ -35,8 +35,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from approvals.slack.app import build_slack_app, slack_behaviour, slack_routes
-from approvals.slack.blocks import ACTIONS_BLOCK, APPROVE_ACTION, PROGRESS_BLOCK, REJECT_ACTION, REJECT_MODAL, button_value
-from approvals.slack.config import SlackConfig, close_session
+from signoff.slack_blocks import ACTIONS_BLOCK, APPROVE_ACTION, PROGRESS_BLOCK, REJECT_ACTION, REJECT_MODAL, button_value
+from signoff.slack_config import SlackConfig, close_session
 from signoff.client import SignoffClient
 from signoff.config import Settings
 from signoff.errors import TemporalUnreachable
@@ -309,7 +309,7 @@ async def running_gateway(
     async def factory() -> SignoffClient:
         return signoff
 
-    from approvals.slack.config import make_web_client
+    from signoff.slack_config import make_web_client
 
     web = make_web_client(config)
     app = build_slack_app(client_factory or factory, settings=settings, directory_path=directory_path, web_client=web, config=config)

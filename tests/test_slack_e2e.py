@@ -19,7 +19,7 @@ import pytest
 from temporalio.client import Client
 
 from approvals.gateway import create_app
-from approvals.slack.blocks import ACTIONS_BLOCK, APPROVE_ACTION, PROGRESS_BLOCK
+from signoff.slack_blocks import ACTIONS_BLOCK, APPROVE_ACTION, PROGRESS_BLOCK
 from signoff.config import Settings
 from tests.helpers import DIGEST_A, REPO, gated_spec, running_worker, wait_for, wait_phase
 from tests.stubs.slack_stub import APP_ID, TEAM_ID, SlackStub, signed_headers

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from datetime import timedelta
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -31,7 +31,6 @@ with workflow.unsafe.imports_passed_through():
         BuildResult,
         CanaryStatus,
         ChatRef,
-        DecisionInput,
         DeployRequest,
         DeploymentState,
         GateNotice,

@@ -46,7 +46,7 @@ from signoff.config import Settings
 from signoff.errors import ConfigError, NotFound, Refused, SignoffError, TemporalUnreachable
 from signoff.models import ApprovalAttempt, ApprovalResult, GateStatus, check_digest
 
-from approvals.slack.blocks import (
+from signoff.slack_blocks import (
     APPROVE_ACTION,
     CLOSED_STATES,
     REJECT_ACTION,
@@ -56,8 +56,8 @@ from approvals.slack.blocks import (
     reject_modal,
 )
 from approvals.slack.commands import SUBCOMMANDS, CommandContext, Subcommand, help_text, parse_command
-from approvals.slack.config import SlackConfig, ensure_session, make_web_client
-from approvals.slack.directory import ApproverDirectory
+from signoff.slack_config import SlackConfig, ensure_session, make_web_client
+from signoff.directory import ApproverDirectory
 
 log = logging.getLogger("signoff.slack")
 

@@ -13,20 +13,17 @@ dispatcher shows that sentence, never a trace.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from signoff.client import SignoffClient
-from signoff.config import Settings
 from temporalio.service import RPCError
 
-from signoff.errors import Refused, SignoffError, TemporalUnreachable, UsageError
+from signoff.client import SignoffClient
+from signoff.config import Settings
+from signoff.directory import ApproverDirectory
+from signoff.errors import Refused, TemporalUnreachable, UsageError
 from signoff.models import ReleaseStatus
-from signoff.search_attributes import KIND, PHASE
-
-from approvals.slack.blocks import escape, progress_line, release_url
-from approvals.slack.directory import ApproverDirectory
+from signoff.slack_blocks import escape, progress_line, release_url
 
 ABORT_GROUP = "on-call"
 
@@ -113,27 +110,11 @@ async def _status(ctx: CommandContext) -> str:
     return describe_status(await client.status(ctx.args[0]), ctx.settings, ctx.directory)
 
 
-async def _waiting_releases(client: SignoffClient, *, limit: int = 50, per_release_timeout: float = 3.0) -> tuple[list[ReleaseStatus], int]:
-    """Running releases in awaiting_approval, each status read with its own time bound.
-
-    Unlike `SignoffClient.list_releases`, a release whose worker does not answer cannot hold
-    the whole answer hostage (Slack waits for no one); it is counted and skipped. Only running
-    workflows are listed: a terminated one keeps its last phase attribute forever.
-    """
-    query = f"{KIND.name} = 'release' AND {PHASE.name} = 'awaiting_approval' AND ExecutionStatus = 'Running'"
-    ids: list[str] = []
-    async for wf in client.client.list_workflows(query, limit=limit):
-        ids.append(wf.id)
-
-    async def one(rid: str) -> ReleaseStatus | None:
-        try:
-            return await asyncio.wait_for(client.status(rid), timeout=per_release_timeout)
-        except (asyncio.TimeoutError, SignoffError):
-            return None
-
-    found = await asyncio.gather(*(one(rid) for rid in ids))
-    statuses = [s for s in found if s is not None]
-    return statuses, len(ids) - len(statuses)
+async def _waiting_releases(client: SignoffClient, *, limit: int = 50) -> tuple[list[ReleaseStatus], int]:
+    """Running releases waiting for approval; those whose worker did not answer are counted."""
+    statuses = await client.list_releases(phase="awaiting_approval", limit=limit)
+    answered = [s for s in statuses if not (s.reason or "").startswith("status unavailable")]
+    return answered, len(statuses) - len(answered)
 
 
 async def _list(ctx: CommandContext) -> str:
