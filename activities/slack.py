@@ -124,7 +124,7 @@ class SlackActivities:
         if not self._ready():
             return ChatRef()
         status = request.status
-        channel = self.config.channel_for(status.service if status else None)
+        channel = request.channel or self.config.channel_for(status.service if status else None)
         if channel is None:
             log.warning("no Slack channel for %s; set SIGNOFF_SLACK_CHANNEL", request.release_id)
             return ChatRef()
@@ -138,7 +138,7 @@ class SlackActivities:
             text += " " + " ".join(f"<@{u}>" for u in ids)
         digest = hashlib.sha256(request.text.encode()).hexdigest()[:16]
         key = self._key(request.release_id, request.gate or "", f"notify-{request.kind}", digest)
-        return await self._post_once(key, channel=channel, text=text)
+        return await self._post_once(key, channel=channel, text=text, thread_ts=request.thread_ts)
 
     # ------------------------------------------------------------------ posting
 

@@ -36,8 +36,9 @@ from typing import Any, Awaitable, Callable
 from slack_bolt import BoltResponse
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -55,6 +56,7 @@ from signoff.slack_blocks import (
     progress_line,
     reject_modal,
 )
+from approvals.slack import runbooks as _runbook_commands  # noqa: F401 - registers `/signoff runbook`
 from approvals.slack.commands import SUBCOMMANDS, CommandContext, Subcommand, help_text, parse_command
 from signoff.slack_config import SlackConfig, ensure_session, make_web_client
 from signoff.directory import ApproverDirectory
@@ -334,6 +336,8 @@ class SlackApprovals:
             directory=self.directory,
             client_factory=self.client_factory,
             resolve_identity=lambda: self.resolve_identity(user_id),
+            channel_id=command.get("channel_id", ""),
+            web=self.web,
         )
         try:
             return await asyncio.wait_for(sub.handler(ctx), timeout=max(self.config.submit_timeout, 5.0))
@@ -468,11 +472,118 @@ def slack_routes(app: AsyncApp, *, path: str = "/slack/events") -> list[Route]:
     if behaviour is None or not behaviour.config.signing_secret:
         raise ConfigError("the Slack HTTP endpoint needs SLACK_SIGNING_SECRET; set it or run Slack in Socket Mode with SLACK_APP_TOKEN.")
     handler = AsyncSlackRequestHandler(app)
+    verifier = SignatureVerifier(behaviour.config.signing_secret)
 
     async def events(request: Request) -> Response:
-        return await handler.handle(request)
+        # What bolt would turn into a 500 (or read without limit) is refused here first: a body
+        # over 1 MiB, also when chunked without Content-Length (413, before parsing); a body
+        # that is not UTF-8 (400); a missing or non-numeric timestamp header, which slack_sdk's
+        # verifier would crash on (401). Everything else goes to bolt, whose signature check
+        # stays the authority.
+        try:
+            body = await _read_limited(request, MAX_BODY_BYTES)
+        except _BodyTooLarge:
+            return _refusal(413, f"the body is larger than {MAX_BODY_BYTES} bytes; Slack requests are far smaller")
+        except ClientDisconnect:
+            return _refusal(400, "the client went away before the body was read")
+        timestamp = request.headers.get("x-slack-request-timestamp", "").strip()
+        signature = request.headers.get("x-slack-signature", "")
+        if not timestamp.isascii() or not timestamp.isdigit() or not signature:
+            return _refusal(401, "the request is not signed by Slack (X-Slack-Request-Timestamp and X-Slack-Signature are required)")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return _refusal(400, "the body is not UTF-8 text; Slack always sends UTF-8")
+        if not verifier.is_valid(text, timestamp, signature):
+            return _refusal(401, "the Slack signature does not match (or is older than 5 minutes); check SLACK_SIGNING_SECRET")
+        problem = _shape_problem(text, request.headers.get("content-type", ""))
+        if problem is not None:
+            return _refusal(400, problem)
+        response = await handler.handle(_replay(request, body))
+        if response.status_code >= 500:
+            # bolt's middleware crashed on a signed payload of a shape we did not foresee; the
+            # traceback is in the log, the sender gets a 4xx (nothing was submitted).
+            log.warning("bolt answered %s to a signed Slack request; refusing it with 400", response.status_code)
+            return _refusal(400, "signoff could not read this Slack request")
+        return response
 
     return [Route(path, endpoint=events, methods=["POST"])]
+
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, read in chunks and abandoned as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _replay(request: Request, body: bytes) -> Request:
+    """A Request whose body is `body` (already read), for the bolt adapter to read again."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, receive)
+
+
+_OBJECT_FIELDS = ("event", "user", "team", "channel", "container", "message", "view", "enterprise", "state")
+_LIST_OF_OBJECTS = ("actions", "authorizations")
+
+
+def _shape_problem(text: str, content_type: str) -> str | None:
+    """Why a *signed* body does not have the shape of any Slack request, or None.
+
+    bolt reads these fields with `.get` chains before any listener runs, so a JSON `null` or a
+    list where Slack always sends an object would crash it; such bodies are answered 400 here.
+    """
+    from urllib.parse import parse_qs
+
+    if text.lstrip().startswith("{") or "json" in content_type.lower():
+        try:
+            doc: Any = json.loads(text)
+        except ValueError:
+            return "the body is neither JSON nor a Slack form post"
+    else:
+        form = parse_qs(text, keep_blank_values=True)
+        if "payload" not in form:
+            return None  # a slash command: flat form fields, all strings
+        try:
+            doc = json.loads(form["payload"][0])
+        except ValueError:
+            return "the interaction payload is not JSON"
+    if not isinstance(doc, dict):
+        return "a Slack request body is a JSON object"
+    for name in _OBJECT_FIELDS:
+        if name in doc and not isinstance(doc[name], dict):
+            return f"field {name} of a Slack request is an object"
+    for name in _LIST_OF_OBJECTS:
+        if name in doc and not (isinstance(doc[name], list) and all(isinstance(x, dict) for x in doc[name])):
+            return f"field {name} of a Slack request is a list of objects"
+    return None
+
+
+def _refusal(status: int, reason: str) -> Response:
+    return Response(json.dumps({"ok": False, "error": reason}), status_code=status, media_type="application/json")
 
 
 async def run_socket_mode(app: AsyncApp, *, app_token: str | None = None) -> None:

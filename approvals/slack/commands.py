@@ -14,7 +14,7 @@ dispatcher shows that sentence, never a trace.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from temporalio.service import RPCError
 
@@ -39,6 +39,8 @@ class CommandContext:
     directory: ApproverDirectory
     client_factory: Callable[[], Awaitable[SignoffClient]]
     resolve_identity: Callable[[], Awaitable[str]]
+    channel_id: str = ""
+    web: Any = None
 
     async def client(self) -> SignoffClient:
         return await self.client_factory()
