@@ -84,14 +84,39 @@ def _status_line(s: Any) -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="signoff")
-def main() -> None:
+def cli() -> None:
     """signoff: ship changes safely, with durable workflows, human gates and signed records."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: click's own usage errors also honour --json and exit 2."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        cli.main(args=args, prog_name="signoff", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.Abort:
+        sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.format_message())
+        sys.exit(0)
+    except click.UsageError as e:
+        where = f" See `{e.ctx.command_path} --help`." if e.ctx is not None else ""
+        message = f"{e.format_message().rstrip('.')}.{where}"
+        if "--json" in args:
+            click.echo(json.dumps({"error": message, "kind": "UsageError"}))
+        else:
+            click.echo(f"error: {message}", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        click.echo(json.dumps({"error": e.format_message()}) if "--json" in args else f"error: {e.format_message()}", err="--json" not in args)
+        sys.exit(e.exit_code)
 
 
 # ----------------------------------------------------------------------------- processes
 
 
-@main.command()
+@cli.command()
 @click.option("--no-prometheus", is_flag=True, help="do not start Prometheus even when installed")
 @click.option("--demo", "run_demo", is_flag=True, help="run the demo releases once the stack is up")
 @click.option("--exit", "exit_after", is_flag=True, help="with --demo: stop the stack when the demo ends (exit 1 if it failed)")
@@ -108,7 +133,7 @@ def dev(no_prometheus: bool, run_demo: bool, exit_after: bool) -> None:
     sys.exit(code)
 
 
-@main.command()
+@cli.command()
 def worker() -> None:
     """A worker for the task queue."""
     import logging
@@ -124,7 +149,7 @@ def worker() -> None:
         pass
 
 
-@main.command()
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=None, help="default SIGNOFF_GATEWAY_PORT or 8700")
 def gateway(host: str, port: int | None) -> None:
@@ -137,7 +162,7 @@ def gateway(host: str, port: int | None) -> None:
     uvicorn.run(create_app(settings), host=host, port=port or settings.gateway_port, log_level="info")
 
 
-@main.command()
+@cli.command()
 @command
 async def demo(out: Out) -> None:
     """On a running dev stack: a good release that completes and a bad one rolled back."""
@@ -150,13 +175,13 @@ async def demo(out: Out) -> None:
 # ----------------------------------------------------------------------------- releases
 
 
-@main.group()
+@cli.group()
 def release() -> None:
     """Start, watch, promote and abort releases."""
 
 
 @release.command("start")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))
 @click.option("--id", "release_id", default=None, help="release id (default: derived from service + digest)")
 @click.option("--wait", is_flag=True, help="wait until the release ends")
 @command
@@ -233,7 +258,7 @@ async def _decide(out: Out, release_id: str, identity: str, decision: str, gate:
     out.emit(result, f"{'accepted' if result.accepted else 'refused'}: {result.reason}{progress}", ok=result.accepted)
 
 
-@main.command()
+@cli.command()
 @click.argument("release_id")
 @click.option("--as", "identity", required=True, metavar="EMAIL")
 @click.option("--gate", default=None, help="gate name (default: the open gate)")
@@ -246,7 +271,7 @@ async def approve(out: Out, release_id: str, identity: str, gate: str | None, re
     await _decide(out, release_id, identity, "revoke" if revoke else "approve", gate, reason, digest)
 
 
-@main.command()
+@cli.command()
 @click.argument("release_id")
 @click.option("--as", "identity", required=True, metavar="EMAIL")
 @click.option("--reason", required=True)
@@ -261,13 +286,13 @@ async def reject(out: Out, release_id: str, identity: str, reason: str, gate: st
 # ----------------------------------------------------------------------------- policy and provenance
 
 
-@main.group()
+@cli.group()
 def policy() -> None:
     """Evaluate and test the Rego release policy."""
 
 
 @policy.command("eval")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))
 @command
 async def policy_eval(out: Out, file: Path) -> None:
     """Print the policy's decision for a release file without starting anything."""
@@ -305,9 +330,9 @@ async def policy_test(out: Out) -> None:
     out.emit(doc, lambda: "\n".join([f"FAIL {n}" for n in failed] + [f"{doc['passed']} passed, {doc['failed']} failed"]), ok=not failed)
 
 
-@main.command()
-@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--bundle", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--bundle", required=True, type=click.Path(path_type=Path))
 @click.option("--identity", required=True, help="expected signer identity (SAN), e.g. a workflow URL")
 @click.option("--issuer", required=True, help="expected OIDC issuer URL (always pinned)")
 @click.option("--offline", is_flag=True, help="use the embedded trust root; no network")
@@ -327,7 +352,7 @@ async def verify(out: Out, artifact: Path, bundle: Path, identity: str, issuer: 
 # ----------------------------------------------------------------------------- audit and keys
 
 
-@main.group()
+@cli.group()
 def keys() -> None:
     """The orchestrator's signing key."""
 
@@ -343,7 +368,7 @@ async def keys_init(out: Out, force: bool) -> None:
     out.emit(doc, lambda: "\n".join(f"{k}: {v}" for k, v in doc.items() if k != "public_key_pem"))
 
 
-@main.group()
+@cli.group()
 def audit() -> None:
     """Show, verify and export signed decision records."""
 
@@ -391,7 +416,7 @@ async def audit_verify(out: Out, release_id: str | None, no_history: bool) -> No
 
 @audit.command("export")
 @click.argument("release_id")
-@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path))
 @command
 async def audit_export(out: Out, release_id: str, out_file: Path) -> None:
     from signoff.audit import export, public_key_from_settings, store_from_settings
@@ -404,7 +429,7 @@ async def audit_export(out: Out, release_id: str, out_file: Path) -> None:
 # ----------------------------------------------------------------------------- runbooks
 
 
-@main.group()
+@cli.group()
 def runbook() -> None:
     """Certified runbooks: list, certify, run."""
 
@@ -419,7 +444,7 @@ async def runbook_list(out: Out) -> None:
 
 
 @runbook.command("certify")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))
 @click.option("--as", "identity", required=True, metavar="EMAIL")
 @command
 async def runbook_certify(out: Out, file: Path, identity: str) -> None:
