@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -89,8 +90,26 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: click's own usage errors also honour --json and exit 2."""
-    args = sys.argv[1:] if argv is None else argv
+    """Console entry point.
+
+    The exit goes through os._exit after flushing: the Temporal SDK's native runtime can abort
+    the interpreter while it finalizes (temporalio/sdk-python#300), which would turn an answer
+    already printed into a crash an agent then retries.
+    """
+    try:
+        _run(sys.argv[1:] if argv is None else argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if isinstance(e.code, str):
+            click.echo(e.code, err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run(args: list[str]) -> None:
+    """click's own usage errors also honour --json and exit 2."""
     try:
         cli.main(args=args, prog_name="signoff", standalone_mode=False)
     except click.exceptions.Exit as e:

@@ -13,6 +13,7 @@ from typing import Any
 
 from temporalio.client import (
     Client,
+    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
@@ -147,7 +148,25 @@ class SignoffClient:
     def handle(self, release_id: str) -> WorkflowHandle[Any, Any]:
         return self.client.get_workflow_handle(release_id)
 
+    async def _finished_status(self, release_id: str) -> ReleaseStatus | None:
+        """A finished release's status is its result in history, so no worker has to be running
+        to answer (a query on a closed workflow waits for a worker to replay it)."""
+        try:
+            description = await self.handle(release_id).describe()
+        except RPCError:
+            return None  # unknown id or a transient error: the query path below explains it
+        if description.status != WorkflowExecutionStatus.COMPLETED:
+            return None
+        finished = self.client.get_workflow_handle(release_id, run_id=description.run_id, result_type=ReleaseStatus)
+        try:
+            return await finished.result(follow_runs=False)
+        except (RPCError, ValueError, TypeError):  # an unreadable result: fall back to the query
+            return None
+
     async def status(self, release_id: str, *, handle: WorkflowHandle[Any, Any] | None = None) -> ReleaseStatus:
+        finished = await self._finished_status(release_id)
+        if finished is not None:
+            return finished
         handle = handle or self.handle(release_id)
         for attempt in range(50):
             try:

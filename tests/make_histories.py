@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""Regenerate tests/histories/*.json from real runs on a fresh Temporal dev server.
+
+    python tests/make_histories.py                 # every scenario
+    python tests/make_histories.py --only release-denied --out /tmp/histories
+
+Why: tests/test_replay.py replays these histories against the current workflow code, so a
+change that would break releases and runbook runs already in flight fails CI instead of
+production. The runs are real (dev server, real activities, real builds, real Rego, the local
+deploy target and a real Prometheus for the canary), so the histories contain exactly the
+commands a real release produces. Regenerate them when a workflow change is *meant* to be
+incompatible (and then version the workflow, see Temporal's patching API) or when new paths
+through the plan appear; keep the old files that still replay.
+
+Scenarios (file name = workflow id):
+  release-succeeded            build → test → decide → promote (command target) → succeeded
+  release-gated-approved       a gate: the requester is refused, two approvers approve → succeeded
+  release-denied               an agent touching .github/ without a co-requester → denied
+  release-failed-build         the build command exits 3 → failed
+  release-aborted-during-build an abort cancels a running build → aborted
+  release-rolled-back          good release on the local target, then the bad flavour's canary
+                               fails its Prometheus analysis → rolled back
+                               (skipped, with a message, when /usr/bin/prometheus is missing)
+  runbook-refused              an unknown runbook → refused           (when RunbookWorkflow exists)
+  runbook-restart              restart-service by on-call carol → its checks and steps run
+                               (needs the local target and Prometheus, like release-rolled-back)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from temporalio.client import Client  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+DEFAULT_OUT = REPO / "tests" / "histories"
+PY = shlex.quote(sys.executable)
+BUILD_PY = shlex.quote(str(REPO / "examples" / "service" / "build.py"))
+SELFTEST_PY = shlex.quote(str(REPO / "examples" / "selftest.py"))
+
+
+def log(message: str) -> None:
+    print(f"[make_histories] {message}", flush=True)
+
+
+def isolate_environment(state: Path) -> None:
+    """Like tests/conftest.py: no developer settings, no real Slack or Jira, state in a temp dir."""
+    for key in list(os.environ):
+        if key.startswith(("SIGNOFF_", "SLACK_", "JIRA_")):
+            del os.environ[key]
+    os.environ["SIGNOFF_STATE_DIR"] = str(state)
+
+
+async def save(client: Client, workflow_id: str, out: Path) -> Path:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    path = out / f"{workflow_id}.json"
+    doc = json.loads(history.to_json())
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    log(f"saved {path.relative_to(REPO) if path.is_relative_to(REPO) else path} ({len(doc.get('events', []))} events)")
+    return path
+
+
+class Scenarios:
+    """Each method runs one real workflow to its end on the worker and returns its id."""
+
+    def __init__(self, sc: Any, work: Path, *, prometheus_url: str | None) -> None:
+        self.sc = sc
+        self.work = work
+        self.prometheus_url = prometheus_url
+
+    def dir(self, name: str) -> Path:
+        path = self.work / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def command_target(self, name: str) -> dict[str, Any]:
+        deploys = shlex.quote(str(self.dir(name) / "deploys.log"))
+        return {
+            "target": "command",
+            "settings": {
+                "deploy": f"echo deploy {{service}} {{digest}} {{weight}} >> {deploys}",
+                "rollback": f"echo rollback {{service}} {{digest}} >> {deploys}",
+            },
+        }
+
+    def spec(self, name: str, **overrides: Any) -> Any:
+        from signoff.models import ReleaseFile
+
+        doc: dict[str, Any] = {
+            "service": "checkout",
+            "requested_by": "dana@example.com",
+            "environment": "production",
+            "change": {"summary": f"history scenario {name}", "paths": ["docs/checkout.md"]},
+            "build": {"command": f"{PY} {BUILD_PY} --flavour good --out dist/checkout.pyz", "output": "dist/checkout.pyz"},
+            "deploy": self.command_target(name),
+        }
+        doc.update(overrides)
+        return ReleaseFile.model_validate(doc)
+
+    async def finish(self, rid: str, expected: str, timeout: float = 120) -> None:
+        status = await self.sc.wait(rid, timeout=timeout)
+        if status.phase.value != expected:
+            raise RuntimeError(f"{rid} ended {status.phase.value} ({status.reason}); expected {expected}")
+        log(f"{rid}: {status.phase.value} — {status.reason}")
+
+    async def release_succeeded(self) -> str:
+        rid = "release-succeeded"
+        test = {
+            "command": f"{PY} {SELFTEST_PY} --artifact dist/checkout.pyz --junit reports/junit.xml",
+            "junit": "reports/junit.xml",
+        }
+        await self.sc.start_release(self.spec(rid, test=test), release_id=rid, base_dir=self.dir(rid))
+        await self.finish(rid, "succeeded")
+        return rid
+
+    async def release_gated_approved(self) -> str:
+        from signoff.models import ApprovalAttempt
+        from tests.helpers import wait_phase
+
+        rid = "release-gated-approved"
+        gates = [{"name": "production", "required": 2, "from_groups": ["release-managers"], "channels": ["slack", "jira", "cli"]}]
+        spec = self.spec(rid, gates=gates)
+        await self.sc.start_release(spec, release_id=rid, base_dir=self.dir(rid))
+        status = await wait_phase(self.sc, rid, "awaiting_approval", timeout=60)
+
+        def attempt(who: str, channel: str) -> ApprovalAttempt:
+            return ApprovalAttempt(release_id=rid, identity=who, channel=channel, digest=status.artifact_digest)  # type: ignore[arg-type]
+
+        refused = await self.sc.submit_approval(attempt("dana@example.com", "cli"))
+        assert not refused.accepted, refused
+        for who, channel in (("alice@example.com", "slack"), ("bob@example.com", "jira")):
+            result = await self.sc.submit_approval(attempt(who, channel))
+            assert result.accepted, result
+        await self.finish(rid, "succeeded")
+        return rid
+
+    async def release_denied(self) -> str:
+        rid = "release-denied"
+        spec = self.spec(
+            rid,
+            agent={"id": "release-bot", "model": "history-model"},
+            change={"summary": "agent edits CI", "paths": [".github/workflows/release.yml"]},
+        )
+        await self.sc.start_release(spec, release_id=rid, base_dir=self.dir(rid))
+        await self.finish(rid, "denied")
+        return rid
+
+    async def release_failed_build(self) -> str:
+        rid = "release-failed-build"
+        spec = self.spec(rid, build={"command": "echo 'cart.py:3: syntax error' >&2; exit 3", "output": "dist/none"})
+        await self.sc.start_release(spec, release_id=rid, base_dir=self.dir(rid))
+        await self.finish(rid, "failed")
+        return rid
+
+    async def release_aborted_during_build(self) -> str:
+        from tests.helpers import wait_for
+
+        rid = "release-aborted-during-build"
+        spec = self.spec(rid, build={"command": "sleep 30.5", "output": "dist/none"})
+        await self.sc.start_release(spec, release_id=rid, base_dir=self.dir(rid))
+        await wait_for(self.sc, rid, lambda s: s.phase.value == "building", timeout=30)
+        await asyncio.sleep(2)  # the build is running and heartbeating
+        await self.sc.abort(rid, identity="dana@example.com", reason="wrong branch")
+        await self.finish(rid, "aborted")
+        return rid
+
+    async def release_rolled_back(self) -> str | None:
+        """The demo's story: the good build becomes stable, the bad build's canary is rolled back."""
+        if not self.prometheus_url:
+            log("skipping release-rolled-back: no Prometheus binary (install the Debian package `prometheus`)")
+            return None
+        examples = REPO / "examples"
+        from signoff.releasefile import load_release_file
+
+        good, _ = load_release_file(examples / "release-good.yaml")
+        bad, _ = load_release_file(examples / "release-bad.yaml")
+        # No agent and docs-only paths keep the policy's gates out of this story (the gated
+        # scenario covers gates); the build, test, local target and canary are the examples'.
+        human = {"agent": None, "change": {"summary": "canary story", "paths": ["docs/checkout.md"]}}
+        base = self.dir("release-rolled-back")
+        for name in ("service", "selftest.py"):
+            src = examples / name
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, base / name)
+        stable_id = "release-rolled-back-stable"
+        await self.sc.start_release(good.model_copy(update={**human, "canary": None}), release_id=stable_id, base_dir=base)
+        await self.finish(stable_id, "succeeded", timeout=180)
+        rid = "release-rolled-back"
+        await self.sc.start_release(bad.model_copy(update=human), release_id=rid, base_dir=base)
+        await self.finish(rid, "rolled_back", timeout=240)
+        return rid
+
+    async def runbook_refused(self) -> str:
+        rid = "runbook-refused"
+        status = await self.sc.runbooks.run("no-such-runbook", params={}, identity="carol@example.com", run_id=rid, wait=True)
+        if status.phase != "refused":
+            raise RuntimeError(f"{rid} ended {status.phase} ({status.reason}); expected refused")
+        log(f"{rid}: {status.phase} — {status.reason}")
+        return rid
+
+    async def runbook_restart(self) -> str | None:
+        if not self.prometheus_url:
+            log("skipping runbook-restart: it checks Prometheus, which is not installed")
+            return None
+        rid = "runbook-restart"
+        status = await self.sc.runbooks.run("restart-service", params={"service": "checkout"}, identity="carol@example.com", run_id=rid, wait=True)
+        log(f"{rid}: {status.phase} — {status.reason}")
+        return rid
+
+
+ORDER = [
+    "release_succeeded",
+    "release_gated_approved",
+    "release_denied",
+    "release_failed_build",
+    "release_aborted_during_build",
+    "release_rolled_back",  # leaves the good build serving on the local target ...
+    "runbook_refused",
+    "runbook_restart",  # ... which this restarts
+]
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON histories go")
+    parser.add_argument("--only", nargs="*", default=None, help="scenario names (e.g. release-denied)")
+    parser.add_argument("--keep-work", action="store_true", help="keep the temporary work directory")
+    args = parser.parse_args(argv)
+    wanted = [m for m in ORDER if args.only is None or m.replace("_", "-") in args.only]
+    if not wanted:
+        parser.error(f"no such scenario; choose from {', '.join(m.replace('_', '-') for m in ORDER)}")
+
+    work = Path(tempfile.mkdtemp(prefix="signoff-histories-"))
+    state = work / "state"
+    isolate_environment(state)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    from signoff.config import Settings
+    from signoff.search_attributes import SEARCH_ATTRIBUTES
+    from tests.conftest import _binary
+    from tests.helpers import running_worker
+    from tests.prom import prometheus_available, start_prometheus
+    from workers.registry import all_workflows
+
+    has_runbooks = any(w.__name__ == "RunbookWorkflow" for w in all_workflows())
+    if not has_runbooks:
+        wanted = [m for m in wanted if not m.startswith("runbook")]
+        log("RunbookWorkflow is not registered yet; runbook histories are not generated")
+
+    prom = None
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=_binary("temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+    )
+    failures: list[str] = []
+    try:
+        if prometheus_available() and any(m in wanted for m in ("release_rolled_back", "runbook_restart")):
+            prom = start_prometheus(work, file_sd_dir=state / "prometheus" / "targets")
+            os.environ["SIGNOFF_PROMETHEUS_URL"] = prom.url
+            log(f"Prometheus at {prom.url}")
+        settings = Settings.from_env()
+        async with running_worker(env.client, "histories", settings=settings) as sc:
+            scenarios = Scenarios(sc, work, prometheus_url=prom.url if prom else None)
+            for name in wanted:
+                started = time.monotonic()
+                run: Callable[[], Awaitable[str | None]] = getattr(scenarios, name)
+                try:
+                    rid = await run()
+                except Exception as e:  # noqa: BLE001 - report every scenario, then fail
+                    failures.append(f"{name}: {e}")
+                    log(f"FAILED {name}: {e}")
+                    continue
+                if rid is not None:
+                    await save(env.client, rid, args.out)
+                    log(f"{name} took {time.monotonic() - started:.1f}s")
+    finally:
+        from activities.deploy import stop_all
+
+        stop_all(state)
+        if prom is not None:
+            prom.stop()
+        await env.shutdown()
+        if not args.keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"work directory kept at {work}")
+    if failures:
+        log("some scenarios failed: " + "; ".join(failures))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

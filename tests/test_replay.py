@@ -1,0 +1,98 @@
+"""Saved histories of real runs replay against the current workflow code.
+
+A workflow change that would make Temporal fail releases already in flight (a reordered
+activity, a removed timer, a new command before an old one) shows up here as a
+nondeterminism error instead of in production. The histories are produced by real runs:
+regenerate them with `python tests/make_histories.py` (see its docstring for when).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workers.registry import all_workflows
+
+with workflow.unsafe.imports_passed_through():
+    from signoff.models import PolicyDecision, PolicyRequest, ReleaseStatus, StartRelease
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+FILES = sorted(HISTORIES.glob("*.json"))
+
+#: The end each saved run reached, from its file name (the workflow id make_histories.py used).
+EXPECTED_END = {
+    "release-succeeded": "succeeded",
+    "release-gated-approved": "succeeded",
+    "release-denied": "denied",
+    "release-failed-build": "failed",
+    "release-aborted-during-build": "aborted",
+    "release-rolled-back": "rolled_back",
+    "runbook-refused": "refused",
+    "runbook-restart": "succeeded",
+}
+
+
+def load(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())
+
+
+def workflow_type(history: WorkflowHistory) -> str:
+    return history.events[0].workflow_execution_started_event_attributes.workflow_type.name
+
+
+def final_result(history: WorkflowHistory) -> dict[str, Any]:
+    last = history.events[-1]
+    assert last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, "a saved history must be a finished run"
+    payloads = list(last.workflow_execution_completed_event_attributes.result.payloads)
+    [result] = pydantic_data_converter.payload_converter.from_payloads(payloads, [dict])
+    return result
+
+
+def test_histories_exist_for_every_workflow_type() -> None:
+    assert FILES, f"no saved histories in {HISTORIES}; run `python tests/make_histories.py`"
+    types = Counter(workflow_type(load(p)) for p in FILES)
+    registered = {w.__temporal_workflow_definition.name for w in all_workflows()}  # type: ignore[attr-defined]
+    missing = registered - set(types)
+    assert not missing, f"no saved history for {sorted(missing)}; run `python tests/make_histories.py`"
+    assert types["ReleaseWorkflow"] >= 4  # succeeded, gated, denied, failed (and more)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+async def test_saved_history_replays_without_nondeterminism(path: Path) -> None:
+    history = load(path)
+    result = final_result(history)
+    if path.stem in EXPECTED_END:
+        assert result["phase"] == EXPECTED_END[path.stem], result.get("reason")
+    replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter)
+    replay = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert replay.replay_failure is None, f"{path.name} no longer replays: {replay.replay_failure!r}"
+
+
+@workflow.defn(name="ReleaseWorkflow", sandboxed=False)
+class ReleaseWorkflowThatSkipsTheBuild:
+    """A deliberately incompatible plan (asks the policy first): replay must refuse it."""
+
+    @workflow.run
+    async def run(self, args: StartRelease) -> ReleaseStatus:
+        await workflow.execute_activity(
+            "evaluate_policy", PolicyRequest(input={}), start_to_close_timeout=timedelta(seconds=5), result_type=PolicyDecision
+        )
+        return ReleaseStatus(release_id=args.release_id, service=args.spec.service, requested_by=args.spec.requested_by)
+
+
+async def test_an_incompatible_change_is_caught() -> None:
+    """The replayer really compares commands: a reordered plan fails on a real history."""
+    path = HISTORIES / "release-failed-build.json"
+    assert path.exists(), "run `python tests/make_histories.py`"
+    replayer = Replayer(workflows=[ReleaseWorkflowThatSkipsTheBuild], data_converter=pydantic_data_converter)
+    replay = await replayer.replay_workflow(load(path), raise_on_replay_failure=False)
+    assert isinstance(replay.replay_failure, workflow.NondeterminismError), repr(replay.replay_failure)
