@@ -96,7 +96,11 @@ class AuditActivities:
     async def append_decision(self, decision: DecisionInput) -> dict[str, Any]:
         """Sign and append; returns ``{"index", "entry_hash", "workflow_id", "sequence"}`` once
         the record is on disk (fsync), so a completed activity always means a durable record."""
-        return await asyncio.to_thread(self._append, decision)
+        entry = await asyncio.to_thread(self._append, decision)
+        activity.metric_meter().create_counter("signoff_decision_records", "Signed decision records appended", "records").add(
+            1, {"kind": decision.kind, "outcome": decision.outcome}
+        )
+        return entry
 
 
 def activities_from_settings(settings: Settings) -> list:

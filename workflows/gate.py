@@ -233,6 +233,9 @@ class ApprovalGate:
         )
         now = workflow.now()
         evidence = {"directory_sha256": snap.sha256, "digest_seen": attempt.digest, "channel": attempt.channel}
+        workflow.metric_meter().create_counter("signoff_approval_attempts", "Approval attempts by outcome", "attempts").add(
+            1, {"gate": self.spec.name, "channel": attempt.channel, "decision": attempt.decision, "outcome": "refused" if reason else "accepted"}
+        )
         if reason is not None:
             self.status.refusals.append(
                 RefusalRecord(by=who, channel=attempt.channel, at=now, decision=attempt.decision, reason=reason)

@@ -462,6 +462,9 @@ class ReleaseWorkflow:
             workflow.upsert_search_attributes([PHASE.value_set(phase.value)])
 
     def end(self, phase: Phase, reason: str) -> None:
+        workflow.metric_meter().create_counter(
+            "signoff_releases_finished", "Releases that reached a final phase", "releases"
+        ).add(1, {"phase": phase.value, "service": self.spec.service, "tier": self.status.tier or "none"})
         self.set_phase(phase)
         self.status.outcome = phase.value
         self.status.reason = reason
@@ -595,10 +598,15 @@ class ReleaseWorkflow:
         return next((g.spec.escalate_to for g in self.gates if g.status is gate), None)
 
     async def notify(self, kind: str, text: str) -> None:
+        # A canary waiting on people (an indefinite pause, an inconclusive analysis) asks the
+        # gates' approvers by name; other notices go to the channel without mentions.
+        asking = kind in ("paused", "inconclusive", "inconclusive_hold")
+        mention = sorted({grp for g in self.gates for grp in [*g.spec.from_groups, *g.spec.quotas]}) if asking else []
+
         async def to_slack() -> None:
             await workflow.execute_activity(
                 "slack_notify",
-                NotifyRequest(release_id=self.args.release_id, kind=kind, text=text, status=self.status),
+                NotifyRequest(release_id=self.args.release_id, kind=kind, text=text, status=self.status, mention=mention),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=8, maximum_interval=timedelta(seconds=30)),
                 result_type=ChatRef,
