@@ -579,6 +579,16 @@ def _shape_problem(text: str, content_type: str) -> str | None:
     for name in _LIST_OF_OBJECTS:
         if name in doc and not (isinstance(doc[name], list) and all(isinstance(x, dict) for x in doc[name])):
             return f"field {name} of a Slack request is a list of objects"
+    if doc.get("type") in ("block_actions", "interactive_message") and not (
+        doc.get("actions") and all(isinstance(a.get("action_id", a.get("name")), str) for a in doc["actions"])
+    ):
+        return "a Slack interaction carries at least one action, each naming its action_id"
+    if doc.get("type") in ("block_actions", "interactive_message", "view_submission", "view_closed") and not isinstance(
+        (doc.get("user") or {}).get("id"), str
+    ):
+        return "a Slack interaction names the user who acted"
+    if doc.get("type") in ("view_submission", "view_closed") and not isinstance((doc.get("view") or {}).get("type"), str):
+        return "a view submission names its view and the view's type"
     return None
 
 
