@@ -14,7 +14,6 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -71,17 +70,68 @@ def create_app(settings: Settings, *, client: SignoffClient | None = None, slack
     else:
         routes.append(Route("/jira/webhook", _not_configured("Jira", "SIGNOFF_JIRA_WEBHOOK_SECRET"), methods=["POST"]))
 
-    async def count_and_limit(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY:
-            REQUESTS.labels(request.url.path, "413").inc()
-            return JSONResponse({"error": "request body is larger than 1 MiB; nothing was read"}, status_code=413)
-        response = await call_next(request)
-        REQUESTS.labels(request.url.path, str(response.status_code)).inc()
-        return response
+    return Starlette(routes=routes, middleware=[Middleware(BodyLimit, limit=MAX_BODY)])
 
-    app = Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=count_and_limit)])
-    return app
+
+class BodyLimit:
+    """Pure ASGI middleware: refuse bodies over `limit` bytes (413) before any route parses
+    them — by Content-Length when given, and by counting chunks when it is not."""
+
+    def __init__(self, app: Any, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await self._refuse(path, send)
+            return
+        seen = 0
+        refused = False
+
+        async def limited_receive() -> Any:
+            nonlocal seen, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    refused = True
+                    raise _TooLarge()
+            return message
+
+        status: dict[str, int] = {}
+
+        async def counting_send(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, counting_send)
+        except _TooLarge:
+            if "code" not in status:
+                await self._refuse(path, send)
+            return
+        REQUESTS.labels(path, str(status.get("code", 0))).inc()
+
+    @staticmethod
+    async def _refuse(path: str, send: Any) -> None:
+        REQUESTS.labels(path, "413").inc()
+        response = JSONResponse({"error": "request body is larger than 1 MiB; nothing was read"}, status_code=413)
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Any:
+    return {"type": "http.disconnect"}
 
 
 def _not_configured(name: str, env: str) -> Any:

@@ -22,10 +22,11 @@ class Outbox:
     message, and decision records are appended in decision order.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, on_failure: Callable[[str, str], None] | None = None) -> None:
         self.name = name
         self.items: list[Callable[[], Awaitable[None]]] = []
         self.busy = False
+        self.on_failure = on_failure
 
     def put(self, item: Callable[[], Awaitable[None]]) -> None:
         self.items.append(item)
@@ -42,8 +43,12 @@ class Outbox:
             item = self.items.pop(0)
             try:
                 await item()
-            except (ActivityError, ApplicationError) as e:  # recorded in history; never blocks the release
-                workflow.logger.warning("%s outbox item failed: %s", self.name, e)
+            except (ActivityError, ApplicationError) as e:  # never blocks the release
+                cause = getattr(e, "cause", None)
+                message = getattr(cause, "message", None) or str(cause or e)
+                workflow.logger.warning("%s outbox item failed: %s", self.name, message)
+                if self.on_failure is not None:
+                    self.on_failure(self.name, message)
             finally:
                 self.busy = False
 

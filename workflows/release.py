@@ -96,8 +96,8 @@ class ReleaseWorkflow:
             subject_name=f"{spec.service}@{args.release_id}",
             subject_digest=lambda: self.status.artifact_digest or "sha256:" + hashlib.sha256(args.release_id.encode()).hexdigest(),
         )
-        self.slack = Outbox("slack")
-        self.jira = Outbox("jira")
+        self.slack = Outbox("slack", on_failure=self.notice_failed)
+        self.jira = Outbox("jira", on_failure=self.notice_failed)
         self.artifact_path: str | None = None
         self.provenance_path: str | None = None
 
@@ -539,7 +539,7 @@ class ReleaseWorkflow:
                 target=self.spec.deploy,
             ),
             DeploymentState,
-            timeout=timedelta(minutes=5),
+            timeout=timedelta(minutes=2),
             failure_phase=Phase.failed,
             what=f"deploying at weight {weight}",
             retry=RetryPolicy(maximum_attempts=3),
@@ -593,6 +593,11 @@ class ReleaseWorkflow:
         self.slack.put(to_slack)
         if "jira" in gate.channels and event in ("opened", "closed"):
             self.jira.put(to_jira)
+
+    def notice_failed(self, channel: str, message: str) -> None:
+        """A notice that never reached people is a decision-relevant fact: show and record it."""
+        self.status.history.append({"notice_failed": channel, "reason": message, "at": workflow.now().isoformat()})
+        self.record("notification", "failed", [f"{channel}: {message}"], {"channel": channel})
 
     def _escalate_to(self, gate: GateStatus) -> str | None:
         return next((g.spec.escalate_to for g in self.gates if g.status is gate), None)

@@ -70,7 +70,9 @@ class RunbookWorkflow:
         self.gate: ApprovalGate | None = None
         self.gate_ready = False
         self.finished = False
-        self.audit, self.chat, self.jira = Outbox("audit"), Outbox("chat"), Outbox("jira")
+        self.audit = Outbox("audit")
+        self.chat = Outbox("chat", on_failure=self.notice_failed)
+        self.jira = Outbox("jira", on_failure=self.notice_failed)
         self.decisions = DecisionLog(
             self.audit,
             subject_name=f"runbook:{args.runbook}",
@@ -311,6 +313,9 @@ class RunbookWorkflow:
             )
 
         self.chat.put(send)
+
+    def notice_failed(self, channel: str, message: str) -> None:
+        self.record("notification", "failed", [f"{channel}: {message}"], {"channel": channel})
 
     def alert(self, text: str) -> None:
         self.post(f":rotating_light: {text}")
