@@ -97,9 +97,10 @@ class AuditActivities:
         """Sign and append; returns ``{"index", "entry_hash", "workflow_id", "sequence"}`` once
         the record is on disk (fsync), so a completed activity always means a durable record."""
         entry = await asyncio.to_thread(self._append, decision)
-        activity.metric_meter().create_counter("signoff_decision_records", "Signed decision records appended", "records").add(
-            1, {"kind": decision.kind, "outcome": decision.outcome}
-        )
+        if activity.in_activity():  # also called directly (tests, tools)
+            activity.metric_meter().create_counter("signoff_decision_records", "Signed decision records appended", "records").add(
+                1, {"kind": decision.kind, "outcome": decision.outcome}
+            )
         return entry
 
 

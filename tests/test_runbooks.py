@@ -108,7 +108,9 @@ def test_shipped_runbooks_are_certified_by_the_committed_certifier_key(name: str
     loaded = load_runbook(SHIPPED / f"{name}.yaml")
     assert entry.certified_by == "carol@example.com"
     assert entry.sha256 == hashlib.sha256((SHIPPED / f"{name}.yaml").read_bytes()).hexdigest() == loaded.sha256
-    assert loaded.spec.allowed_groups == ["on-call"]
+    assert "on-call" in loaded.spec.allowed_groups
+    # only restart-service may be started automatically after a release's rollback
+    assert ("automation" in loaded.spec.allowed_groups) == (name == "restart-service")
     assert loaded.spec.parameters["properties"]["service"]["enum"] == ["checkout"]
     assert loaded.spec.deploy.target == "local"
     assert loaded.spec.prechecks and loaded.spec.postchecks
@@ -514,7 +516,7 @@ def test_prepare_runbook_activity_returns_everything_the_workflow_needs(settings
     prepared = ActivityEnvironment().run(acts.prepare_runbook, PrepareRunbook(run_id="rb-1", runbook="restart-service", params={"service": "checkout"}))
     assert prepared.refused is None and prepared.certified_by == "carol@example.com"
     assert prepared.sha256 == hashlib.sha256((SHIPPED / "restart-service.yaml").read_bytes()).hexdigest()
-    assert prepared.allowed_groups == ["on-call"] and prepared.target.target == "local"
+    assert prepared.allowed_groups == ["on-call", "automation"] and prepared.target.target == "local"
     assert [s.name for s in prepared.steps] == ["announce", "restart", "settle"]
     assert prepared.steps[1].args == {"service": "checkout"} and prepared.steps[1].retries == 1
     assert prepared.prechecks[0].spec.query == 'count(up{service="checkout"})'
