@@ -46,7 +46,7 @@ class AuditActivities:
 
     def __init__(self, settings: Settings, *, store: LogStore | None = None, signer: DecisionSigner | None = None) -> None:
         self.settings = settings
-        self.store: LogStore = store if store is not None else FileLogStore(settings.audit_log)
+        self.store: LogStore = store if store is not None else FileLogStore(settings.audit_log, incremental=True)
         self._signer = signer
 
     def _ensure_signer(self) -> DecisionSigner:

@@ -33,6 +33,7 @@ import math
 import os
 import random
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -469,10 +470,22 @@ class FileLogStore:
     A line that is not valid JSON (a torn write, a hand edit) comes back from `entries` as
     ``{"corrupt": reason, "line": n}`` so `verify` can name it instead of crashing; readable
     entries carry ``_line`` (where they are in the file), which is never written back.
+
+    With ``incremental=True`` (the worker's appender) only the bytes appended since the last
+    read are parsed, so appending stays cheap however long the log grows; a file that was
+    replaced, shrank, or whose last line changed is read again from the start. The default
+    reads every byte each time, which is what `verify` and tools want.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, incremental: bool = False) -> None:
         self.path = Path(path)
+        self.incremental = incremental
+        self._tail: tuple[int, bytes] = (0, b"")
+        self._lock = threading.Lock()
+        self._cached: list[dict[str, Any]] = []
+        self._offset = 0
+        self._identity: tuple[int, int] | None = None
+        self._keys: dict[tuple[str, int], int] = {}
 
     def __repr__(self) -> str:
         return f"FileLogStore({str(self.path)!r})"
@@ -486,9 +499,8 @@ class FileLogStore:
         return fd
 
     @staticmethod
-    def _read_all(fd: int) -> bytes:
+    def _read_from(fd: int, offset: int) -> bytes:
         chunks: list[bytes] = []
-        offset = 0
         while True:
             chunk = os.pread(fd, 1 << 20, offset)
             if not chunk:
@@ -497,23 +509,50 @@ class FileLogStore:
             offset += len(chunk)
 
     @staticmethod
-    def _parse(data: bytes) -> list[dict[str, Any]]:
-        parsed: list[dict[str, Any]] = []
+    def _parse_line(raw: bytes, number: int) -> dict[str, Any]:
+        try:
+            entry = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return {"corrupt": f"line {number} is not valid JSON ({e.msg if hasattr(e, 'msg') else e})", "line": number}
+        if not isinstance(entry, dict):
+            return {"corrupt": f"line {number} is not a JSON object", "line": number}
+        entry["_line"] = number
+        return entry
+
+    @classmethod
+    def _parse(cls, data: bytes) -> list[dict[str, Any]]:
         lines = data.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
-        for number, raw in enumerate(lines, start=1):
-            try:
-                entry = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                parsed.append({"corrupt": f"line {number} is not valid JSON ({e.msg if hasattr(e, 'msg') else e})", "line": number})
-                continue
-            if not isinstance(entry, dict):
-                parsed.append({"corrupt": f"line {number} is not a JSON object", "line": number})
-                continue
-            entry["_line"] = number
-            parsed.append(entry)
-        return parsed
+        return [cls._parse_line(raw, number) for number, raw in enumerate(lines, start=1)]
+
+    def _refresh(self, fd: int) -> list[dict[str, Any]]:
+        """Entries as on disk now: cached complete lines plus anything appended since."""
+        st = os.fstat(fd)
+        identity = (st.st_dev, st.st_ino)
+        tail_start, tail = self._tail
+        if (
+            not self.incremental
+            or identity != self._identity
+            or st.st_size < self._offset
+            or (tail and os.pread(fd, len(tail), tail_start) != tail)
+        ):
+            self._cached, self._offset, self._keys, self._identity, self._tail = [], 0, {}, identity, (0, b"")
+        data = self._read_from(fd, self._offset)
+        complete, _, partial = data.rpartition(b"\n")
+        if complete or data.startswith(b"\n"):
+            for raw in (complete + b"\n").split(b"\n")[:-1]:
+                entry = self._parse_line(raw, len(self._cached) + 1)
+                if isinstance(entry.get("workflow_id"), str) and isinstance(entry.get("sequence"), int):
+                    self._keys.setdefault((entry["workflow_id"], entry["sequence"]), len(self._cached))
+                self._cached.append(entry)
+            last_line = complete.rsplit(b"\n", 1)[-1]
+            self._offset += len(complete) + 1
+            self._tail = (self._offset - len(last_line) - 1, last_line + b"\n")
+        out = list(self._cached)
+        if partial:  # an unterminated last line (a torn write) is shown, never cached
+            out.append(self._parse_line(partial, len(self._cached) + 1))
+        return out
 
     def entries(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -522,12 +561,18 @@ class FileLogStore:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             try:
-                data = self._read_all(fd)
+                with self._lock:
+                    return self._refresh(fd)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
-        return self._parse(data)
+
+    def find(self, workflow_id: str, sequence: int) -> dict[str, Any] | None:
+        """The entry recorded for (workflow_id, sequence), from the index (after `entries`)."""
+        with self._lock:
+            position = self._keys.get((workflow_id, sequence))
+            return self._cached[position] if position is not None else None
 
     def append(self, entry: dict[str, Any]) -> None:
         record = {k: v for k, v in entry.items() if not k.startswith("_")}
@@ -536,7 +581,8 @@ class FileLogStore:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                current = self._parse(self._read_all(fd))
+                with self._lock:
+                    current = self._refresh(fd)
                 head_hash = GENESIS_HASH
                 if current:
                     last = current[-1]
@@ -599,7 +645,8 @@ def append_record(
     signed: SignedEnvelope | None = None
     for attempt in range(max_attempts):
         entries = store.entries()
-        existing = _find_record(entries, decision.workflow_id, decision.sequence)
+        finder = getattr(store, "find", None)
+        existing = finder(decision.workflow_id, decision.sequence) if finder else _find_record(entries, decision.workflow_id, decision.sequence)
         if existing is not None:
             if _statement_or_none(existing) == statement:
                 return existing

@@ -647,3 +647,34 @@ async def test_an_activity_retried_after_its_append_leaves_one_record(dev_env: W
     assert attempts == [2, 2, 2], "each activity really failed once after appending"
     assert verify(store, load_public_key(settings.key_path)).ok
     assert await cross_check(dev_env.client, workflow_id, store) == []
+
+
+def test_incremental_store_sees_other_writers_and_edits_of_its_tail(tmp_path: Path) -> None:
+    """The worker's incremental reader chains correctly after another process appended, and
+    notices when the line it would chain onto was changed (it re-reads instead of trusting its cache)."""
+    from datetime import datetime, timezone
+
+    from signoff.audit import Ed25519Signer, FileLogStore, append_record, init_keys, load_signing_key, verify
+    from signoff.models import DecisionInput
+
+    init_keys(tmp_path / "key")
+    signer = Ed25519Signer(load_signing_key(tmp_path / "key"))
+    log = tmp_path / "log.jsonl"
+    worker, other = FileLogStore(log, incremental=True), FileLogStore(log)
+
+    def decision(seq: int, wf: str = "wf") -> DecisionInput:
+        return DecisionInput(kind="k", outcome="o", subject_name="s", subject_digest="sha256:" + "a" * 64, workflow_id=wf, run_id="r", at=datetime(2026, 1, 1, tzinfo=timezone.utc), sequence=seq)
+
+    for i in range(5):
+        append_record(worker if i % 2 else other, decision(i), signer)
+    assert [e["index"] for e in worker.entries()] == list(range(5))
+    assert append_record(worker, decision(3), signer)["index"] == 3  # idempotent via the index
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    public = load_pem_public_key((tmp_path / "key.pub").read_bytes())
+    assert verify(FileLogStore(log), public).ok
+    # an edit of the last line (same length) is noticed by the incremental reader
+    lines = log.read_bytes().split(b"\n")
+    lines[-2] = lines[-2].replace(b'"kind":"k"', b'"kind":"x"')
+    log.write_bytes(b"\n".join(lines))
+    assert worker.entries()[-1]["kind"] == "x"
