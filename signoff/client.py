@@ -39,6 +39,7 @@ from signoff.search_attributes import KIND, PHASE, REQUESTER, SERVICE
 
 RELEASE_WORKFLOW = "ReleaseWorkflow"
 RUNBOOK_WORKFLOW = "RunbookWorkflow"
+_DIRECTORY_VIEWS: dict[Path, Any] = {}
 _FINAL_NAMES = {"succeeded", "rolled_back", "rejected", "denied", "failed", "aborted"}
 
 
@@ -246,6 +247,8 @@ class SignoffClient:
 
     async def submit_approval(self, attempt: ApprovalAttempt) -> ApprovalResult:
         """Hand an authenticated attempt to the workflow; it decides and answers with progress."""
+        if attempt.directory_sha256 is None:
+            attempt = attempt.model_copy(update={"directory_sha256": self._directory_sha256()})
         handle = self.handle(attempt.release_id)
         try:
             return await handle.execute_update(
@@ -271,6 +274,19 @@ class SignoffClient:
             if e.status == RPCStatusCode.NOT_FOUND:
                 raise NotFound(f"no running release {attempt.release_id}; check the id with `signoff release list`.") from e
             raise _rpc_error(e, self.settings, f"release {attempt.release_id}") from e
+
+    def _directory_sha256(self) -> str | None:
+        """The directory's hash as this process sees it now (mtime-cached); None if unreadable."""
+        from signoff.directory import ApproverDirectory
+        from signoff.errors import ConfigError
+
+        view = _DIRECTORY_VIEWS.get(self.settings.directory_path)
+        if view is None:
+            view = _DIRECTORY_VIEWS[self.settings.directory_path] = ApproverDirectory(self.settings.directory_path)
+        try:
+            return view.snapshot().sha256
+        except ConfigError:
+            return None
 
     async def _control(self, release_id: str, update: str, payload: dict[str, Any]) -> dict[str, Any]:
         handle = self.handle(release_id)

@@ -316,6 +316,11 @@ class ApprovalAttempt(Open):
     reason: str = ""
     digest: str | None = Field(default=None, description="the artifact digest the person saw")
     external_ref: str | None = Field(default=None, description="Slack action ts / Jira delivery id")
+    directory_sha256: str | None = Field(
+        default=None,
+        description="sha256 of the approver directory the channel just read; when it equals the gate's "
+        "last snapshot the workflow skips re-reading the file (a changed directory always changes it)",
+    )
 
 
 class ApprovalRecord(Open):

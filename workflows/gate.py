@@ -196,8 +196,18 @@ class ApprovalGate:
             start_to_close_timeout=timedelta(seconds=10),
         )
 
+    async def _current_snapshot(self, seen_sha256: str | None) -> DirectorySnapshot:
+        """Membership as of this attempt. The channel that authenticated the person read the
+        directory just now; if its hash is the one our last snapshot has, the file has not
+        changed and the snapshot is current. Otherwise (or unknown) read the file again."""
+        last: DirectorySnapshot | None = getattr(self, "last_snapshot", None)
+        if last is not None and seen_sha256 is not None and seen_sha256 == last.sha256 and workflow.patched("reuse-directory-snapshot"):
+            return last  # patched: histories from before this change re-read on every attempt
+        self.last_snapshot = await self._snapshot()
+        return self.last_snapshot
+
     async def open(self) -> None:
-        snap = await self._snapshot()
+        snap = await self._current_snapshot(None)
         now = workflow.now()
         self.status.state = "open"
         self.status.opened_at = now
@@ -218,7 +228,7 @@ class ApprovalGate:
         return getattr(self, "eligible_now", set()) - {a.by for a in self.status.approvals}
 
     async def handle(self, attempt: ApprovalAttempt) -> ApprovalResult:
-        snap = await self._snapshot()  # membership re-checked at the moment of the attempt
+        snap = await self._current_snapshot(attempt.directory_sha256)
         who = attempt.identity.lower()
         groups = snap.groups_of(who)
         self.eligible_now = self._eligible(snap)

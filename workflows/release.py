@@ -98,6 +98,7 @@ class ReleaseWorkflow:
         )
         self.slack = Outbox("slack", on_failure=self.notice_failed)
         self.jira = Outbox("jira", on_failure=self.notice_failed)
+        self.slack_opened: set[str] = set()
         self.artifact_path: str | None = None
         self.provenance_path: str | None = None
 
@@ -575,8 +576,10 @@ class ReleaseWorkflow:
                 retry_policy=RetryPolicy(maximum_attempts=8, maximum_interval=timedelta(seconds=30)),
                 result_type=ChatRef,
             )
-            if event == "opened" and ref.ts:
-                gate.slack_channel, gate.slack_ts = ref.channel, ref.ts
+            if event == "opened":
+                self.slack_opened.add(gate.name)
+                if ref.ts:
+                    gate.slack_channel, gate.slack_ts = ref.channel, ref.ts
 
         async def to_jira() -> None:
             ref: ChatRef = await workflow.execute_activity(
@@ -590,7 +593,11 @@ class ReleaseWorkflow:
             if ref.key:
                 gate.jira_key = ref.key
 
-        self.slack.put(to_slack)
+        # Progress edits the message the "opened" notice posted; when there is none (Slack not
+        # configured, or it refused), there is nothing to edit and no activity to run.
+        nothing_to_edit = event != "opened" and gate.slack_ts is None and self.gate_opened_notice_done(gate)
+        if not (nothing_to_edit and workflow.patched("slack-progress-needs-message")):
+            self.slack.put(to_slack)
         if "jira" in gate.channels and event in ("opened", "closed"):
             self.jira.put(to_jira)
 
@@ -598,6 +605,9 @@ class ReleaseWorkflow:
         """A notice that never reached people is a decision-relevant fact: show and record it."""
         self.status.history.append({"notice_failed": channel, "reason": message, "at": workflow.now().isoformat()})
         self.record("notification", "failed", [f"{channel}: {message}"], {"channel": channel})
+
+    def gate_opened_notice_done(self, gate: GateStatus) -> bool:
+        return gate.name in self.slack_opened
 
     def _escalate_to(self, gate: GateStatus) -> str | None:
         return next((g.spec.escalate_to for g in self.gates if g.status is gate), None)
