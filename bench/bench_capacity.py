@@ -1,0 +1,376 @@
+"""Capacity: N releases waiting at gates on one worker — start time, worker RSS, drain time.
+
+Everything is real: the Temporal dev server (in-memory SQLite), one `signoff worker` process
+(a subprocess, so its memory can be read from /proc/<pid>/status and nothing of the benchmark
+driver counts against it), the default workflow cache, every real activity (policy, directory,
+deploy via `true`, the signed audit log; Slack and Jira are off as in a fresh install).
+
+1. start N gated releases (gate `production`: 2 of release-managers) with bounded concurrency
+   and wait until visibility counts all N in phase `awaiting_approval`;
+2. read the worker's RSS (VmRSS) once all are waiting — target ≤ 1 GiB — and its peak (VmHWM);
+3. approve every release (alice and bob, 2 Updates each, bounded concurrency) and wait until
+   visibility counts all N `succeeded`; every Update must be a real accept.
+
+Baseline, same run: the worker's RSS when idle (connected, nothing started), and the
+approval round trip of the first releases before load.
+
+    python bench/bench_capacity.py [--quick] [--releases N] [--concurrency C] [--max-minutes M]
+
+Bounded in time: when the start phase would run past its share of --max-minutes, the
+benchmark stops starting, measures at the size it reached and extrapolates linearly — clearly
+labelled as such in the output and the JSON. Writes bench/results/capacity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.common import Deadline, dev_server, gated_spec, isolate_env, summary_ms, write_result  # noqa: E402
+
+RSS_TARGET_MIB = 1024
+
+
+def worker_command() -> list[str]:
+    script = Path(sysconfig.get_path("scripts")) / "signoff"  # the real entry point, not a pyenv shim
+    if script.exists():
+        return [str(script), "worker"]
+    return [sys.executable, "-c", "from signoff.cli import main; main()", "worker"]
+
+
+def proc_memory(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak RSS) of a process, in MiB."""
+    out: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    out[key] = round(int(value.split()[0]) / 1024, 1)
+    except OSError:
+        pass
+    return out
+
+
+async def count(client: Any, query: str) -> int:
+    return (await client.count_workflows(query)).count
+
+
+async def wait_count(client: Any, query: str, target: int, deadline: Deadline, *, what: str, progress: bool = True) -> tuple[int, float]:
+    """Poll visibility until `query` counts `target`; returns (count reached, seconds)."""
+    start = time.perf_counter()
+    last_print = 0.0
+    n = 0
+    while not deadline.expired:
+        n = await count(client, query)
+        if n >= target:
+            break
+        if progress and time.perf_counter() - last_print > 15:
+            print(f"    … {n}/{target} {what} after {time.perf_counter() - start:.0f} s", flush=True)
+            last_print = time.perf_counter()
+        await asyncio.sleep(1.0)
+    return n, time.perf_counter() - start
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+    from signoff.client import SignoffClient, _initial_attributes
+    from signoff.config import Settings
+    from signoff.errors import SignoffError
+    from signoff.models import ApprovalAttempt, StartRelease
+    from tests.helpers import DIGEST_A
+
+    total_deadline = Deadline(args.max_minutes * 60)
+    tmp = tempfile.TemporaryDirectory(prefix="bench-capacity-")
+    if args.keep:
+        tmp._finalizer.detach()  # type: ignore[attr-defined]  # leave it for inspection
+    directory = Path(tmp.name) / "approvers.yaml"
+    shutil.copy(REPO / "examples" / "approvers.yaml", directory)
+    state = Path(tmp.name) / "state"
+    isolate_env(str(state), directory_path=str(directory))
+    task_queue = f"bench-capacity-{uuid.uuid4().hex[:8]}"
+    settings = Settings.from_env()
+    spec = gated_spec(timeout="P7D")
+    result: dict[str, Any] = {
+        "benchmark": "capacity: releases waiting at gates on one worker (subprocess, default cache)",
+        "requested_releases": args.releases,
+        "concurrency": args.concurrency,
+    }
+    samples: list[dict[str, float]] = []
+
+    async with dev_server() as env:
+        client = env.client
+        address = client.service_client.config.target_host
+        worker_env = {
+            **os.environ,
+            "SIGNOFF_TEMPORAL_ADDRESS": address,
+            "SIGNOFF_TASK_QUEUE": task_queue,
+            "SIGNOFF_STATE_DIR": str(state),
+            "SIGNOFF_DIRECTORY": str(directory),
+            "SIGNOFF_WORKER_METRICS": "",  # no metrics listener: no port conflicts with other runs
+        }
+        log_path = Path(tmp.name) / "worker.log"
+        log = open(log_path, "wb")
+        proc = subprocess.Popen(worker_command(), env=worker_env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp.name)
+        sampler_stop = asyncio.Event()
+
+        async def sampler() -> None:
+            while not sampler_stop.is_set():
+                mem = proc_memory(proc.pid)
+                if mem:
+                    samples.append({"t": round(time.perf_counter() - t0, 1), **mem})
+                try:
+                    await asyncio.wait_for(sampler_stop.wait(), timeout=2.0)
+                except asyncio.TimeoutError:
+                    pass
+
+        t0 = time.perf_counter()
+        sampler_task = asyncio.create_task(sampler())
+        try:
+            sc = SignoffClient(client, settings=settings, task_queue=task_queue)
+            # Baseline: one release through the whole path while idle (worker warm-up too).
+            warm = f"bench-cap-warm-{uuid.uuid4().hex[:6]}"
+            await sc.start_release(spec, release_id=warm)
+            idle_lat: list[float] = []
+            for who in ("alice@example.com", "bob@example.com"):
+                for _ in range(100):
+                    s = await sc.status(warm)
+                    if s.phase.value == "awaiting_approval":
+                        break
+                    await asyncio.sleep(0.1)
+                t = time.perf_counter()
+                r = await sc.submit_approval(ApprovalAttempt(release_id=warm, identity=who, channel="cli", digest=DIGEST_A))
+                idle_lat.append(time.perf_counter() - t)
+                assert r.accepted, r.reason
+            await asyncio.wait_for(sc.handle(warm).result(), timeout=60)
+            await asyncio.sleep(2)
+            result["worker_rss_idle_mib"] = proc_memory(proc.pid).get("VmRSS")
+            result["idle_approval_round_trip_ms"] = [round(x * 1000, 1) for x in idle_lat]
+
+            # ---- 1. start N
+            prefix = f"bench-cap-{uuid.uuid4().hex[:6]}"
+            ids = [f"{prefix}-{i:05d}" for i in range(args.releases)]
+            start_budget = Deadline(args.max_minutes * 60 * 0.45)
+            started: list[str] = []
+            start_lat: list[float] = []
+            queue: asyncio.Queue[str] = asyncio.Queue()
+            for rid in ids:
+                queue.put_nowait(rid)
+
+            async def starter() -> None:
+                while not queue.empty() and not start_budget.expired:
+                    rid = queue.get_nowait()
+                    args_ = StartRelease(
+                        release_id=rid,
+                        spec=spec,
+                        base_dir=str(REPO),
+                        directory_path=str(settings.directory_path),
+                        policy_dir=str(settings.policy_dir),
+                        search_attributes=True,
+                    )
+                    t = time.perf_counter()
+                    await client.start_workflow(
+                        "ReleaseWorkflow",
+                        args_,
+                        id=rid,
+                        task_queue=task_queue,
+                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                        search_attributes=_initial_attributes(spec),
+                    )
+                    start_lat.append(time.perf_counter() - t)
+                    started.append(rid)
+
+            print(f"  starting {args.releases} gated releases ({args.concurrency} concurrent start calls)…", flush=True)
+            t_start = time.perf_counter()
+            progress = asyncio.create_task(
+                wait_count(client, f"WorkflowId STARTS_WITH '{prefix}' AND SignoffPhase = 'awaiting_approval'", args.releases, start_budget, what="waiting at the gate")
+            )
+            await asyncio.gather(*(starter() for _ in range(args.concurrency)))
+            t_calls = time.perf_counter() - t_start
+            n = len(started)
+            if not progress.done():
+                progress.cancel()
+            waiting_query = f"WorkflowId STARTS_WITH '{prefix}' AND SignoffPhase = 'awaiting_approval'"
+            reached, _ = await wait_count(client, waiting_query, n, Deadline(min(total_deadline.left(), max(120.0, start_budget.left() + 300))), what="waiting at the gate")
+            t_waiting = time.perf_counter() - t_start
+            truncated = n < args.releases
+            print(f"  {reached}/{n} waiting at the gate {t_waiting:.1f} s after the first start (start calls took {t_calls:.1f} s)", flush=True)
+            await asyncio.sleep(3)  # let in-flight outbox work (gate notices, records) settle before reading memory
+            mem_waiting = proc_memory(proc.pid)
+            print(f"  worker RSS with {reached} waiting: {mem_waiting.get('VmRSS')} MiB (peak {mem_waiting.get('VmHWM')} MiB)", flush=True)
+            result.update(
+                {
+                    "releases_started": n,
+                    "releases_waiting": reached,
+                    "truncated_by_time_budget": truncated,
+                    "start_calls_seconds": round(t_calls, 2),
+                    "start_to_all_waiting_seconds": round(t_waiting, 2),
+                    "start_rate_per_second": round(reached / t_waiting, 2) if t_waiting else None,
+                    "start_call_latency": summary_ms(start_lat) if start_lat else None,
+                    "worker_rss_all_waiting_mib": mem_waiting.get("VmRSS"),
+                    "worker_peak_rss_mib_so_far": mem_waiting.get("VmHWM"),
+                }
+            )
+
+            # ---- 2. approve all (2 each), then drain
+            approve_lat: list[float] = []
+            accepted = 0
+            refused: list[str] = []
+            failed: list[str] = []
+            errors: dict[str, int] = {}
+            work: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+            order = started[:]
+            random.Random(1).shuffle(order)  # approvals arrive in no particular order, like people
+            for rid in order:
+                work.put_nowait((rid, "alice@example.com"))
+            for rid in order:
+                work.put_nowait((rid, "bob@example.com"))
+            approve_deadline = Deadline(max(60.0, total_deadline.left() * 0.6))
+
+            async def approver() -> None:
+                nonlocal accepted
+                while not work.empty() and not approve_deadline.expired:
+                    rid, who = work.get_nowait()
+                    attempt = ApprovalAttempt(release_id=rid, identity=who, channel="cli", digest=DIGEST_A)
+                    for tries in range(6):  # a person told "try again" clicks again; same Update id
+                        t = time.perf_counter()
+                        if approve_deadline.expired:
+                            break
+                        try:  # the SDK polls an Update's outcome without end: bound each attempt
+                            r = await asyncio.wait_for(sc.submit_approval(attempt), timeout=min(60.0, max(5.0, approve_deadline.left())))
+                        except (SignoffError, asyncio.TimeoutError) as e:
+                            key = str(e)[:160] or "no answer within 60 s"
+                            errors[key] = errors.get(key, 0) + 1
+                            await asyncio.sleep(1.0 + tries)
+                            continue
+                        approve_lat.append(time.perf_counter() - t)
+                        if r.accepted:
+                            accepted += 1
+                        else:
+                            refused.append(f"{rid} {who}: {r.reason}")
+                        break
+                    else:
+                        failed.append(f"{rid} {who}")
+
+            print(f"  approving: {2 * n} approvals ({args.concurrency} concurrent)…", flush=True)
+            t_approve = time.perf_counter()
+            await asyncio.gather(*(approver() for _ in range(args.concurrency)))
+            t_approved = time.perf_counter() - t_approve
+            done_query = f"WorkflowId STARTS_WITH '{prefix}' AND SignoffPhase = 'succeeded' AND ExecutionStatus = 'Completed'"
+            done, _ = await wait_count(client, done_query, n, Deadline(max(30.0, total_deadline.left())), what="succeeded")
+            t_drain = time.perf_counter() - t_approve
+            mem_end = proc_memory(proc.pid)
+            if errors:
+                print(f"  approval errors (retried like a person would): {errors}", flush=True)
+            print(f"  {accepted}/{2 * n} approvals accepted in {t_approved:.1f} s; {done}/{n} succeeded {t_drain:.1f} s after the first approval", flush=True)
+
+            # Spot-check: releases record exactly the two approvals sent, none lost, none doubled.
+            sample_ids = random.Random(2).sample(started, min(20, n))
+            exact = 0
+            for rid in sample_ids:
+                s = await sc.status(rid)
+                if s.phase.value == "succeeded" and sorted(a.by for a in s.gates[0].approvals) == ["alice@example.com", "bob@example.com"]:
+                    exact += 1
+            others = await count(client, f"WorkflowId STARTS_WITH '{prefix}' AND ExecutionStatus = 'Running'")
+            audit_lines = sum(1 for _ in open(settings.audit_log)) if settings.audit_log.exists() else 0
+            result.update(
+                {
+                    "approvals_sent": len(approve_lat),
+                    "approvals_accepted": accepted,
+                    "approvals_refused": refused[:10],
+                    "approvals_failed_after_6_tries": failed[:20],
+                    "approval_errors_retried": errors,
+                    "approve_calls_seconds": round(t_approved, 2),
+                    "approval_round_trip_under_load": summary_ms(approve_lat) if approve_lat else None,
+                    "approval_to_all_succeeded_seconds": round(t_drain, 2),
+                    "drain_rate_per_second": round(done / t_drain, 2) if t_drain else None,
+                    "releases_succeeded": done,
+                    "releases_still_running": others,
+                    "spot_check_exact_two_approvals": f"{exact}/{len(sample_ids)}",
+                    "audit_log_records": audit_lines,
+                    "worker_rss_end_mib": mem_end.get("VmRSS"),
+                    "worker_peak_rss_mib": mem_end.get("VmHWM"),
+                }
+            )
+            if truncated:
+                scale = args.releases / max(n, 1)
+                result["extrapolated_to_requested"] = {
+                    "note": f"LINEAR EXTRAPOLATION from {n} to {args.releases} releases, not measured",
+                    "start_to_all_waiting_seconds": round(t_waiting * scale, 1),
+                    "approval_to_all_succeeded_seconds": round(t_drain * scale, 1),
+                }
+        finally:
+            sampler_stop.set()
+            await sampler_task
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            log.close()
+            lines = log_path.read_text(errors="replace").splitlines()
+            markers = ("Failed activation", "deadlock", "Traceback", "ERROR", "WARNING", "failed")
+            result["worker_log_problem_counts"] = {m: sum(1 for line in lines if m in line) for m in markers}
+            result["worker_log_problem_examples"] = [line[:300] for line in lines if any(m in line for m in markers)][:8]
+    result["rss_samples"] = samples[:: max(1, len(samples) // 200)]
+    if args.keep:
+        print(f"  kept {tmp.name} (worker.log, state/audit)")
+    else:
+        tmp.cleanup()
+    rss = result.get("worker_rss_all_waiting_mib")
+    result["target_rss_mib"] = RSS_TARGET_MIB
+    result["meets_rss_target"] = rss is not None and rss <= RSS_TARGET_MIB
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="N releases waiting at gates on one worker")
+    parser.add_argument("--quick", action="store_true", help="500 releases")
+    parser.add_argument("--releases", type=int, default=None, help="default 10000 (quick 500)")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent start / approval calls")
+    parser.add_argument("--max-minutes", type=float, default=None, help="overall bound (default 40, quick 8)")
+    parser.add_argument("--out", default=None, help="results file (default bench/results/capacity.json)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (worker log, audit log)")
+    args = parser.parse_args()
+    if args.releases is None:
+        args.releases = 500 if args.quick else 10_000
+    if args.max_minutes is None:
+        args.max_minutes = 8 if args.quick else 40
+    result = asyncio.run(run(args))
+    n = result.get("releases_started", 0)
+    print(f"capacity: {n} releases waiting at a gate on one worker" + (" (TRUNCATED by the time budget)" if result.get("truncated_by_time_budget") else ""))
+    print(f"  worker RSS idle {result.get('worker_rss_idle_mib')} MiB → all waiting {result.get('worker_rss_all_waiting_mib')} MiB "
+          f"(target ≤ {RSS_TARGET_MIB} MiB: {'meets' if result['meets_rss_target'] else 'MISSES'}); peak {result.get('worker_peak_rss_mib')} MiB")
+    print(f"  time to start all and see them waiting: {result.get('start_to_all_waiting_seconds')} s ({result.get('start_rate_per_second')} releases/s)")
+    print(f"  time from first approval to all succeeded: {result.get('approval_to_all_succeeded_seconds')} s ({result.get('drain_rate_per_second')} releases/s); "
+          f"{result.get('approvals_accepted')}/{result.get('approvals_sent')} approvals accepted, spot check {result.get('spot_check_exact_two_approvals')}")
+    lat = result.get("approval_round_trip_under_load")
+    if lat:
+        print(f"  approval round trip under load: median {lat['median_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms (idle: {result.get('idle_approval_round_trip_ms')} ms)")
+    if "extrapolated_to_requested" in result:
+        x = result["extrapolated_to_requested"]
+        print(f"  {x['note']}: start ≈ {x['start_to_all_waiting_seconds']} s, drain ≈ {x['approval_to_all_succeeded_seconds']} s")
+    name = "capacity" if not args.quick else "capacity_quick"
+    write_result(name, result, args.out)
+
+
+if __name__ == "__main__":
+    main()
