@@ -33,6 +33,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from approvals.http import BodyTooLarge, read_limited
+
 from approvals.jira.parse import JiraPayloadError, JiraWebhookConfig, Refusal, attempt_from_webhook
 from signoff.client import SignoffClient
 from signoff.config import Settings
@@ -49,9 +51,6 @@ DELIVERY_TTL_SECONDS = 7 * 24 * 3600
 
 ClientFactory = Callable[[], Awaitable[SignoffClient]]
 
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 # --------------------------------------------------------------------------- signature
@@ -183,8 +182,8 @@ def jira_routes(
         if problem:
             return _answer(401, "unauthorized", problem)
         try:
-            body = await _read_limited(request, MAX_BODY_BYTES)
-        except _BodyTooLarge:
+            body = await read_limited(request, MAX_BODY_BYTES)
+        except BodyTooLarge:
             return _answer(413, "refused", f"the body is larger than {MAX_BODY_BYTES} bytes; Jira webhooks are far smaller")
         except ClientDisconnect:
             return _answer(400, "invalid", "the client went away before the body was read")
@@ -244,24 +243,6 @@ def jira_routes(
         )
 
     return [Route("/jira/webhook", webhook, methods=["POST"])]
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise _BodyTooLarge
-        except ValueError:
-            pass
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _body(status: str, reason: str, **extra: Any) -> dict[str, Any]:

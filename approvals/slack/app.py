@@ -56,6 +56,7 @@ from signoff.slack_blocks import (
     progress_line,
     reject_modal,
 )
+from approvals.http import BodyTooLarge, read_limited
 from approvals.slack import runbooks as _runbook_commands  # noqa: F401 - registers `/signoff runbook`
 from approvals.slack.commands import SUBCOMMANDS, CommandContext, Subcommand, help_text, parse_command
 from signoff.slack_config import SlackConfig, ensure_session, make_web_client
@@ -481,8 +482,8 @@ def slack_routes(app: AsyncApp, *, path: str = "/slack/events") -> list[Route]:
         # verifier would crash on (401). Everything else goes to bolt, whose signature check
         # stays the authority.
         try:
-            body = await _read_limited(request, MAX_BODY_BYTES)
-        except _BodyTooLarge:
+            body = await read_limited(request, MAX_BODY_BYTES)
+        except BodyTooLarge:
             return _refusal(413, f"the body is larger than {MAX_BODY_BYTES} bytes; Slack requests are far smaller")
         except ClientDisconnect:
             return _refusal(400, "the client went away before the body was read")
@@ -512,24 +513,6 @@ def slack_routes(app: AsyncApp, *, path: str = "/slack/events") -> list[Route]:
 
 MAX_BODY_BYTES = 1024 * 1024
 
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The body, read in chunks and abandoned as soon as it passes `limit` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _replay(request: Request, body: bytes) -> Request:
