@@ -474,9 +474,16 @@ async def runbook_certify(out: Out, file: Path, identity: str) -> None:
         identity = check_email(identity)
     except ValueError:
         raise UsageError(f"--as needs an email address, not {identity!r}.") from None
+    from signoff.runbooks import certifiers_required, load_runbook, read_lock
+
     settings = Settings.from_env()
-    entry = certify(file, identity, settings.runbook_dir / "certified.lock", key_path=settings.key_path)
-    out.emit(entry, lambda: f"certified {entry.name} {entry.version} ({entry.sha256[:12]}) by {entry.certified_by}")
+    lock = settings.runbook_dir / "certified.lock"
+    entry = certify(file, identity, lock, key_path=settings.key_path)
+    required = certifiers_required(load_runbook(file), settings.policy_dir)
+    certifiers = sorted({e.certified_by for e in read_lock(lock) if e.name == entry.name and e.sha256 == entry.sha256})
+    doc = {**entry.model_dump(mode="json"), "certifiers": certifiers, "certifiers_required": required, "complete": len(certifiers) >= required}
+    more = "" if doc["complete"] else f"; the policy needs {required} distinct certifiers, so another person must certify it too"
+    out.emit(doc, lambda: f"certified {entry.name} {entry.version} ({entry.sha256[:12]}) by {', '.join(certifiers)} ({len(certifiers)} of {required}){more}")
 
 
 @runbook.command("run")

@@ -273,3 +273,18 @@ def evaluate_release_file(
         config=config,
     )
     return evaluate(document, policy_dir=policy_dir, opa_url=opa_url)
+
+
+def evaluate_query(query: str, document: dict[str, Any], *, policy_dir: Path | str | None = None) -> Any:
+    """The value of one Rego query over the policies in `policy_dir` (None when undefined)."""
+    files = read_policy_files(policy_dir)
+    engine = _engine_for(files)
+    engine.set_input_json(json.dumps(document))
+    try:
+        result = json.loads(engine.eval_query_as_json(query))
+    except RuntimeError as e:
+        raise PolicyError(f"the policy query {query} failed ({_first_line(str(e))}); run `signoff policy test`.") from e
+    rows = result.get("result") or []
+    if not rows or not rows[0].get("expressions"):
+        return None
+    return rows[0]["expressions"][0].get("value")

@@ -295,6 +295,7 @@ class CertificationEntry(Open):
     certified_at: datetime
     keyid: str
     signature: str
+    co_certified_by: list[str] = Field(default_factory=list, exclude=True, description="other certifiers of the same bytes (not stored)")
 
     def signed_fields(self) -> dict[str, Any]:
         return {
@@ -438,7 +439,7 @@ def catalogue(settings: Any) -> list[dict[str, Any]]:
             "file": str(path),
         }
         try:
-            entry = check_loaded(loaded, lock, key_path=settings.key_path)
+            entry = check_loaded(loaded, lock, key_path=settings.key_path, policy_dir=settings.policy_dir)
             item.update(certified=True, certified_by=entry.certified_by, certified_at=_iso(entry.certified_at))
         except Refused as e:
             item.update(certified=False, reason=str(e))
@@ -804,9 +805,11 @@ def certify(
 ) -> CertificationEntry:
     """Record the runbook's content hash, version, certifier and time in the lock, signed.
 
-    Certifying identical bytes again returns the existing entry. A version number names one
-    content forever: certifying different bytes under a version already certified is refused,
-    so "v3 is certified" always means the same file.
+    Certifying identical bytes again as the same person returns the existing entry; a second
+    person certifying the same bytes adds their own signed entry (the two-person rule: the
+    policy in policies/runbook.rego says how many distinct certifiers a runbook needs). A version
+    number names one content forever: certifying different bytes under a version already
+    certified is refused, so "v3 is certified" always means the same file.
     """
     try:
         email = check_email(by_email)
@@ -819,7 +822,9 @@ def certify(
         entries = read_lock(lock)
         for entry in entries:
             if entry.name == loaded.spec.name and entry.sha256 == loaded.sha256:
-                return entry
+                if entry.certified_by == email:
+                    return entry
+                continue  # another person certified these bytes: this is a co-certification
             if entry.name == loaded.spec.name and entry.version == loaded.spec.version:
                 raise Refused(
                     f"runbook {entry.name} version {entry.version} is already certified with different content "
@@ -857,12 +862,32 @@ def check_certified(
     return check_loaded(load_runbook(path), lock_path, key_path=key_path, trusted=trusted)
 
 
+def certification_input(loaded: RunbookFile) -> dict[str, Any]:
+    spec = loaded.spec
+    return {
+        "name": spec.name,
+        "version": spec.version,
+        "actions": sorted({step.action for step in spec.steps}),
+        "allowed_groups": list(spec.allowed_groups),
+        "has_gate": spec.gate is not None,
+    }
+
+
+def certifiers_required(loaded: RunbookFile, policy_dir: Path | str | None = None) -> int:
+    """How many distinct people must certify this runbook (policies/runbook.rego)."""
+    from signoff.policy import evaluate_query
+
+    value = evaluate_query("data.signoff.runbook.certifiers_required", certification_input(loaded), policy_dir=policy_dir)
+    return int(value) if isinstance(value, int) and value >= 1 else 1
+
+
 def check_loaded(
     loaded: RunbookFile,
     lock_path: Path | str,
     *,
     key_path: Path | str | None = None,
     trusted: dict[str, Any] | None = None,
+    policy_dir: Path | str | None = None,
 ) -> CertificationEntry:
     """`check_certified` for a runbook already read, so the bytes checked are the bytes run."""
     path = loaded.path
@@ -873,16 +898,24 @@ def check_loaded(
     entries = [e for e in read_lock(lock) if e.name == loaded.spec.name]
     if not entries:
         raise NotCertified(f"runbook {loaded.spec.name} has never been certified; certify it with `signoff runbook certify {path} --as EMAIL` before running it.")
-    for entry in entries:
-        if entry.sha256 == loaded.sha256:
-            if entry.version != loaded.spec.version:
-                raise NotCertified(f"runbook {loaded.spec.name}'s certification entry says version {entry.version} but the file says {loaded.spec.version}; re-certify it.")
-            if not verify_entry(entry, keys):
-                raise NotCertified(
-                    f"runbook {loaded.spec.name} version {entry.version} has a certification entry whose signature does not verify with a trusted certifier key; "
-                    f"re-certify it with a key listed in {lock.parent / CERTIFIER_KEYS_FILE}."
-                )
-            return entry
+    matching = [e for e in entries if e.sha256 == loaded.sha256]
+    for entry in matching:
+        if entry.version != loaded.spec.version:
+            raise NotCertified(f"runbook {loaded.spec.name}'s certification entry says version {entry.version} but the file says {loaded.spec.version}; re-certify it.")
+        if not verify_entry(entry, keys):
+            raise NotCertified(
+                f"runbook {loaded.spec.name} version {entry.version} has a certification entry whose signature does not verify with a trusted certifier key; "
+                f"re-certify it with a key listed in {lock.parent / CERTIFIER_KEYS_FILE}."
+            )
+    if matching:
+        certifiers = list(dict.fromkeys(e.certified_by for e in matching))
+        required = certifiers_required(loaded, policy_dir)
+        if len(certifiers) < required:
+            raise NotCertified(
+                f"runbook {loaded.spec.name} {loaded.spec.version} needs {required} distinct certifiers by policy but has "
+                f"{len(certifiers)} ({', '.join(certifiers)}); another person must run `signoff runbook certify {path} --as EMAIL`."
+            )
+        return matching[0].model_copy(update={"co_certified_by": certifiers[1:]})
     same_version = [e for e in entries if e.version == loaded.spec.version]
     if same_version:
         e = same_version[-1]
@@ -899,7 +932,7 @@ def check_loaded(
 def certified_runbook(name: str, settings: Any) -> tuple[RunbookFile, CertificationEntry]:
     """Find runbook `name` under ``settings.runbook_dir`` and check it against the lock there."""
     loaded = load_runbook(runbook_path(name, settings.runbook_dir))
-    entry = check_loaded(loaded, Path(settings.runbook_dir) / "certified.lock", key_path=settings.key_path)
+    entry = check_loaded(loaded, Path(settings.runbook_dir) / "certified.lock", key_path=settings.key_path, policy_dir=settings.policy_dir)
     return loaded, entry
 
 

@@ -124,7 +124,8 @@ def test_discovery_finds_tests_from_the_ast() -> None:
 
 def test_directory_without_tests_is_an_error(tmp_path: Path) -> None:
     policy_dir = copy_policies(tmp_path)
-    (policy_dir / "release_test.rego").unlink()
+    for test_file in policy_dir.glob("*_test.rego"):
+        test_file.unlink()
     with pytest.raises(PolicyError, match="no test_ rules"):
         run_policy_tests(policy_dir)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import yaml
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
@@ -264,14 +265,16 @@ def test_versions_are_immutable_and_certify_is_idempotent(settings: Settings) ->
     path = write_runbook(settings.runbook_dir)
     lock = settings.runbook_dir / "certified.lock"
     first = certify(path, "carol@example.com", lock, key_path=settings.key_path)
-    assert certify(path, "alice@example.com", lock, key_path=settings.key_path) == first
-    assert len(read_lock(lock)) == 1
+    assert certify(path, "carol@example.com", lock, key_path=settings.key_path) == first  # idempotent
+    co = certify(path, "alice@example.com", lock, key_path=settings.key_path)  # a second person co-certifies
+    assert co.certified_by == "alice@example.com" and co.sha256 == first.sha256
+    assert len(read_lock(lock)) == 2
     path.write_text(path.read_text().replace('"hello ', '"hi '))
     with pytest.raises(Refused, match=r"version 1\.0\.0 is already certified with different content.*bump version"):
         certify(path, "carol@example.com", lock, key_path=settings.key_path)
     path.write_text(path.read_text().replace('"1.0.0"', '"1.0.1"'))
     second = certify(path, "carol@example.com", lock, key_path=settings.key_path)
-    assert [e.version for e in read_lock(lock)] == ["1.0.0", "1.0.1"] and second.version == "1.0.1"
+    assert [e.version for e in read_lock(lock)] == ["1.0.0", "1.0.0", "1.0.1"] and second.version == "1.0.1"
     with pytest.raises(Refused, match="not an email address"):
         certify(path, "carol", lock, key_path=settings.key_path)
 
@@ -599,3 +602,35 @@ async def test_activities_run_on_a_real_worker(
     assert results[1].detail == f"dry run: would restart the stable processes of checkout ({digests['bad']})"
     assert results[2].detail == "dry run: would wait 5 seconds"
     assert _snapshot(settings.state_dir / "deploy") == before  # a dry run changed nothing
+
+
+# --------------------------------------------------------------------------- two-person rule
+
+
+def test_policy_requires_two_certifiers_for_risky_runbooks(tmp_path: Path) -> None:
+    """policies/runbook.rego: a rollback runbook needs two distinct certifiers; the same person
+    twice does not count; a notify-only runbook needs one."""
+    from signoff.runbooks import NotCertified, certifiers_required, certify, check_certified, load_runbook
+
+    risky = tmp_path / "roll-it-back.yaml"
+    risky.write_text(yaml.safe_dump({
+        "name": "roll-it-back", "version": "1.0.0", "description": "d", "owners": ["carol@example.com"],
+        "allowed_groups": ["on-call"], "parameters": {"type": "object", "properties": {"service": {"type": "string"}}},
+        "steps": [{"name": "back", "action": "rollback", "with": {"service": "{{ params.service }}"}}],
+    }))
+    calm = tmp_path / "say-hi.yaml"
+    calm.write_text(yaml.safe_dump({
+        "name": "say-hi", "version": "1.0.0", "description": "d", "owners": ["carol@example.com"],
+        "allowed_groups": ["on-call"], "steps": [{"name": "hi", "action": "notify", "with": {"text": "hi"}}],
+    }))
+    lock, key = tmp_path / "certified.lock", tmp_path / "key"
+    assert certifiers_required(load_runbook(risky)) == 2 and certifiers_required(load_runbook(calm)) == 1
+    certify(calm, "carol@example.com", lock, key_path=key)
+    assert check_certified(calm, lock, key_path=key).certified_by == "carol@example.com"
+    certify(risky, "carol@example.com", lock, key_path=key)
+    certify(risky, "carol@example.com", lock, key_path=key)  # the same person again is not a second person
+    with pytest.raises(NotCertified, match="needs 2 distinct certifiers by policy but has 1 \\(carol@example.com\\)"):
+        check_certified(risky, lock, key_path=key)
+    certify(risky, "alice@example.com", lock, key_path=key)
+    entry = check_certified(risky, lock, key_path=key)
+    assert entry.certified_by == "carol@example.com" and entry.co_certified_by == ["alice@example.com"]
