@@ -444,16 +444,15 @@ class ReleaseWorkflow:
         return self.status.phase in order
 
     def pick_gate(self, attempt: ApprovalAttempt) -> ApprovalGate | None:
+        """The named gate; otherwise the first open gate this person has not approved yet."""
         if attempt.gate:
-            return next((g for g in self.gates if g.spec.name == attempt.gate), None) if self.gates_ready or self.gates else None
-        open_gates = [g for g in self.gates if g.status.state == "open"]
+            return next((g for g in self.gates if g.spec.name == attempt.gate), None)
         if not self.gates_ready:
             return None
+        open_gates = [g for g in self.gates if g.status.state == "open"]
         who = attempt.identity.lower()
-        for gate in open_gates:
-            if who not in {a.by for a in gate.status.approvals}:
-                return gate
-        return open_gates[0] if open_gates else (self.gates[0] if self.gates else None)
+        pending = [g for g in open_gates if who not in {a.by for a in g.status.approvals}]
+        return (pending or open_gates or self.gates or [None])[0]
 
     def set_phase(self, phase: Phase) -> None:
         self.status.phase = phase
