@@ -56,7 +56,13 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         )
     except RuntimeError as e:
         raise TemporalUnreachable(f"cannot reach Temporal at {settings.temporal_address}; is `signoff dev` running?") from e
-    worker = build_worker(client, settings)
+    options: dict[str, Any] = {}
+    cache = os.environ.get("SIGNOFF_MAX_CACHED_WORKFLOWS")
+    if cache:
+        # Releases waiting at gates beyond the cache are replayed from history when an approval
+        # arrives; a larger cache trades memory (~50 KiB per release) for that replay.
+        options["max_cached_workflows"] = int(cache)
+    worker = build_worker(client, settings, **options)
     log.info("worker on task queue %s (metrics on %s)", settings.task_queue, bind)
     if stop is None:
         await worker.run()
