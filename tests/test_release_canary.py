@@ -61,7 +61,10 @@ def canary_release(flavour: str, **extra: Any) -> ReleaseFile:
                     "query": ERROR_RATE,
                     "initial_delay": "6s",
                     "interval": "2s",
-                    "count": 2,
+                    "count": 3,
+                    # Prometheus may discover a new canary target a few seconds late (file_sd);
+                    # those empty answers are inconclusive, never success — tolerate a warm-up.
+                    "inconclusive_limit": 5,
                     "success": {"less_than": 0.05},
                     "failure": {"greater_than_or_equal": 0.05},
                 }
@@ -116,8 +119,11 @@ async def test_good_goes_through_every_step(client: Client, task_queue: str, sta
         done = await wait_for(sc, good_id, lambda s: s.phase.is_final, timeout=180)
         assert done.phase.value == "succeeded", done.reason
         assert done.canary is not None
-        assert [(m.step, m.verdict) for m in done.canary.analyses] == [(2, "successful"), (2, "successful"), (4, "successful"), (4, "successful")]
-        assert all(m.value is not None and m.value < 0.05 for m in done.canary.analyses)
+        verdicts = [(m.step, m.verdict) for m in done.canary.analyses]
+        assert {v for _, v in verdicts} <= {"successful", "inconclusive"}, verdicts
+        assert (2, "successful") in verdicts and (4, "successful") in verdicts
+        measured = [m for m in done.canary.analyses if m.verdict == "successful"]
+        assert all(m.value is not None and m.value < 0.05 for m in measured)
         phases = [h["phase"] for h in done.history]
         assert phases[:1] == ["building"] and "canary" in phases and phases[-1] == "succeeded"
         from activities.deploy import target_for
