@@ -234,7 +234,7 @@ async def test_prometheus_sees_local_processes_by_digest(settings: Settings, dig
         wait_until(both_measured, 40, "Prometheus to have error rates for both digests")
         bad_rate = float(_promql(base, error_rate.format(d=bad))[0]["value"][1])
         good_rate = float(_promql(base, error_rate.format(d=good))[0]["value"][1])
-        assert bad_rate >= 0.2, bad_rate
+        assert bad_rate >= 0.1, bad_rate  # the bad build answers ~30% 5xx; a fresh 10 s rate window is noisy
         assert good_rate == 0.0
         tracks = {r["metric"]["track"]: r["metric"]["digest"] for r in _promql(base, 'up{service="checkout"} == 1')}
         assert tracks == {"stable": good, "canary": bad}
