@@ -77,6 +77,16 @@ async def _client() -> Any:
     return await SignoffClient.connect(Settings.from_env())
 
 
+def _email(identity: str) -> str:
+    """--as EMAIL: the canonical identity, or a usage error (exit 2)."""
+    from signoff.models import check_email
+
+    try:
+        return check_email(identity)
+    except ValueError:
+        raise UsageError(f"--as needs an email address (the canonical identity), not {identity!r}.") from None
+
+
 def _status_line(s: Any) -> str:
     gates = "; ".join(f"{g.name}: {g.state} {g.progress}" for g in s.gates)
     extra = f" — {s.reason}" if s.reason else ""
@@ -262,12 +272,9 @@ async def release_abort(out: Out, release_id: str, identity: str, reason: str) -
 
 
 async def _decide(out: Out, release_id: str, identity: str, decision: str, gate: str | None, reason: str, digest: str | None) -> None:
-    from signoff.models import ApprovalAttempt, check_email
+    from signoff.models import ApprovalAttempt
 
-    try:
-        identity = check_email(identity)
-    except ValueError:
-        raise UsageError(f"--as needs an email address (the canonical identity), not {identity!r}.") from None
+    identity = _email(identity)
     client = await _client()
     attempt = ApprovalAttempt(
         release_id=release_id, gate=gate, identity=identity, channel="cli", decision=decision, reason=reason, digest=digest  # type: ignore[arg-type]
@@ -467,15 +474,9 @@ async def runbook_list(out: Out) -> None:
 @click.option("--as", "identity", required=True, metavar="EMAIL")
 @command
 async def runbook_certify(out: Out, file: Path, identity: str) -> None:
-    from signoff.models import check_email
-    from signoff.runbooks import certify
+    from signoff.runbooks import certifiers_required, certify, load_runbook, read_lock
 
-    try:
-        identity = check_email(identity)
-    except ValueError:
-        raise UsageError(f"--as needs an email address, not {identity!r}.") from None
-    from signoff.runbooks import certifiers_required, load_runbook, read_lock
-
+    identity = _email(identity)
     settings = Settings.from_env()
     lock = settings.runbook_dir / "certified.lock"
     entry = certify(file, identity, lock, key_path=settings.key_path)
@@ -494,18 +495,13 @@ async def runbook_certify(out: Out, file: Path, identity: str) -> None:
 @click.option("--wait", is_flag=True, help="wait until the run ends")
 @command
 async def runbook_run(out: Out, name: str, params: tuple[str, ...], identity: str, dry_run: bool, wait: bool) -> None:
-    from signoff.models import check_email
-
     parsed: dict[str, str] = {}
     for item in params:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"parameter {item!r} is not KEY=VALUE; write it like -p service=checkout.")
         parsed[key.strip()] = value
-    try:
-        identity = check_email(identity)
-    except ValueError:
-        raise UsageError(f"--as needs an email address, not {identity!r}.") from None
+    identity = _email(identity)
     client = await _client()
     status = await client.runbooks.run(name, params=parsed, identity=identity, channel="cli", dry_run=dry_run, wait=wait or dry_run)
     def text() -> str:

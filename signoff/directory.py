@@ -39,28 +39,6 @@ def load_directory(path: str | Path) -> DirectorySnapshot:
     return DirectorySnapshot(sha256=hashlib.sha256(raw).hexdigest(), groups=groups, people=people)
 
 
-def email_for_slack_user(snapshot: DirectorySnapshot, slack_user_id: str) -> str | None:
-    for email, person in snapshot.people.items():
-        if person.slack_user_id and person.slack_user_id == slack_user_id:
-            return email
-    return None
-
-
-def email_for_jira_account(snapshot: DirectorySnapshot, account_id: str) -> str | None:
-    for email, person in snapshot.people.items():
-        if person.jira_account_id and person.jira_account_id == account_id:
-            return email
-    return None
-
-
-def slack_ids_for(snapshot: DirectorySnapshot, emails_or_groups: list[str]) -> list[str]:
-    """Slack ids of the named people and members of the named groups (for mentions)."""
-    emails: set[str] = set()
-    for name in emails_or_groups:
-        emails.update(snapshot.groups.get(name, [name.lower()] if "@" in name else []))
-    return sorted(p.slack_user_id for e in emails if (p := snapshot.people.get(e)) and p.slack_user_id)
-
-
 class ApproverDirectory:
     """A directory file, re-read when it changes on disk."""
 

@@ -87,8 +87,8 @@ async def wait_for(
 
 
 async def wait_phase(client: SignoffClient, release_id: str, phase: str, *, timeout: float = 60) -> ReleaseStatus:
-    return await wait_for(client, release_id, lambda s: s.phase.value == phase or (s.phase.is_final and s.phase.value != phase and _raise(s, phase)), timeout=timeout)
-
-
-def _raise(status: ReleaseStatus, wanted: str) -> bool:
-    raise AssertionError(f"{status.release_id} ended {status.phase.value} ({status.reason}), expected {wanted}")
+    """Wait until the release is in `phase`; fail at once if it ends in another phase."""
+    status = await wait_for(client, release_id, lambda s: s.phase.value == phase or s.phase.is_final, timeout=timeout)
+    if status.phase.value != phase:
+        raise AssertionError(f"{release_id} ended {status.phase.value} ({status.reason}), expected {phase}")
+    return status

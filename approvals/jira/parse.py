@@ -148,17 +148,7 @@ def _from_transition(
     if isinstance(identity, Refusal):
         return identity
     key = _issue_key(issue)
-    release_id, gate, digest = target
-    return ApprovalAttempt(
-        release_id=release_id,
-        gate=gate,
-        identity=identity,
-        channel="jira",
-        decision=decision,
-        reason=f"moved {key} to {new_status.strip()} in Jira",
-        digest=digest,
-        external_ref=_external_ref(key, delivery_id),
-    )
+    return _attempt(target, identity, decision, f"moved {key} to {new_status.strip()} in Jira", _external_ref(key, delivery_id))
 
 
 def _from_comment(
@@ -181,7 +171,10 @@ def _from_comment(
     identity = _identity(account, directory)
     if isinstance(identity, Refusal):
         return identity
-    key = _issue_key(issue)
+    return _attempt(target, identity, decision, reason, _external_ref(_issue_key(issue), delivery_id))
+
+
+def _attempt(target: tuple[str, str, str | None], identity: str, decision: Decision, reason: str, external_ref: str) -> ApprovalAttempt:
     release_id, gate, digest = target
     return ApprovalAttempt(
         release_id=release_id,
@@ -191,7 +184,7 @@ def _from_comment(
         decision=decision,
         reason=reason,
         digest=digest,
-        external_ref=_external_ref(key, delivery_id),
+        external_ref=external_ref,
     )
 
 
