@@ -34,8 +34,10 @@ class DirectoryActivities:
 
     @activity.defn(name="load_directory")
     async def load_directory(self, path: str) -> DirectorySnapshot:
+        """The worker's directory. `path` is ignored: older workflow inputs carried one, and no
+        caller may choose which directory decides (DESIGN.md, "Trust model")."""
         try:
-            return self._view(Path(path or self.settings.directory_path)).snapshot()
+            return self._view(Path(self.settings.directory_path)).snapshot()
         except ConfigError as e:
             raise ApplicationError(str(e), type="DirectoryError") from e
 

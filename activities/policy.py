@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 from typing import Any
 
 from temporalio import activity
@@ -28,8 +27,9 @@ class PolicyActivities:
         self.opa_url = opa_url if opa_url is not None else (settings.extra.get("opa_url") or os.environ.get(OPA_URL_ENV) or "")
 
     def decide(self, request: PolicyRequest) -> PolicyDecision:
-        policy_dir = Path(request.policy_dir) if request.policy_dir else self.settings.policy_dir
-        return evaluate(request.input, policy_dir=policy_dir, opa_url=self.opa_url)
+        """Always the worker's policy: `request.policy_dir` (set by older clients) is ignored, so
+        no caller can pick a permissive policy for its own release."""
+        return evaluate(request.input, policy_dir=self.settings.policy_dir, opa_url=self.opa_url)
 
     @activity.defn(name="evaluate_policy")
     async def evaluate_policy(self, request: PolicyRequest) -> PolicyDecision:

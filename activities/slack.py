@@ -225,7 +225,8 @@ class SlackActivities:
         return False
 
     def _directory(self, path: str | None) -> ApproverDirectory | None:
-        directory = ApproverDirectory(Path(path) if path else self.settings.directory_path)
+        # Always the worker's directory; a path in the notice (older histories) is not trusted.
+        directory = ApproverDirectory(self.settings.directory_path)
         try:
             directory.snapshot()
         except ConfigError as e:

@@ -139,10 +139,16 @@ def write_directory(path: str, approvers: list[str], *, requester: str = "dana@e
     """An approver directory: `approvers` in release-managers, the requester in developers."""
     import yaml
 
+    import os
+    from pathlib import Path
+
+    from signoff.trust.dev import with_dev_keys
+
     people = [{"email": e, "name": e.split("@")[0]} for e in [*approvers, requester]]
     doc = {"people": people, "groups": {"release-managers": approvers, "developers": [requester]}}
+    state = Path(os.environ.get("SIGNOFF_STATE_DIR") or Path(path).parent / "state")
     with open(path, "w") as f:
-        yaml.safe_dump(doc, f)
+        yaml.safe_dump(with_dev_keys(doc, state), f)
 
 
 def release_spec(**overrides: Any) -> Any:

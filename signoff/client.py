@@ -36,27 +36,74 @@ from signoff.models import (
 )
 from signoff.releasefile import default_release_id, load_release_file
 from signoff.search_attributes import KIND, PHASE, REQUESTER, SERVICE
+from signoff.trust.credentials import Credential, resolve_credential
+from signoff.trust.evidence import spec_sha256
+from signoff.trust.proofs import new_request, request_of
 
 RELEASE_WORKFLOW = "ReleaseWorkflow"
 RUNBOOK_WORKFLOW = "RunbookWorkflow"
-_DIRECTORY_VIEWS: dict[Path, Any] = {}
 _FINAL_NAMES = {"succeeded", "rolled_back", "rejected", "denied", "failed", "aborted"}
 
 
 def approval_update_id(attempt: ApprovalAttempt) -> str:
-    """(release, gate, identity, decision): a double click, a retried webhook or the same person
-    in Slack *and* Jira all map to one Update, which Temporal deduplicates."""
-    key = f"{attempt.release_id}|{attempt.gate or '*'}|{attempt.identity.lower()}|{attempt.decision}"
+    """(release, gate, identity, decision, proof nonce): a retry of the same signed request is one
+    Update, which Temporal deduplicates; a new decision is a new proof, so approving again after a
+    revoke counts. Double clicks and the same person in Slack *and* Jira still count once: the
+    gate counts people, not requests."""
+    nonce = ""
+    if attempt.proof is not None:
+        try:
+            nonce = str(request_of(attempt.proof).get("nonce", ""))
+        except ValueError:
+            nonce = ""
+    key = f"{attempt.release_id}|{attempt.gate or '*'}|{attempt.identity.lower()}|{attempt.decision}|{nonce}"
     return "approval-" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-async def connect_temporal(settings: Settings) -> Client:
+def temporal_connection_options(settings: Settings) -> dict[str, Any]:
+    """mTLS (SIGNOFF_TEMPORAL_TLS_CERT / _KEY / _CA) and API keys (SIGNOFF_TEMPORAL_API_KEY) for
+    every process that talks to Temporal: worker, gateway, CLI and client."""
+    from signoff.errors import ConfigError
+
+    options: dict[str, Any] = {}
+    if settings.temporal_api_key:
+        options["api_key"] = settings.temporal_api_key
+    tls_files = (settings.temporal_tls_cert, settings.temporal_tls_key, settings.temporal_tls_ca)
+    if any(tls_files):
+        from temporalio.service import TLSConfig
+
+        if bool(settings.temporal_tls_cert) != bool(settings.temporal_tls_key):
+            raise ConfigError("mTLS needs both SIGNOFF_TEMPORAL_TLS_CERT and SIGNOFF_TEMPORAL_TLS_KEY; set both or neither.")
+
+        def read(path: str | None, name: str) -> bytes | None:
+            if not path:
+                return None
+            try:
+                return Path(path).expanduser().read_bytes()
+            except OSError as e:
+                raise ConfigError(f"{name}={path} cannot be read ({e.strerror}); point it at the PEM file.") from e
+
+        options["tls"] = TLSConfig(
+            client_cert=read(settings.temporal_tls_cert, "SIGNOFF_TEMPORAL_TLS_CERT"),
+            client_private_key=read(settings.temporal_tls_key, "SIGNOFF_TEMPORAL_TLS_KEY"),
+            server_root_ca_cert=read(settings.temporal_tls_ca, "SIGNOFF_TEMPORAL_TLS_CA"),
+            domain=settings.temporal_tls_server_name,
+        )
+    elif settings.temporal_api_key:
+        options["tls"] = True  # API keys travel only over TLS
+    return options
+
+
+async def connect_temporal(settings: Settings, **extra: Any) -> Client:
+    options = temporal_connection_options(settings)
     try:
         return await asyncio.wait_for(
             Client.connect(
                 settings.temporal_address,
                 namespace=settings.namespace,
                 data_converter=pydantic_data_converter,
+                **options,
+                **extra,
             ),
             timeout=10,
         )
@@ -78,14 +125,41 @@ class SignoffClient:
     """Verbs over releases. Construct with `await SignoffClient.connect()` or around a Client."""
 
     def __init__(
-        self, client: Client, *, settings: Settings | None = None, task_queue: str | None = None, visibility: bool = True
+        self,
+        client: Client,
+        *,
+        settings: Settings | None = None,
+        task_queue: str | None = None,
+        visibility: bool = True,
+        credentials: Any = None,
+        channel: str = "api",
     ) -> None:
         """`visibility=False` runs releases without search attributes (servers that cannot hold
-        them, like the time-skipping test server); `release list` then finds nothing."""
+        them, like the time-skipping test server); `release list` then finds nothing.
+
+        `credentials(kind, id) -> Credential` picks who signs; by default `SIGNOFF_IDENTITY_KEY`,
+        `SIGNOFF_OIDC_TOKEN`, or the dev stack's keys (signoff/trust/credentials.py). `channel` is
+        what requests say they came through (`api` here, `cli` from the command line).
+        """
         self.client = client
         self.visibility = visibility
         self.settings = settings or Settings.from_env()
         self.task_queue = task_queue or self.settings.task_queue
+        self.credentials = credentials or (lambda kind, ident: resolve_credential(self.settings, kind, ident))
+        self.channel = channel
+        self.notices: list[str] = []
+
+    def credential(self, kind: str, ident: str) -> Credential:
+        cred: Credential = self.credentials(kind, ident)
+        if cred.notice and cred.notice not in self.notices:
+            self.notices.append(cred.notice)
+        return cred
+
+    def sign(self, kind: str, ident: str, **request: Any) -> Any:
+        """A proof for one request, signed as `kind:ident` with this caller's credential."""
+        cred = self.credential(kind, ident)
+        request.setdefault("channel", self.channel)
+        return cred.prove(new_request(principal=cred.principal, **request))
 
     @classmethod
     async def connect(cls, settings: Settings | None = None) -> "SignoffClient":
@@ -109,14 +183,15 @@ class SignoffClient:
         else:
             spec, directory = load_release_file(source)
         rid = release_id or default_release_id(spec)
+        kind, ident = ("agent", spec.agent.id) if spec.agent else ("person", spec.requested_by)
+        proof = self.sign(kind, ident, action="start_release", subject=rid, body={"spec_sha256": spec_sha256(spec)})
         args = StartRelease(
             release_id=rid,
             spec=spec,
             base_dir=str(directory),
-            directory_path=str(self.settings.directory_path),
-            policy_dir=str(self.settings.policy_dir),
             started_by=started_by,
             search_attributes=self.visibility,
+            proof=proof,
         )
         handle = await self._start(rid, args, spec)
         if wait:
@@ -246,9 +321,24 @@ class SignoffClient:
     # ------------------------------------------------------------------ people
 
     async def submit_approval(self, attempt: ApprovalAttempt) -> ApprovalResult:
-        """Hand an authenticated attempt to the workflow; it decides and answers with progress."""
-        if attempt.directory_sha256 is None:
-            attempt = attempt.model_copy(update={"directory_sha256": self._directory_sha256()})
+        """Sign the attempt as its person (unless it carries a proof, such as the gateway's
+        attestation) and hand it to the workflow; it verifies, decides and answers with progress."""
+        if attempt.proof is None:
+            if attempt.decision == "approve" and attempt.digest is None:
+                # An approval binds the digest the person approves: the one the release ships now.
+                current = await self.status(attempt.release_id)
+                attempt = attempt.model_copy(update={"digest": current.artifact_digest})
+            proof = self.sign(
+                "person",
+                attempt.identity,
+                action=attempt.decision,
+                subject=attempt.release_id,
+                gate=attempt.gate,
+                digest=attempt.digest,
+                channel=attempt.channel,
+                body={"reason": attempt.reason},
+            )
+            attempt = attempt.model_copy(update={"proof": proof})
         handle = self.handle(attempt.release_id)
         try:
             return await handle.execute_update(
@@ -275,19 +365,6 @@ class SignoffClient:
                 raise NotFound(f"no running release {attempt.release_id}; check the id with `signoff release list`.") from e
             raise _rpc_error(e, self.settings, f"release {attempt.release_id}") from e
 
-    def _directory_sha256(self) -> str | None:
-        """The directory's hash as this process sees it now (mtime-cached); None if unreadable."""
-        from signoff.directory import ApproverDirectory
-        from signoff.errors import ConfigError
-
-        view = _DIRECTORY_VIEWS.get(self.settings.directory_path)
-        if view is None:
-            view = _DIRECTORY_VIEWS[self.settings.directory_path] = ApproverDirectory(self.settings.directory_path)
-        try:
-            return view.snapshot().sha256
-        except ConfigError:
-            return None
-
     async def _control(self, release_id: str, update: str, payload: dict[str, Any]) -> dict[str, Any]:
         handle = self.handle(release_id)
         try:
@@ -305,11 +382,17 @@ class SignoffClient:
     def runbooks(self) -> "RunbookClient":
         return RunbookClient(self)
 
-    async def promote(self, release_id: str, *, identity: str, channel: str = "cli") -> dict[str, Any]:
-        return await self._control(release_id, "promote", {"identity": identity.lower(), "channel": channel})
+    async def promote(self, release_id: str, *, identity: str, channel: str | None = None) -> dict[str, Any]:
+        channel = channel or self.channel
+        proof = self.sign(_kind(identity), identity, action="promote", subject=release_id, channel=channel)
+        return await self._control(release_id, "promote", {"identity": identity.lower(), "channel": channel, "proof": proof.model_dump(mode="json")})
 
-    async def abort(self, release_id: str, *, identity: str, reason: str, channel: str = "cli") -> dict[str, Any]:
-        return await self._control(release_id, "abort", {"identity": identity.lower(), "channel": channel, "reason": reason})
+    async def abort(self, release_id: str, *, identity: str, reason: str, channel: str | None = None) -> dict[str, Any]:
+        channel = channel or self.channel
+        proof = self.sign(_kind(identity), identity, action="abort", subject=release_id, channel=channel, body={"reason": reason})
+        return await self._control(
+            release_id, "abort", {"identity": identity.lower() if "@" in identity else identity, "channel": channel, "reason": reason, "proof": proof.model_dump(mode="json")}
+        )
 
 
 class RunbookClient:
@@ -329,23 +412,29 @@ class RunbookClient:
         run_id: str | None = None,
         reply_to: dict[str, str] | None = None,
         wait: bool = False,
+        proof: Any = None,
     ) -> RunbookStatus:
         import uuid
 
         from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
         rid = run_id or f"run-{name}-{uuid.uuid4().hex[:10]}"
+        who = identity.lower() if "@" in identity else identity
         args = StartRunbook(
             run_id=rid,
             runbook=name,
             params=params,
-            requested_by=identity.lower(),
+            requested_by=who,
             channel=channel,  # type: ignore[arg-type]
             dry_run=dry_run,
-            directory_path=str(self.facade.settings.directory_path),
             reply_to=reply_to or {},
             search_attributes=self.facade.visibility,
         )
+        if proof is None:
+            from signoff.trust.evidence import run_expectations
+
+            proof = self.facade.sign(_kind(who), who, action="runbook_run", subject=rid, channel=channel, body=run_expectations(args)["body"])
+        args = args.model_copy(update={"proof": proof})
         attrs = TypedSearchAttributes([SearchAttributePair(KIND, "runbook"), SearchAttributePair(PHASE, "starting")])
         try:
             handle = await self.facade.client.start_workflow(
@@ -394,6 +483,11 @@ class RunbookClient:
                     continue
                 raise _rpc_error(e, self.facade.settings, f"runbook run {run_id}") from e
         raise SignoffError(f"runbook run {run_id} did not answer; is a worker running (`signoff worker`)?")
+
+
+def _kind(identity: str) -> str:
+    """People are named by email; anything else is an agent id."""
+    return "person" if "@" in identity else "agent"
 
 
 def _quote(value: str) -> str:

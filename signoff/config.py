@@ -30,16 +30,43 @@ class Settings:
     audit_log: Path = Path(".signoff") / "audit" / "decisions.jsonl"
     opa_url: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    agents_path: Path | None = REPO_ROOT / "examples" / "agents.yaml"
+    gateway_key_path: Path | None = None
+    gateway_id: str = "gateway"
+    identity_key: str | None = None
+    oidc_token: str | None = None
+    oidc_token_command: str | None = None
+    oidc_jwks: dict[str, str] = field(default_factory=dict)
+    oidc_max_lifetime: int = 3600
+    temporal_tls_cert: str | None = None
+    temporal_tls_key: str | None = None
+    temporal_tls_ca: str | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: str | None = None
+    dev_stack: bool = False
 
     @classmethod
     def from_env(cls) -> "Settings":
+        from signoff.trust.dev import read_dev_trust
+
         state = Path(_env("SIGNOFF_STATE_DIR", ".signoff")).resolve()  # type: ignore[arg-type]
+        # Where `signoff dev` ran, its files (the example principals with their dev keys
+        # registered) are the defaults; explicit settings always win, and elsewhere there are none.
+        dev = read_dev_trust(state)
+        directory_default = str(dev.directory if dev else REPO_ROOT / "examples" / "approvers.yaml")
+        agents_default = str(dev.agents if dev else REPO_ROOT / "examples" / "agents.yaml")
+        gateway_default = str(dev.gateway_key if dev else state / "keys" / "gateway.ed25519")
+        jwks: dict[str, str] = {}
+        for item in (_env("SIGNOFF_OIDC_JWKS", "") or "").split(","):
+            issuer, sep, url = item.strip().partition("=")
+            if sep and issuer and url:
+                jwks[issuer] = url
         return cls(
             temporal_address=_env("SIGNOFF_TEMPORAL_ADDRESS", "localhost:7233"),  # type: ignore[arg-type]
             namespace=_env("SIGNOFF_NAMESPACE", "default"),  # type: ignore[arg-type]
             task_queue=_env("SIGNOFF_TASK_QUEUE", "signoff"),  # type: ignore[arg-type]
             state_dir=state,
-            directory_path=Path(_env("SIGNOFF_DIRECTORY", str(REPO_ROOT / "examples" / "approvers.yaml"))).resolve(),  # type: ignore[arg-type]
+            directory_path=Path(_env("SIGNOFF_DIRECTORY", directory_default)).resolve(),  # type: ignore[arg-type]
             policy_dir=Path(_env("SIGNOFF_POLICY_DIR", str(REPO_ROOT / "policies"))).resolve(),  # type: ignore[arg-type]
             runbook_dir=Path(_env("SIGNOFF_RUNBOOK_DIR", str(REPO_ROOT / "runbooks"))).resolve(),  # type: ignore[arg-type]
             prometheus_url=_env("SIGNOFF_PROMETHEUS_URL", "http://localhost:9090"),  # type: ignore[arg-type]
@@ -48,4 +75,18 @@ class Settings:
             key_path=Path(_env("SIGNOFF_KEY_PATH", str(state / "keys" / "orchestrator.ed25519"))),  # type: ignore[arg-type]
             opa_url=_env("SIGNOFF_OPA_URL"),
             audit_log=Path(_env("SIGNOFF_AUDIT_LOG", str(state / "audit" / "decisions.jsonl"))),  # type: ignore[arg-type]
+            agents_path=Path(_env("SIGNOFF_AGENTS", agents_default)).resolve(),  # type: ignore[arg-type]
+            gateway_key_path=Path(_env("SIGNOFF_GATEWAY_KEY", gateway_default)),  # type: ignore[arg-type]
+            gateway_id=_env("SIGNOFF_GATEWAY_ID", "gateway"),  # type: ignore[arg-type]
+            identity_key=_env("SIGNOFF_IDENTITY_KEY"),
+            oidc_token=_env("SIGNOFF_OIDC_TOKEN"),
+            oidc_token_command=_env("SIGNOFF_OIDC_TOKEN_COMMAND"),
+            oidc_jwks=jwks,
+            oidc_max_lifetime=int(_env("SIGNOFF_OIDC_MAX_LIFETIME", "3600")),  # type: ignore[arg-type]
+            temporal_tls_cert=_env("SIGNOFF_TEMPORAL_TLS_CERT"),
+            temporal_tls_key=_env("SIGNOFF_TEMPORAL_TLS_KEY"),
+            temporal_tls_ca=_env("SIGNOFF_TEMPORAL_TLS_CA"),
+            temporal_tls_server_name=_env("SIGNOFF_TEMPORAL_TLS_SERVER_NAME"),
+            temporal_api_key=_env("SIGNOFF_TEMPORAL_API_KEY"),
+            dev_stack=dev is not None,
         )

@@ -162,6 +162,7 @@ class GateSpec(Strict):
     escalate_after: Duration | None = None
     veto: bool = True
     channels: list[Channel] = Field(default_factory=lambda: ["slack", "jira", "cli"])
+    min_signed: int = Field(default=0, ge=0, description="approvals that must be signed by the person (key or OIDC), not only chat clicks")
 
     @model_validator(mode="after")
     def _consistent(self) -> "GateSpec":
@@ -295,18 +296,29 @@ class StartRelease(Open):
     release_id: str
     spec: ReleaseFile
     base_dir: str = Field(description="absolute directory of the release file; relative paths resolve here")
-    directory_path: str = Field(description="approver directory YAML used for gates")
-    policy_dir: str | None = None
+    directory_path: str | None = Field(default=None, description="ignored: the worker's setting decides (kept for old histories)")
+    policy_dir: str | None = Field(default=None, description="ignored: the worker's setting decides (kept for old histories)")
     started_by: str | None = None
     search_attributes: bool = True
+    proof: Proof | None = Field(default=None, description="the starter's signed start_release request")
 
 
 # --------------------------------------------------------------------------- approvals
 
 
+class Proof(Open):
+    """Who sent a request, provably: a DSSE envelope over the canonical request signed by the
+    principal's registered key (or the gateway's, attesting a Slack/Jira action), or an OIDC ID
+    token whose `nonce` is the request's digest, next to that request (signoff/trust/proofs.py)."""
+
+    envelope: dict[str, Any] | None = None
+    oidc_token: str | None = None
+    request: dict[str, Any] | None = None
+
+
 class ApprovalAttempt(Open):
-    """The payload of the submit_approval Update. Identity is canonical and was authenticated by
-    the channel (Slack signature, Jira webhook HMAC, or the CLI operator)."""
+    """The payload of the submit_approval Update. Who it comes from is proven by `proof`; the
+    workflow verifies it against the worker's registry and refuses anything else."""
 
     release_id: str
     gate: str | None = None
@@ -318,9 +330,9 @@ class ApprovalAttempt(Open):
     external_ref: str | None = Field(default=None, description="Slack action ts / Jira delivery id")
     directory_sha256: str | None = Field(
         default=None,
-        description="sha256 of the approver directory the channel just read; when it equals the gate's "
-        "last snapshot the workflow skips re-reading the file (a changed directory always changes it)",
+        description="ignored since proofs (kept so older histories replay): a caller never chooses the directory snapshot",
     )
+    proof: Proof | None = None
 
 
 class ApprovalRecord(Open):
@@ -328,6 +340,7 @@ class ApprovalRecord(Open):
     channel: str
     at: datetime
     reason: str = ""
+    method: str = Field(default="", description="how it was proven: key:<keyid>, oidc:<issuer>, gateway:<id>")
 
 
 class RefusalRecord(Open):
@@ -442,6 +455,8 @@ class ReleaseStatus(Open):
     incident: str | None = None
     remediation: str | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)
+    started_by: dict[str, Any] | None = Field(default=None, description="the authenticated principal that started it")
+    refusals: list[RefusalRecord] = Field(default_factory=list, description="refused starts, promotes and aborts (gate refusals are in gates)")
     started_at: datetime | None = None
     updated_at: datetime | None = None
     workflow_id: str | None = None
@@ -474,12 +489,31 @@ class TestRequest(CommandRequest):
     coverage: float | None = None
 
 
+class ApprovalEvidence(Open):
+    gate: str
+    identity: str
+    proof: Proof
+
+
+class Evidence(Open):
+    """What the deploy activity re-verifies before it ships (DESIGN.md, "The actuator checks the
+    evidence"): the signed start, the facts the policy decided on, and the signed approvals."""
+
+    release_id: str
+    spec: ReleaseFile
+    start_proof: Proof | None = None
+    tests: TestSummary | None = None
+    provenance: ProvenanceResult | None = None
+    approvals: list[ApprovalEvidence] = Field(default_factory=list)
+
+
 class DeployRequest(Open):
     release_id: str
     service: str
     digest: str
     weight: int = 100
     target: DeploySpec = Field(default_factory=DeploySpec)
+    evidence: Evidence | None = None
 
 
 class RollbackRequest(Open):
@@ -507,11 +541,46 @@ class AnalysisRequest(Open):
     step: int | None = None
 
 
+class OidcIdentity(Strict):
+    """A principal's short-lived identity: ID tokens from `issuer` whose `sub` is `subject`."""
+
+    issuer: str
+    subject: str
+
+
 class Person(Strict):
     email: str
     name: str = ""
     slack_user_id: str | None = None
     jira_account_id: str | None = None
+    keys: list[str] = Field(default_factory=list, description="registered public keys (PEM or OpenSSH ed25519)")
+    oidc: list[OidcIdentity] = Field(default_factory=list)
+
+
+class AgentEntry(Strict):
+    """A software agent in the worker's agent registry: who it acts for and what it may touch."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    owner: str = Field(description="the human the agent acts for; the requester of its releases")
+    status: Literal["active", "suspended"] = "active"
+    services: list[str] = Field(default_factory=lambda: ["*"])
+    environments: list[str] = Field(default_factory=lambda: ["*"])
+    groups: list[str] = Field(default_factory=list, description="runbook groups the agent may run as")
+    keys: list[str] = Field(default_factory=list)
+    oidc: list[OidcIdentity] = Field(default_factory=list)
+    budgets: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, v: str) -> str:
+        return check_email(v)
+
+
+class GatewayEntry(Strict):
+    """The approvals gateway as a principal: its attestation keys."""
+
+    id: str
+    keys: list[str] = Field(default_factory=list)
 
 
 class DirectorySnapshot(Open):
@@ -588,6 +657,32 @@ class GateNotice(Open):
     directory_path: str | None = None
 
 
+class AuthRequest(Open):
+    """Input of the `authenticate_request` local activity: a proof and what it must be bound to."""
+
+    proof: Proof | None = None
+    expect: dict[str, Any] = Field(default_factory=dict)
+    at: datetime | None = Field(default=None, description="judge expiry at this time (a start: the workflow's start); default now")
+
+
+class AuthResult(Open):
+    """Who proved the request, or why not, with the directory as it is now."""
+
+    ok: bool
+    reason: str = ""
+    principal: str = ""
+    kind: str = ""
+    id: str = ""
+    identity: str = Field(default="", description="the person (or agent) the decision is attributed to")
+    method: str = ""
+    channel: str = ""
+    nonce: str = ""
+    request: dict[str, Any] = Field(default_factory=dict)
+    agent: AgentEntry | None = None
+    requester: str | None = Field(default=None, description="start: the human the release is for (the agent's owner)")
+    snapshot: DirectorySnapshot | None = None
+
+
 class ChatRef(Open):
     channel: str | None = None
     ts: str | None = None
@@ -606,10 +701,11 @@ class StartRunbook(Open):
     requested_by: str
     channel: Channel = "cli"
     dry_run: bool = False
-    directory_path: str
+    directory_path: str | None = Field(default=None, description="ignored: the worker's setting decides (kept for old histories)")
     reply_to: dict[str, str] = Field(default_factory=dict, description="chat thread to post progress in (channel, ts)")
-    triggered_by_release: str | None = None
+    triggered_by_release: str | None = Field(default=None, description="ignored since proofs: a remediation is known by its parent workflow")
     search_attributes: bool = True
+    proof: Proof | None = None
 
 
 class RunbookStepStatus(Open):

@@ -35,6 +35,11 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith(("SIGNOFF_", "SLACK_", "JIRA_")):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("SIGNOFF_STATE_DIR", str(tmp_path / "state"))
+    # Every test runs as on the dev stack: the example people, agent and gateway have keys,
+    # registered in the state directory's copy of the directory and agent registry.
+    from signoff.trust.dev import provision_dev
+
+    provision_dev(tmp_path / "state", directory_src=REPO / "examples" / "approvers.yaml", agents_src=REPO / "examples" / "agents.yaml")
 
 
 @pytest_asyncio.fixture(scope="session")

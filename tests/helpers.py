@@ -53,6 +53,50 @@ async def running_worker(
         yield SignoffClient(client, settings=settings, task_queue=task_queue, visibility=visibility)
 
 
+def dev_directory(tmp_path: Path, monkeypatch: Any, name: str = "approvers.yaml") -> Path:
+    """A writable copy of the test's dev directory (the example people with their dev keys),
+    made the worker's SIGNOFF_DIRECTORY, for tests that edit membership."""
+    import os
+    import shutil
+
+    path = tmp_path / name
+    shutil.copy(Path(os.environ["SIGNOFF_STATE_DIR"]) / "dev" / "approvers.yaml", path)
+    monkeypatch.setenv("SIGNOFF_DIRECTORY", str(path))
+    return path
+
+
+def write_directory(path: Path, doc: dict[str, Any]) -> Path:
+    """Write an approver directory whose people have dev keys (so their CLI proofs verify)."""
+    import os
+
+    import yaml
+
+    from signoff.trust.dev import with_dev_keys
+
+    path.write_text(yaml.safe_dump(with_dev_keys(doc, Path(os.environ["SIGNOFF_STATE_DIR"]))))
+    return path
+
+
+def unregistered_key(who: str) -> Path:
+    """A key for `who` that no directory registers: what an impostor or stranger signs with."""
+    import os
+
+    from signoff.trust.credentials import dev_key_path
+    from signoff.trust.keys import ensure_key
+
+    path = dev_key_path(Path(os.environ["SIGNOFF_STATE_DIR"]), "person", who)
+    ensure_key(path)
+    return path
+
+
+def attested(attempt: Any, *, external: dict[str, Any] | None = None, settings: Settings | None = None) -> Any:
+    """`attempt` as the dev gateway attests it (what the Slack/Jira routes hand the workflow)."""
+    from signoff.trust.attest import GatewaySigner
+
+    signer = GatewaySigner.from_settings(settings or Settings.from_env())
+    return signer.attest_attempt(attempt, external or {"user": "U-test", "team": "T-test", "request_id": "test"})
+
+
 def release_spec(**overrides: Any) -> ReleaseFile:
     """A release that needs no build and deploys with shell commands that always work."""
     doc: dict[str, Any] = {

@@ -13,7 +13,7 @@ import yaml
 from temporalio.client import Client
 
 from signoff.models import ApprovalAttempt
-from tests.helpers import DIGEST_A, DIGEST_B, REPO, gated_spec, running_worker, wait_for, wait_phase
+from tests.helpers import DIGEST_A, DIGEST_B, REPO, attested, dev_directory, unregistered_key, write_directory, gated_spec, running_worker, wait_for, wait_phase
 
 pytestmark = pytest.mark.asyncio
 
@@ -28,10 +28,7 @@ def attempt(release_id: str, who: str, decision: str = "approve", channel: str =
 
 @pytest.fixture
 def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "approvers.yaml"
-    shutil.copy(REPO / "examples" / "approvers.yaml", path)
-    monkeypatch.setenv("SIGNOFF_DIRECTORY", str(path))
-    return path
+    return dev_directory(tmp_path, monkeypatch)
 
 
 async def test_quorum_reached_release_continues(client: Client, task_queue: str, directory: Path) -> None:
@@ -39,14 +36,14 @@ async def test_quorum_reached_release_continues(client: Client, task_queue: str,
         r = rid()
         await sc.start_release(gated_spec(), release_id=r)
         await wait_phase(sc, r, "awaiting_approval")
-        first = await sc.submit_approval(attempt(r, "alice@example.com", channel="slack"))
+        first = await sc.submit_approval(attested(attempt(r, "alice@example.com", channel="slack")))
         assert first.accepted and first.gate is not None
         assert first.gate.progress.startswith("1 of 2: alice@example.com")
-        second = await sc.submit_approval(attempt(r, "bob@example.com", channel="jira"))
+        second = await sc.submit_approval(attempt(r, "bob@example.com", channel="api"))
         assert second.accepted and second.gate is not None and second.gate.state == "approved"
         done = await wait_phase(sc, r, "succeeded")
         assert [a.by for a in done.gates[0].approvals] == ["alice@example.com", "bob@example.com"]
-        assert [a.channel for a in done.gates[0].approvals] == ["slack", "jira"]
+        assert [a.channel for a in done.gates[0].approvals] == ["slack", "api"]
 
 
 async def test_refusals_are_recorded_with_reasons(client: Client, task_queue: str, directory: Path) -> None:
@@ -60,6 +57,7 @@ async def test_refusals_are_recorded_with_reasons(client: Client, task_queue: st
         assert not outsider.accepted and "not in the groups" in outsider.reason
         stale = await sc.submit_approval(attempt(r, "alice@example.com", digest=DIGEST_B))
         assert not stale.accepted and "review the current artifact" in stale.reason
+        unregistered_key("mallory@example.com")
         unknown = await sc.submit_approval(attempt(r, "mallory@example.com"))
         assert not unknown.accepted and "not in the approver directory" in unknown.reason
         status = await sc.status(r)
@@ -77,9 +75,9 @@ async def test_same_person_twice_and_via_two_channels_counts_once(client: Client
         await sc.start_release(gated_spec(), release_id=r)
         await wait_phase(sc, r, "awaiting_approval")
         results = await asyncio.gather(
-            sc.submit_approval(attempt(r, "alice@example.com", channel="slack")),
-            sc.submit_approval(attempt(r, "alice@example.com", channel="slack")),
-            sc.submit_approval(attempt(r, "alice@example.com", channel="jira", gate="production")),
+            sc.submit_approval(attested(attempt(r, "alice@example.com", channel="slack"))),
+            sc.submit_approval(attested(attempt(r, "alice@example.com", channel="slack"))),
+            sc.submit_approval(attempt(r, "alice@example.com", channel="cli", gate="production")),
             sc.submit_approval(attempt(r, "alice@example.com", channel="cli")),
         )
         assert all(x.accepted for x in results)
@@ -213,11 +211,10 @@ async def test_many_releases_concurrent_approvals_exact(client: Client, task_que
     """200 gated releases waiting at once, 400 concurrent approvals from 4 approvers (each sent
     twice to simulate retries): every release ends with exactly the approvals sent."""
     people = ["alice@example.com", "bob@example.com", "erin@example.com", "frank@example.com"]
-    path = tmp_path / "approvers.yaml"
-    path.write_text(yaml.safe_dump({
+    path = write_directory(tmp_path / "approvers.yaml", {
         "people": [{"email": p} for p in people + ["dana@example.com"]],
         "groups": {"release-managers": people},
-    }))
+    })
     monkeypatch.setenv("SIGNOFF_DIRECTORY", str(path))
     n = 200
     async with running_worker(client, task_queue, max_concurrent_workflow_tasks=50) as sc:

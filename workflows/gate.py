@@ -20,140 +20,21 @@ from typing import Awaitable, Callable
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from signoff.gates import eligible_groups, judge_attempt, merge_gates, progress_text, quorum_met
     from signoff.models import (
         ApprovalAttempt,
         ApprovalRecord,
         ApprovalResult,
+        AuthRequest,
+        AuthResult,
         DirectorySnapshot,
         GateSpec,
         GateStatus,
+        Proof,
         RefusalRecord,
     )
 
-# --------------------------------------------------------------------------- pure rules
-
-
-def eligible_groups(spec: GateSpec) -> set[str]:
-    """Groups whose members may act on the gate (empty = anyone in the directory)."""
-    return set(spec.from_groups) | set(spec.quotas)
-
-
-def quorum_met(approvers: dict[str, set[str]], *, required: int, quotas: dict[str, int]) -> bool:
-    """True when `approvers` (identity → groups) satisfy the gate.
-
-    Each identity counts once in total and fills at most one quota slot, so one person in both
-    `sre` and `release-managers` cannot satisfy `{sre: 1, release-managers: 1}` alone
-    (separation of duties). Quotas are checked by bipartite matching of people to slots.
-    """
-    if len(approvers) < required:
-        return False
-    slots = [g for g, n in sorted(quotas.items()) for _ in range(n)]
-    if not slots:
-        return True
-    if len(approvers) < len(slots):
-        return False
-    owner: dict[int, str] = {}
-
-    def assign(person: str, seen: set[int]) -> bool:
-        for i, group in enumerate(slots):
-            if group in approvers[person] and i not in seen:
-                seen.add(i)
-                if i not in owner or assign(owner[i], seen):
-                    owner[i] = person
-                    return True
-        return False
-
-    for person in sorted(approvers):
-        assign(person, set())
-    return len(owner) == len(slots)
-
-
-def judge_attempt(
-    spec: GateSpec,
-    state: GateStatus,
-    attempt: ApprovalAttempt,
-    *,
-    person_groups: set[str],
-    person_known: bool,
-    forbidden: set[str],
-    current_digest: str | None,
-) -> str | None:
-    """Why the attempt is refused, or None when it may be applied."""
-    who = attempt.identity.lower()
-    if state.state != "open":
-        return f"gate {spec.name} is {state.state}; it no longer takes decisions"
-    if attempt.channel not in spec.channels and not (attempt.channel == "api" and "cli" in spec.channels):
-        return f"gate {spec.name} does not accept the {attempt.channel} channel (allowed: {', '.join(spec.channels)})"
-    if who in forbidden:
-        return "the requester (or the person the agent acts for) cannot approve their own release"
-    if attempt.digest and current_digest and attempt.digest != current_digest:
-        return (
-            f"you reviewed artifact {attempt.digest[:19]}…, but the release now ships {current_digest[:19]}…; "
-            "review the current artifact and decide again"
-        )
-    groups = eligible_groups(spec)
-    if not person_known:
-        return f"{who} is not in the approver directory"
-    if groups and not (person_groups & groups):
-        return f"{who} is not in the groups allowed to approve this gate ({', '.join(sorted(groups))})"
-    approved = {a.by for a in state.approvals}
-    if attempt.decision == "revoke" and who not in approved:
-        return f"{who} has no approval on gate {spec.name} to revoke"
-    if attempt.decision == "approve" and who in approved:
-        return None  # idempotent: counted once, reported as accepted
-    return None
-
-
-def progress_text(spec: GateSpec, state: GateStatus, people_groups: dict[str, set[str]]) -> str:
-    names = ", ".join(a.by for a in state.approvals)
-    text = f"{len(state.approvals)} of {spec.required}" + (f": {names}" if names else "")
-    if spec.quotas:
-        counts = []
-        for group, need in sorted(spec.quotas.items()):
-            have = sum(1 for a in state.approvals if group in people_groups.get(a.by, set()))
-            counts.append(f"{group} {min(have, need)}/{need}")
-        text += f" ({', '.join(counts)})"
-    return text
-
-
-def merge_gates(from_file: list[GateSpec], from_policy: list[GateSpec]) -> list[GateSpec]:
-    """Policy gates replace or tighten the release file's; a release file can never loosen them.
-
-    Same-named gates combine to the stricter of each setting; gates only one side names are kept.
-    """
-    merged: dict[str, GateSpec] = {g.name: g for g in from_file}
-    for p in from_policy:
-        f = merged.get(p.name)
-        if f is None:
-            merged[p.name] = p
-            continue
-        quotas = {g: max(f.quotas.get(g, 0), p.quotas.get(g, 0)) for g in set(f.quotas) | set(p.quotas)}
-        if p.from_groups and f.from_groups:
-            groups = [g for g in f.from_groups if g in p.from_groups] or list(p.from_groups)
-        else:
-            groups = list(p.from_groups or f.from_groups)
-        merged[p.name] = GateSpec(
-            name=p.name,
-            required=max(f.required, p.required, sum(quotas.values())),
-            from_groups=groups,
-            quotas=quotas,
-            timeout=min(f.timeout, p.timeout),
-            remind_after=_min_td(f.remind_after, p.remind_after),
-            escalate_to=p.escalate_to or f.escalate_to,
-            escalate_after=_min_td(f.escalate_after, p.escalate_after),
-            veto=f.veto or p.veto,
-            channels=[c for c in f.channels if c in p.channels] or list(p.channels),
-        )
-    return list(merged.values())
-
-
-def _min_td(a: timedelta | None, b: timedelta | None) -> timedelta | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
-
+__all__ = ["ApprovalGate", "eligible_groups", "judge_attempt", "merge_gates", "progress_text", "quorum_met"]
 
 # --------------------------------------------------------------------------- workflow side
 
@@ -175,6 +56,9 @@ class ApprovalGate:
     record: Record
     cancelled: Callable[[], bool] = lambda: False
     people_groups: dict[str, set[str]] = field(default_factory=dict)
+    used_nonces: set[str] = field(default_factory=set)
+    proofs: dict[str, Proof] = field(default_factory=dict)
+    signed: set[str] = field(default_factory=set)
 
     @classmethod
     def create(cls, spec: GateSpec, **kwargs: object) -> "ApprovalGate":
@@ -228,7 +112,81 @@ class ApprovalGate:
         return getattr(self, "eligible_now", set()) - {a.by for a in self.status.approvals}
 
     async def handle(self, attempt: ApprovalAttempt) -> ApprovalResult:
-        snap = await self._current_snapshot(attempt.directory_sha256)
+        """Authenticate the attempt's proof, then judge it against the directory as it is now."""
+        if not workflow.patched("authenticated-attempts"):
+            return await self._apply(attempt, await self._current_snapshot(attempt.directory_sha256), auth=None)
+        auth: AuthResult = await workflow.execute_local_activity(
+            "authenticate_request",
+            AuthRequest(proof=attempt.proof, expect=self.expectations(attempt)),
+            result_type=AuthResult,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        snap = auth.snapshot or await self._snapshot()
+        self.last_snapshot = snap
+        why = self._proof_problem(attempt, auth)
+        if why is not None:
+            return self._refuse(attempt, why, snap, auth)
+        self.used_nonces.add(auth.nonce)
+        return await self._apply(attempt, snap, auth=auth)
+
+    def expectations(self, attempt: ApprovalAttempt) -> dict[str, object]:
+        """What the attempt's proof must have signed: this decision, on this release and gate,
+        for the digest the person saw, through the channel it arrives on."""
+        return {
+            "action": attempt.decision,
+            "subject": attempt.release_id,
+            "gate": attempt.gate,
+            "digest": attempt.digest,
+            "channel": attempt.channel,
+            "body": {"reason": attempt.reason},
+        }
+
+    def _proof_problem(self, attempt: ApprovalAttempt, auth: AuthResult) -> str | None:
+        claimed = attempt.identity.lower()
+        if not auth.ok:
+            return auth.reason
+        if auth.kind == "agent":
+            return f"agent {auth.id} cannot approve; approvals come from people"
+        if auth.identity != claimed:
+            return f"the proof speaks for {auth.identity}, not {claimed}"
+        if auth.nonce in self.used_nonces:
+            return "this proof was already used once; a proof is good for one request, so sign a new one (replay refused)"
+        if attempt.channel == "jira":
+            ticket = (auth.request.get("external") or {}).get("ticket")
+            if not self.status.jira_key or ticket != self.status.jira_key:
+                return f"Jira ticket {ticket} is not gate {self.spec.name}'s ticket ({self.status.jira_key or 'none yet'}); act on the gate's own ticket"
+        if attempt.decision == "approve" and self.current_digest() is not None and not attempt.digest:
+            return "an approval must name the artifact digest you reviewed; approve again with the digest"
+        return None
+
+    def _refuse(self, attempt: ApprovalAttempt, reason: str, snap: DirectorySnapshot, auth: AuthResult | None) -> ApprovalResult:
+        who = attempt.identity.lower()
+        now = workflow.now()
+        self._count(attempt, "refused")
+        self.status.refusals.append(RefusalRecord(by=who, channel=attempt.channel, at=now, decision=attempt.decision, reason=reason))
+        self.record(
+            "approval_attempt",
+            "refused",
+            [reason],
+            {"attempt": attempt.model_dump(mode="json", exclude={"proof"}), **self._evidence(attempt, snap, auth)},
+        )
+        return ApprovalResult(accepted=False, reason=reason, gate=self.status)
+
+    def _count(self, attempt: ApprovalAttempt, outcome: str) -> None:
+        workflow.metric_meter().create_counter("signoff_approval_attempts", "Approval attempts by outcome", "attempts").add(
+            1, {"gate": self.spec.name, "channel": attempt.channel, "decision": attempt.decision, "outcome": outcome}
+        )
+
+    @staticmethod
+    def _evidence(attempt: ApprovalAttempt, snap: DirectorySnapshot, auth: AuthResult | None) -> dict[str, object]:
+        evidence: dict[str, object] = {"directory_sha256": snap.sha256, "digest_seen": attempt.digest, "channel": attempt.channel}
+        if auth is not None:
+            # The person's signature (or the gateway's attestation) goes into the signed record,
+            # so an auditor can check who approved which digest without trusting our key alone.
+            evidence.update({"principal": auth.principal, "method": auth.method, "proof": attempt.proof.model_dump(mode="json") if attempt.proof else None})
+        return evidence
+
+    async def _apply(self, attempt: ApprovalAttempt, snap: DirectorySnapshot, *, auth: AuthResult | None) -> ApprovalResult:
         who = attempt.identity.lower()
         groups = snap.groups_of(who)
         self.eligible_now = self._eligible(snap)
@@ -241,19 +199,14 @@ class ApprovalGate:
             forbidden=self.forbidden,
             current_digest=self.current_digest(),
         )
-        now = workflow.now()
-        evidence = {"directory_sha256": snap.sha256, "digest_seen": attempt.digest, "channel": attempt.channel}
-        workflow.metric_meter().create_counter("signoff_approval_attempts", "Approval attempts by outcome", "attempts").add(
-            1, {"gate": self.spec.name, "channel": attempt.channel, "decision": attempt.decision, "outcome": "refused" if reason else "accepted"}
-        )
         if reason is not None:
-            self.status.refusals.append(
-                RefusalRecord(by=who, channel=attempt.channel, at=now, decision=attempt.decision, reason=reason)
-            )
-            self.record("approval_attempt", "refused", [reason], {"attempt": attempt.model_dump(mode="json"), **evidence})
-            return ApprovalResult(accepted=False, reason=reason, gate=self.status)
-
-        record = ApprovalRecord(by=who, channel=attempt.channel, at=now, reason=attempt.reason)
+            if auth is None:
+                return self._refuse_legacy(attempt, reason, snap)
+            return self._refuse(attempt, reason, snap, auth)
+        self._count(attempt, "accepted")
+        now = workflow.now()
+        method = auth.method if auth is not None else ""
+        record = ApprovalRecord(by=who, channel=attempt.channel, at=now, reason=attempt.reason, method=method)
         approved = {a.by for a in self.status.approvals}
         if attempt.decision == "approve":
             if who in approved:
@@ -261,10 +214,16 @@ class ApprovalGate:
             else:
                 self.people_groups[who] = groups
                 self.status.approvals.append(record)
+                if attempt.proof is not None and auth is not None:
+                    self.proofs[who] = attempt.proof
+                    if not method.startswith("gateway:"):
+                        self.signed.add(who)
                 message = "approval recorded"
         elif attempt.decision == "revoke":
             self.status.approvals = [a for a in self.status.approvals if a.by != who]
             self.status.revocations.append(record)
+            self.proofs.pop(who, None)
+            self.signed.discard(who)
             message = "approval withdrawn"
         else:
             self.status.rejections.append(record)
@@ -276,17 +235,28 @@ class ApprovalGate:
             {a.by: self.people_groups.get(a.by, set()) for a in self.status.approvals},
             required=self.spec.required,
             quotas=self.spec.quotas,
+            signed=self.signed,
+            min_signed=self.spec.min_signed,
         ):
             self._close("approved", now)
         self.status.progress = progress_text(self.spec, self.status, self.people_groups)
+        attempt_doc = attempt.model_dump(mode="json", exclude={"proof"})
         self.record(
             "approval_attempt",
             "accepted",
             [message] + ([attempt.reason] if attempt.reason else []),
-            {"attempt": attempt.model_dump(mode="json"), **evidence},
+            {"attempt": attempt_doc, **self._evidence(attempt, snap, auth)},
         )
         await self.notify(self.status, "closed" if self.status.state != "open" else "progress")
         return ApprovalResult(accepted=True, reason=f"{message}; {self.status.progress}", gate=self.status)
+
+    def _refuse_legacy(self, attempt: ApprovalAttempt, reason: str, snap: DirectorySnapshot) -> ApprovalResult:
+        """Refusals exactly as histories from before proofs recorded them (replay)."""
+        who = attempt.identity.lower()
+        self._count(attempt, "refused")
+        self.status.refusals.append(RefusalRecord(by=who, channel=attempt.channel, at=workflow.now(), decision=attempt.decision, reason=reason))
+        self.record("approval_attempt", "refused", [reason], {"attempt": attempt.model_dump(mode="json"), **self._evidence(attempt, snap, None)})
+        return ApprovalResult(accepted=False, reason=reason, gate=self.status)
 
     def _close(self, state: str, now: datetime) -> None:
         self.status.state = state  # type: ignore[assignment]

@@ -24,9 +24,15 @@ from temporalio.workflow import ParentClosePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from signoff.gates import eligible_groups
     from signoff.models import (
         ApprovalAttempt,
+        ApprovalEvidence,
         ApprovalResult,
+        AuthRequest,
+        AuthResult,
+        Evidence,
+        RefusalRecord,
         BuildRequest,
         BuildResult,
         CanaryStatus,
@@ -50,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         TestSummary,
     )
     from signoff.policy_input import build_policy_input
+    from signoff.trust.evidence import forbidden_approvers, judge_start, start_expectations
     from signoff.search_attributes import AWAITING, PHASE
 
 from workflows.canary import CanaryRunner
@@ -101,6 +108,8 @@ class ReleaseWorkflow:
         self.slack_opened: set[str] = set()
         self.artifact_path: str | None = None
         self.provenance_path: str | None = None
+        self.used_nonces: set[str] = set()
+        self.starter: AuthResult | None = None
 
     # ================================================================== the plan
 
@@ -111,6 +120,8 @@ class ReleaseWorkflow:
         self.status.started_at = workflow.now()
         drains = [asyncio.create_task(box.run(lambda: self.finished)) for box in (self.audit, self.slack, self.jira)]
         try:
+            if workflow.patched("authenticated-start"):
+                await self.authenticate()
             await self.build()
             await self.test()
             await self.verify()
@@ -127,6 +138,36 @@ class ReleaseWorkflow:
         self.finished = True
         await asyncio.gather(*drains)
         return self.status
+
+    async def authenticate(self) -> None:
+        """Who asks? The start's proof, checked against the worker's registry. The requester is
+        the person who signed, or the registry's owner of the agent that signed; a release file
+        that says otherwise is refused before anything runs."""
+        auth = await self.authenticate_proof(
+            self.args.proof, start_expectations(self.args.release_id, self.spec), at=workflow.info().start_time
+        )
+        why = auth.reason if not auth.ok else judge_start(auth.kind, auth.id, auth.agent, self.spec)[1]
+        if why:
+            self.status.refusals.append(RefusalRecord(by=auth.principal or self.spec.requested_by, channel=auth.channel or "api", at=workflow.now(), decision="start", reason=why))
+            self.record("start", "refused", [why], {"principal": auth.principal or None}, actor=auth.principal or "unauthenticated")
+            raise Stop(Phase.denied, f"the start was refused: {why}")
+        self.starter = auth
+        self.status.started_by = {"principal": auth.principal, "method": auth.method, "channel": auth.channel, "requester": self.spec.requested_by}
+        self.record(
+            "start",
+            "authenticated",
+            [f"started by {auth.principal} for {self.spec.requested_by}"],
+            {"principal": auth.principal, "method": auth.method, "proof": self.args.proof.model_dump(mode="json") if self.args.proof else None},
+            actor=auth.principal,
+        )
+
+    async def authenticate_proof(self, proof: Any, expect: dict[str, Any], *, at: Any = None) -> AuthResult:
+        return await workflow.execute_local_activity(
+            "authenticate_request",
+            AuthRequest(proof=proof, expect=expect, at=at),
+            result_type=AuthResult,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
 
     async def build(self) -> None:
         """Build the artifact, or take the digest the release file names."""
@@ -241,16 +282,17 @@ class ReleaseWorkflow:
         )
         if decision.denials:
             raise Stop(Phase.denied, "; ".join(decision.denials))
-        forbidden = {self.spec.requested_by, *self.spec.change.co_requested_by}
+        forbidden = forbidden_approvers(self.spec.requested_by, self.spec)
         for spec in gates:
             gate = ApprovalGate.create(
                 spec,
                 forbidden=forbidden,
-                directory_path=self.args.directory_path,
+                directory_path=self.args.directory_path or "",
                 current_digest=lambda: self.status.artifact_digest,
                 notify=self.gate_notice,
                 record=self.record,
                 cancelled=lambda: self.abort_request is not None,
+                used_nonces=self.used_nonces,
             )
             self.gates.append(gate)
         self.status.gates = [g.status for g in self.gates]
@@ -362,7 +404,6 @@ class ReleaseWorkflow:
                 params={"service": self.spec.service},
                 requested_by="signoff@automation",
                 channel="api",
-                directory_path=self.args.directory_path,
                 triggered_by_release=self.args.release_id,
                 search_attributes=self.args.search_attributes,
             ),
@@ -407,12 +448,20 @@ class ReleaseWorkflow:
     @workflow.update(name="promote")
     async def promote_update(self, request: dict[str, Any]) -> dict[str, Any]:
         who = str(request.get("identity", "")).lower()
-        if who in {self.spec.requested_by, *self.spec.change.co_requested_by}:
+        if workflow.patched("authenticated-controls"):
+            why, auth = await self.authorise_control("promote", request)
+            if why is None and who in forbidden_approvers(self.spec.requested_by, self.spec):
+                why = "the requester cannot promote their own release past a pause; ask an approver"
+            if why is None and not (auth and auth.snapshot and auth.snapshot.groups_of(who) & self.control_groups()):
+                why = f"{who} is not in the groups that may promote this release ({', '.join(sorted(self.control_groups()))})"
+            if why is not None:
+                self.refuse_control("promote", who, request, why)
+        elif who in {self.spec.requested_by, *self.spec.change.co_requested_by}:
             raise ApplicationError("the requester cannot promote their own release past a pause; ask an approver")
         if self.status.phase != Phase.canary or not (self.status.canary and self.status.canary.paused):
             raise ApplicationError(f"release {self.args.release_id} is {self.status.phase.value}, not paused in its canary")
         self.promote_requested = True
-        self.record("promote", "accepted", [f"promoted by {who}"], {"channel": request.get("channel")}, actor=who)
+        self.record("promote", "accepted", [f"promoted by {who}"], {"channel": request.get("channel"), **self.control_evidence(request)}, actor=who)
         return {"accepted": True, "reason": f"promotion requested by {who}"}
 
     @workflow.update(name="abort")
@@ -421,12 +470,55 @@ class ReleaseWorkflow:
         reason = str(request.get("reason", "")).strip()
         if not reason:
             raise ApplicationError("an abort needs a reason")
+        if workflow.patched("authenticated-controls"):
+            why, auth = await self.authorise_control("abort", request)
+            if why is None:
+                starter = self.starter.id.lower() if self.starter else None
+                groups = auth.snapshot.groups_of(who) if auth and auth.snapshot else set()
+                allowed = who in forbidden_approvers(self.spec.requested_by, self.spec) or who == starter or groups & (self.control_groups() | {"on-call"})
+                if not allowed:
+                    why = f"{who} may not abort this release: only its requester, the agent that asked, an approver or on-call may"
+            if why is not None:
+                self.refuse_control("abort", who, request, why)
         if self.status.phase.is_final:
             raise ApplicationError(f"release {self.args.release_id} already ended ({self.status.phase.value})")
         if self.abort_request is None:
             self.abort_request = {"identity": who, "reason": reason, "channel": request.get("channel", "cli")}
-            self.record("abort", "requested", [reason], {"channel": request.get("channel")}, actor=who)
+            self.record("abort", "requested", [reason], {"channel": request.get("channel"), **self.control_evidence(request)}, actor=who)
         return {"accepted": True, "reason": f"abort requested by {who}: {reason}"}
+
+    async def authorise_control(self, action: str, request: dict[str, Any]) -> tuple[str | None, AuthResult | None]:
+        """A promote or abort is proven like an approval: signed for this action on this release."""
+        from signoff.models import Proof
+
+        raw = request.get("proof")
+        proof = Proof.model_validate(raw) if isinstance(raw, dict) else None
+        auth = await self.authenticate_proof(proof, {"action": action, "subject": self.args.release_id})
+        who = str(request.get("identity", "")).lower()
+        if not auth.ok:
+            return auth.reason, auth
+        if auth.nonce in self.used_nonces:
+            return "this proof was already used once; sign a new request (replay refused)", auth
+        if auth.identity.lower() != who:
+            return f"the proof speaks for {auth.identity}, not {who}", auth
+        self.used_nonces.add(auth.nonce)
+        return None, auth
+
+    def refuse_control(self, action: str, who: str, request: dict[str, Any], why: str) -> None:
+        """Record the refusal (status and signed log), then fail the Update with the sentence."""
+        self.status.refusals.append(RefusalRecord(by=who or "unknown", channel=str(request.get("channel") or "api"), at=workflow.now(), decision=action, reason=why))
+        self.record(action, "refused", [why], {"channel": request.get("channel")}, actor=who or "unknown")
+        raise ApplicationError(why)
+
+    def control_groups(self) -> set[str]:
+        """Who may continue a paused canary: the gates' approver groups, else the service's owners and SRE."""
+        groups = {g for gate in self.gates for g in eligible_groups(gate.spec)}
+        return groups or {f"{self.spec.service}-owners", "release-managers", "sre"}
+
+    @staticmethod
+    def control_evidence(request: dict[str, Any]) -> dict[str, Any]:
+        proof = request.get("proof")
+        return {"proof": proof} if isinstance(proof, dict) else {}
 
     # ================================================================== helpers
 
@@ -537,6 +629,7 @@ class ReleaseWorkflow:
                 digest=self.digest(),
                 weight=weight,
                 target=self.spec.deploy,
+                evidence=self.evidence() if weight > 0 else None,
             ),
             DeploymentState,
             timeout=timedelta(minutes=2),
@@ -548,6 +641,18 @@ class ReleaseWorkflow:
         if self.status.canary is not None:
             self.status.canary.weight = weight
         self.record("deploy", "deployed", [f"weight {weight}"], {"weight": weight, "stable": state.stable, "canary": state.canary})
+
+    def evidence(self) -> Evidence:
+        """What the deploy activity re-verifies before shipping: the signed start, the facts the
+        policy decided on, and every accepted approval's proof."""
+        return Evidence(
+            release_id=self.args.release_id,
+            spec=self.spec,
+            start_proof=self.args.proof,
+            tests=self.status.tests,
+            provenance=self.status.provenance,
+            approvals=[ApprovalEvidence(gate=g.spec.name, identity=who, proof=p) for g in self.gates for who, p in g.proofs.items()],
+        )
 
     def record(self, kind: str, outcome: str, reasons: list[str], evidence: dict[str, Any], actor: str | None = None) -> None:
         """Queue a signed decision record (written in order by the audit outbox)."""

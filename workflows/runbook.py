@@ -24,6 +24,8 @@ with workflow.unsafe.imports_passed_through():
         AnalysisRequest,
         ApprovalAttempt,
         ApprovalResult,
+        AuthRequest,
+        AuthResult,
         ChatRef,
         DirectorySnapshot,
         GateNotice,
@@ -38,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from signoff.runbooks import PreparedRunbook, PrepareRunbook, RunbookCheckSpec, StepRequest, StepResult
     from signoff.search_attributes import PHASE
+    from signoff.trust.evidence import run_expectations
 
 from workflows.canary import AnalysisPhase, AnalysisState
 from workflows.gate import ApprovalGate
@@ -120,6 +123,9 @@ class RunbookWorkflow:
         self.record("runbook_certified", "ok", [f"certified by {prepared.certified_by}"], {"sha256": prepared.sha256, "version": prepared.version})
 
     async def authorise(self) -> None:
+        if workflow.patched("authenticated-runbook-run"):
+            await self.authorise_proven()
+            return
         assert self.prepared is not None
         snap: DirectorySnapshot = await workflow.execute_local_activity(
             "load_directory", self.args.directory_path, result_type=DirectorySnapshot, start_to_close_timeout=timedelta(seconds=10)
@@ -127,8 +133,6 @@ class RunbookWorkflow:
         who = self.status.requested_by
         allowed = set(self.prepared.allowed_groups)
         if self.args.triggered_by_release:
-            # A release's automatic remediation: allowed only for runbooks certified for it, so a
-            # release file cannot name a runbook its requester could not run.
             if AUTOMATION_GROUP not in allowed:
                 reason = f"{self.args.runbook} is not certified for automatic remediation (its allowed_groups lack '{AUTOMATION_GROUP}')"
                 self.alert(f"remediation for {self.args.triggered_by_release} refused: {reason}")
@@ -141,6 +145,53 @@ class RunbookWorkflow:
             raise RunEnded("refused", reason)
         self.record("runbook_authorised", "ok", [f"{who} is in {', '.join(sorted(snap.groups_of(who) & allowed))}"], {"directory_sha256": snap.sha256})
 
+    async def authorise_proven(self) -> None:
+        """Who runs this? A release's remediation is recognised by its parent workflow, as
+        Temporal reports it (no input field can claim it); anyone else proves who they are."""
+        assert self.prepared is not None
+        allowed = set(self.prepared.allowed_groups)
+        parent = workflow.info().parent
+        if parent is not None:
+            # A release's automatic remediation: allowed only for runbooks certified for it, so a
+            # release file cannot name a runbook its requester could not run.
+            if AUTOMATION_GROUP not in allowed:
+                reason = f"{self.args.runbook} is not certified for automatic remediation (its allowed_groups lack '{AUTOMATION_GROUP}')"
+                self.alert(f"remediation for {parent.workflow_id} refused: {reason}")
+                raise RunEnded("refused", reason)
+            self.record("runbook_authorised", "ok", [f"remediation after rollback of {parent.workflow_id}"], {"parent": parent.workflow_id})
+            return
+        auth: AuthResult = await workflow.execute_local_activity(
+            "authenticate_request",
+            AuthRequest(proof=self.args.proof, expect=run_expectations(self.args)),
+            result_type=AuthResult,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        who = self.status.requested_by
+        if not auth.ok:
+            reason = f"the request was refused: {auth.reason}"
+        elif auth.identity.lower() != who.lower():
+            reason = f"the proof speaks for {auth.identity}, not {who}"
+        else:
+            reason = None
+        groups: set[str] = set()
+        if reason is None:
+            if auth.kind == "agent" and auth.agent is not None:
+                groups = set(auth.agent.groups)
+            elif auth.snapshot is not None:
+                groups = auth.snapshot.groups_of(who)
+            if not (groups & allowed):
+                reason = f"{who} is not in the groups allowed to run {self.args.runbook} ({', '.join(sorted(allowed))})"
+        if reason is not None:
+            self.alert(f"runbook {self.args.runbook} refused: {reason}")
+            raise RunEnded("refused", reason)
+        self.status.channel = auth.channel
+        self.record(
+            "runbook_authorised",
+            "ok",
+            [f"{who} is in {', '.join(sorted(groups & allowed))}"],
+            {"principal": auth.principal, "method": auth.method, "proof": self.args.proof.model_dump(mode="json") if self.args.proof else None},
+        )
+
     async def ask(self) -> None:
         assert self.prepared is not None
         if self.prepared.gate is None or self.args.dry_run:
@@ -149,7 +200,7 @@ class RunbookWorkflow:
         self.gate = ApprovalGate.create(
             self.prepared.gate,
             forbidden={self.status.requested_by},
-            directory_path=self.args.directory_path,
+            directory_path=self.args.directory_path or "",
             current_digest=lambda: None,
             notify=self.gate_notice,
             record=self.record,

@@ -24,8 +24,12 @@ from activities.deploy.base import DeployError, DeploymentTarget, Placement, che
 from activities.deploy.command import CommandTarget
 from activities.deploy.gitops import GitopsTarget
 from activities.deploy.local import LocalTarget, stop_all
+from activities.policy import PolicyActivities
 from signoff.config import Settings
-from signoff.models import DeploymentState, DeployRequest, DeploySpec, RollbackRequest, TargetRequest
+from signoff.errors import SignoffError
+from signoff.models import DeploymentState, DeployRequest, DeploySpec, PolicyRequest, RollbackRequest, TargetRequest
+from signoff.trust.evidence import EvidenceRefused, check_evidence
+from signoff.trust.registry import TrustStore
 
 __all__ = [
     "CommandTarget",
@@ -58,10 +62,32 @@ def target_for(settings: Settings, spec: DeploySpec) -> DeploymentTarget:
 
 
 class DeployActivities:
-    """The deploy / current_deployment / rollback activities for every target."""
+    """The deploy / current_deployment / rollback activities for every target.
+
+    `deploy` at any weight above 0 is the actuator: it ships only what the release's evidence
+    allows (signoff/trust/evidence.py), whoever scheduled it. Rollback to a previous digest
+    needs no evidence: it only ever puts back what was approved before.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.trust = TrustStore(settings.directory_path, settings.agents_path)
+        self.policy = PolicyActivities(settings)
+
+    def check_evidence(self, req: DeployRequest) -> str:
+        if req.evidence is None:
+            raise EvidenceRefused(
+                f"refused to ship {req.digest[:19]}… at weight {req.weight}: the request carries no evidence "
+                "(signed start, policy decision, signed approvals); only a release that passed its gates can ship"
+            )
+        if req.evidence.release_id != req.release_id or req.evidence.spec.service != req.service:
+            raise EvidenceRefused(f"refused to ship {req.digest[:19]}…: the evidence is for another release or service")
+        return check_evidence(
+            req.evidence,
+            digest=req.digest,
+            registry=self.trust.current(),
+            decide=lambda facts: self.policy.decide(PolicyRequest(input=facts)),
+        )
 
     async def _call(self, spec: DeploySpec, fn: Callable[[DeploymentTarget], T]) -> T:
         def run() -> T:
@@ -80,6 +106,13 @@ class DeployActivities:
             check_digest(req.digest)
         except DeployError as e:
             raise ApplicationError(str(e), type=e.kind, non_retryable=True) from e
+        if req.weight > 0:
+            try:
+                verdict = self.check_evidence(req)
+            except SignoffError as e:  # EvidenceRefused, or a policy / directory that cannot be read
+                activity.logger.warning("deploy refused: %s", e)
+                raise ApplicationError(str(e), type="DeployRefused", non_retryable=True) from e
+            activity.logger.info("%s: %s", req.release_id, verdict)
         state = await self._call(req.target, lambda t: t.deploy(req.service, req.digest, req.weight, release_id=req.release_id))
         activity.logger.info("deployed %s %s at %s: %s", req.service, req.digest, req.weight, state.model_dump())
         return state

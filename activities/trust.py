@@ -1,0 +1,65 @@
+"""`authenticate_request`: verify a request's proof against the worker's registry.
+
+Run by workflows as a local activity (no history round trip of its own) for every start,
+approval attempt, promote, abort and runbook run. It returns the directory as it is now, so the
+gate's membership check and the proof check read the same, current files — never a snapshot
+or hash the caller chose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from signoff.config import Settings
+from signoff.errors import ConfigError
+from signoff.models import AuthRequest, AuthResult
+from signoff.trust.oidc import OidcVerifier
+from signoff.trust.registry import TrustStore
+from signoff.trust.verify import ProofRefused, verify_proof
+
+
+class TrustActivities:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = TrustStore(settings.directory_path, settings.agents_path)
+        self.oidc = OidcVerifier(jwks_overrides=settings.oidc_jwks, max_lifetime=settings.oidc_max_lifetime)
+
+    def authenticate(self, request: AuthRequest) -> AuthResult:
+        try:
+            registry = self.store.current()
+        except ConfigError as e:
+            raise ApplicationError(str(e), type="DirectoryError") from e
+        now = request.at or datetime.now(timezone.utc)
+        try:
+            proven = verify_proof(request.proof, expect=request.expect, registry=registry, now=now, oidc=self.oidc)
+        except ProofRefused as e:
+            return AuthResult(ok=False, reason=str(e), snapshot=registry.directory)
+        return AuthResult(
+            ok=True,
+            principal=proven.principal,
+            kind=proven.kind,
+            id=proven.id,
+            identity=proven.identity,
+            method=proven.method,
+            channel=proven.channel,
+            nonce=proven.nonce,
+            request=proven.request,
+            agent=proven.agent,
+            snapshot=registry.directory,
+        )
+
+    @activity.defn(name="authenticate_request")
+    async def authenticate_request(self, request: AuthRequest) -> AuthResult:
+        # A key proof costs a stat() and a signature check: on the loop. A token may need the
+        # issuer's JWKS fetched: in a thread, so a slow issuer never stalls other workflows.
+        if request.proof is not None and request.proof.oidc_token:
+            return await asyncio.to_thread(self.authenticate, request)
+        return self.authenticate(request)
+
+
+def activities_from_settings(settings: Settings) -> list:
+    return [TrustActivities(settings).authenticate_request]

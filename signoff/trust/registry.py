@@ -1,0 +1,127 @@
+"""The worker's registry of principals: people (the approver directory), agents, gateways.
+
+Trust configuration is the worker's (DESIGN.md, "Trust model"): both files are worker settings
+(`SIGNOFF_DIRECTORY`, `SIGNOFF_AGENTS`), re-read when they change on disk, and no workflow
+input or release file can choose or widen them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from signoff.directory import ApproverDirectory
+from signoff.errors import ConfigError
+from signoff.models import AgentEntry, DirectorySnapshot, GatewayEntry, OidcIdentity
+from signoff.trust.keys import keyid, parse_public_key
+
+
+class RegistryFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agents: list[AgentEntry] = Field(default_factory=list)
+    gateways: list[GatewayEntry] = Field(default_factory=list)
+
+
+def load_registry_file(path: Path) -> tuple[RegistryFile, str]:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"agent registry {path} cannot be read; set SIGNOFF_AGENTS to the agents YAML file.") from e
+    try:
+        parsed = RegistryFile.model_validate(yaml.safe_load(raw) or {})
+    except (yaml.YAMLError, ValidationError) as e:
+        first = e.errors()[0] if isinstance(e, ValidationError) else None
+        where = ".".join(str(x) for x in first["loc"]) if first else ""
+        raise ConfigError(f"agent registry {path} is not valid{f' at {where}' if where else ''}; fix it against examples/agents.yaml.") from e
+    return parsed, hashlib.sha256(raw).hexdigest()
+
+
+def _keys(texts: list[str]) -> dict[str, Ed25519PublicKey]:
+    out: dict[str, Ed25519PublicKey] = {}
+    for text in texts:
+        try:
+            key = parse_public_key(text)
+        except ValueError:
+            continue  # an unusable entry proves nothing; `signoff` never guesses
+        out[keyid(key)] = key
+    return out
+
+
+@dataclass
+class Registry:
+    """Principals as they are now: what verification asks about."""
+
+    directory: DirectorySnapshot
+    agents: dict[str, AgentEntry] = field(default_factory=dict)
+    gateways: dict[str, GatewayEntry] = field(default_factory=dict)
+    sha256: str = ""
+
+    def keys_of(self, kind: str, ident: str) -> dict[str, Ed25519PublicKey]:
+        if kind == "person":
+            person = self.directory.people.get(ident.lower())
+            return _keys(person.keys) if person else {}
+        if kind == "agent":
+            agent = self.agents.get(ident)
+            return _keys(agent.keys) if agent else {}
+        if kind == "gateway":
+            gateway = self.gateways.get(ident)
+            return _keys(gateway.keys) if gateway else {}
+        return {}
+
+    def oidc_of(self, kind: str, ident: str) -> list[OidcIdentity]:
+        if kind == "person":
+            person = self.directory.people.get(ident.lower())
+            return list(person.oidc) if person else []
+        if kind == "agent":
+            agent = self.agents.get(ident)
+            return list(agent.oidc) if agent else []
+        return []
+
+    def known(self, kind: str, ident: str) -> bool:
+        if kind == "person":
+            return ident.lower() in self.directory.people
+        if kind == "agent":
+            return ident in self.agents
+        return kind == "gateway" and ident in self.gateways
+
+    def issuers(self) -> set[str]:
+        found = {o.issuer for p in self.directory.people.values() for o in p.oidc}
+        return found | {o.issuer for a in self.agents.values() for o in a.oidc}
+
+
+class TrustStore:
+    """The directory and agent registry files of this worker, parsed again only when they change."""
+
+    def __init__(self, directory_path: Path, agents_path: Path | None) -> None:
+        self.directory = ApproverDirectory(Path(directory_path))
+        self.agents_path = Path(agents_path) if agents_path else None
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._parsed: tuple[RegistryFile, str] | None = None
+
+    def _registry_file(self) -> tuple[RegistryFile, str]:
+        if self.agents_path is None or not self.agents_path.exists():
+            return RegistryFile(), ""
+        st = self.agents_path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if self._parsed is None or stamp != self._stamp:
+                self._parsed = load_registry_file(self.agents_path)
+                self._stamp = stamp
+            return self._parsed
+
+    def current(self) -> Registry:
+        snapshot = self.directory.snapshot()
+        parsed, sha = self._registry_file()
+        return Registry(
+            directory=snapshot,
+            agents={a.id: a for a in parsed.agents},
+            gateways={g.id: g for g in parsed.gateways},
+            sha256=sha,
+        )
