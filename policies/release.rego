@@ -139,6 +139,12 @@ gates := [{
 	"channels": channels,
 }] if tier == "medium"
 
+# Chat buttons cannot enforce MFA or device trust: a high-risk production change needs at least
+# one approval the person signed themselves (their key on the CLI, or an OIDC token).
+min_signed := 1 if production
+
+default min_signed := 0
+
 gates := [{
 	"name": input.environment,
 	"required": 2,
@@ -146,6 +152,7 @@ gates := [{
 	"quotas": {"sre": 1},
 	"timeout": config.gate_timeout,
 	"channels": channels,
+	"min_signed": min_signed,
 }] if tier == "high"
 
 # ---------------------------------------------------------------- denials

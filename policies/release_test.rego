@@ -321,3 +321,13 @@ test_decision_collects_every_denial_sorted if {
 	count(d.denials) == 4
 	d.denials == sort(d.denials)
 }
+
+test_high_tier_production_gate_needs_a_personally_signed_approval if {
+	gates := release.gates with input as object.union(base, {"agent": {"id": "bot"}, "paths": ["src/x.py"]})
+	gates[0].min_signed == 1
+}
+
+test_high_tier_outside_production_takes_chat_approvals_alone if {
+	gates := release.gates with input as object.union(base, {"environment": "staging", "paths": [".github/workflows/x.yml"], "co_requesters": ["erin@example.com"]})
+	gates[0].min_signed == 0
+}

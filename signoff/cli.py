@@ -67,14 +67,32 @@ def command(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
             out.fail(e)
         except KeyboardInterrupt:
             sys.exit(130)
+        finally:
+            _notices()
+            _CLIENTS.clear()
 
     return wrapper
 
 
-async def _client() -> Any:
-    from signoff.client import SignoffClient
+_CLIENTS: list[Any] = []
 
-    return await SignoffClient.connect(Settings.from_env())
+
+async def _client() -> Any:
+    """The facade as the command line uses it: requests say channel `cli`, and say which
+    credential signed them when it is the dev stack's (see `_notices`)."""
+    from signoff.client import SignoffClient, connect_temporal
+
+    settings = Settings.from_env()
+    client = SignoffClient(await connect_temporal(settings), settings=settings, channel="cli")
+    _CLIENTS.append(client)
+    return client
+
+
+def _notices() -> None:
+    """On the dev stack, say on stderr that a dev key signed (never mixed into --json stdout)."""
+    for client in _CLIENTS:
+        for notice in client.notices:
+            click.echo(notice, err=True)
 
 
 def _email(identity: str) -> str:
@@ -385,13 +403,49 @@ def keys() -> None:
 
 @keys.command("init")
 @click.option("--force", is_flag=True, help="replace an existing key (old records then need the old public key)")
+@click.option("--person", "person", default=None, metavar="EMAIL", help="a personal key for EMAIL (prints the directory entry to register)")
+@click.option("--agent", "agent", default=None, metavar="ID", help="an agent's key (prints the registry entry to register)")
+@click.option("--gateway", "gateway", is_flag=True, help="the approvals gateway's attestation key")
+@click.option("--out", "out_path", default=None, type=click.Path(path_type=Path), help="where to write the private key")
 @command
-async def keys_init(out: Out, force: bool) -> None:
-    from signoff.audit import init_keys
+async def keys_init(out: Out, force: bool, person: str | None, agent: str | None, gateway: bool, out_path: Path | None) -> None:
+    """The orchestrator's signing key, or a person's, an agent's or the gateway's key."""
+    settings = Settings.from_env()
+    if sum(bool(x) for x in (person, agent, gateway)) > 1:
+        raise UsageError("give one of --person, --agent or --gateway.")
+    if not (person or agent or gateway):
+        from signoff.audit import init_keys
 
-    info = init_keys(Settings.from_env().key_path, force=force)
-    doc = info.to_dict()
-    out.emit(doc, lambda: "\n".join(f"{k}: {v}" for k, v in doc.items() if k != "public_key_pem"))
+        info = init_keys(out_path or settings.key_path, force=force)
+        doc = info.to_dict()
+        out.emit(doc, lambda: "\n".join(f"{k}: {v}" for k, v in doc.items() if k != "public_key_pem"))
+        return
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from signoff.trust.keys import keyid, public_pem, write_private_key
+
+    if person:
+        who, kind = _email(person), "person"
+    elif agent:
+        who, kind = agent, "agent"
+    else:
+        who, kind = settings.gateway_id, "gateway"
+    default = settings.gateway_key_path if gateway and settings.gateway_key_path else settings.state_dir / "keys" / f"{kind}-{who}.ed25519"
+    path = Path(out_path or default).expanduser()
+    if path.exists() and not force:
+        raise SignoffError(f"a key already exists at {path}; keep it, or pass --force to replace it (then register the new public key).")
+    key = Ed25519PrivateKey.generate()
+    try:
+        write_private_key(path, key, replace=force)
+    except OSError as e:
+        raise SignoffError(f"cannot write the key to {path} ({e.strerror}); choose another --out path.") from e
+    pem = public_pem(key.public_key())
+    where = {"person": "the approver directory (SIGNOFF_DIRECTORY), under people", "agent": "the agent registry (SIGNOFF_AGENTS), under agents", "gateway": "the agent registry (SIGNOFF_AGENTS), under gateways"}[kind]
+    field = {"person": "email", "agent": "id", "gateway": "id"}[kind]
+    entry = f"- {field}: {who}\n  keys:\n    - |\n" + "".join(f"      {line}\n" for line in pem.strip().splitlines())
+    env = "SIGNOFF_GATEWAY_KEY" if gateway else "SIGNOFF_IDENTITY_KEY"
+    doc = {"principal": f"{kind}:{who}", "path": str(path), "keyid": keyid(key.public_key()), "public_key_pem": pem, "register_in": where, "entry": entry, "use": f"{env}={path}"}
+    out.emit(doc, lambda: f"wrote {path} (keyid {doc['keyid'][:16]}…)\nregister this in {where}:\n{entry}then sign with {env}={path}")
 
 
 @cli.group()
@@ -476,10 +530,17 @@ async def runbook_list(out: Out) -> None:
 async def runbook_certify(out: Out, file: Path, identity: str) -> None:
     from signoff.runbooks import certifiers_required, certify, load_runbook, read_lock
 
+    from signoff.trust.credentials import resolve_credential
+
     identity = _email(identity)
     settings = Settings.from_env()
     lock = settings.runbook_dir / "certified.lock"
-    entry = certify(file, identity, lock, key_path=settings.key_path)
+    credential = resolve_credential(settings, "person", identity)
+    if credential.key_path is None:
+        raise SignoffError("certifying signs the lock entry with your own key; set SIGNOFF_IDENTITY_KEY (an OIDC token cannot sign a lock entry).")
+    if credential.notice:
+        click.echo(credential.notice, err=True)
+    entry = certify(file, identity, lock, key_path=credential.key_path)
     required = certifiers_required(load_runbook(file), settings.policy_dir)
     certifiers = sorted({e.certified_by for e in read_lock(lock) if e.name == entry.name and e.sha256 == entry.sha256})
     doc = {**entry.model_dump(mode="json"), "certifiers": certifiers, "certifiers_required": required, "complete": len(certifiers) >= required}

@@ -7,10 +7,10 @@ only way to run a script is to pin its sha256. A runbook runs only if the sha256
 matches an entry in ``runbooks/certified.lock`` whose ed25519 signature verifies with a trusted
 certifier key — so an edit of one byte after certification is refused.
 
-Trust: the lock's signatures verify against the public keys in ``runbooks/certifier.pub``
-(committed, so a fresh CI machine can verify the shipped lock) and against the public half of
-this machine's key (``Settings.key_path``), so a runbook certified locally also runs locally.
-Private keys never live in the repository.
+Trust: each certifier signs their lock entry with their *own* key, and an entry counts only if
+its signature verifies with a key the approver directory registers for the person it names.
+The two-person rule counts distinct registered people with distinct keys, so one key cannot
+certify as two people. Private keys never live in the repository.
 
 Workflows import this module through the sandbox: it has no side effects at import time and
 loads jsonschema/cryptography lazily.
@@ -41,7 +41,6 @@ FLAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 LOCK_FORMAT = 1
 SIGNATURE_DOMAIN = b"signoff/runbook-certification/v1\n"
-CERTIFIER_KEYS_FILE = "certifier.pub"
 
 ActionName = Literal["scale", "restart", "rollback", "set_weight", "toggle_flag", "wait", "notify", "run_script"]
 
@@ -439,7 +438,9 @@ def catalogue(settings: Any) -> list[dict[str, Any]]:
             "file": str(path),
         }
         try:
-            entry = check_loaded(loaded, lock, key_path=settings.key_path, policy_dir=settings.policy_dir)
+            from signoff.directory import load_directory
+
+            entry = check_loaded(loaded, lock, directory=load_directory(settings.directory_path), policy_dir=settings.policy_dir)
             item.update(certified=True, certified_by=entry.certified_by, certified_at=_iso(entry.certified_at))
         except Refused as e:
             item.update(certified=False, reason=str(e))
@@ -646,90 +647,25 @@ def render_steps(runbook: Runbook, params: dict[str, Any]) -> list[RenderedStep]
 # --------------------------------------------------------------------------- keys
 
 
-def _public_path(key_path: Path) -> Path:
-    return key_path.with_name(key_path.name + ".pub")
-
-
-def ensure_signing_key(key_path: Path | str) -> Any:
-    """The ed25519 private key at `key_path` (PKCS#8 PEM), created with its ``.pub`` if missing.
-
-    Same file format as `signoff keys init`, so the orchestrator key can certify runbooks.
-    """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key_path = Path(key_path)
-    if not key_path.exists():
-        key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        fd, tmp = tempfile.mkstemp(dir=key_path.parent, prefix=f".{key_path.name}.")
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, pem)
-            os.close(fd)
-            try:
-                os.link(tmp, key_path)  # fails if another process created it meanwhile
-            except FileExistsError:
-                pass
-        finally:
-            os.unlink(tmp)
-    try:
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    except (ValueError, TypeError) as e:
-        raise RunbookError(f"{key_path} is not an unencrypted PEM private key; point SIGNOFF_KEY_PATH at the certifier's ed25519 key.") from e
-    if not isinstance(key, Ed25519PrivateKey):
-        raise RunbookError(f"{key_path} is not an ed25519 key; point SIGNOFF_KEY_PATH at an ed25519 key.")
-    pub = _public_path(key_path)
-    if not pub.exists():
-        pub.write_bytes(public_key_pem(key.public_key()).encode())
-    return key
-
-
 def public_key_pem(public_key: Any) -> str:
-    from cryptography.hazmat.primitives import serialization
+    from signoff.trust.keys import public_pem
 
-    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+    return public_pem(public_key)
 
 
 def keyid(public_key: Any) -> str:
     """sha256 of the raw public key (the same keyid `signoff keys init` prints)."""
-    from cryptography.hazmat.primitives import serialization
+    from signoff.trust.keys import keyid as _keyid
 
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()
-
-
-def read_public_keys(path: Path | str) -> list[Any]:
-    """Every ed25519 public key in a PEM file (one or more blocks); [] if the file is absent."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    path = Path(path)
-    if not path.is_file():
-        return []
-    keys: list[Any] = []
-    blocks = re.findall(rb"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", path.read_bytes(), re.S)
-    for block in blocks:
-        try:
-            key = serialization.load_pem_public_key(block)
-        except ValueError as e:
-            raise RunbookError(f"{path} holds a PEM block that is not a public key; fix or remove it.") from e
-        if isinstance(key, Ed25519PublicKey):
-            keys.append(key)
-    return keys
+    return _keyid(public_key)
 
 
-def trusted_certifier_keys(lock_path: Path | str, key_path: Path | str | None = None) -> dict[str, Any]:
-    """keyid → public key: ``certifier.pub`` next to the lock, plus this machine's key if any."""
-    keys = read_public_keys(Path(lock_path).parent / CERTIFIER_KEYS_FILE)
-    if key_path is not None:
-        kp = Path(key_path)
-        keys += read_public_keys(_public_path(kp))
-        if not _public_path(kp).exists() and kp.exists():
-            with contextlib.suppress(RunbookError):
-                keys.append(ensure_signing_key(kp).public_key())
-    return {keyid(k): k for k in keys}
+def certifier_keys(directory: Any) -> dict[str, dict[str, Any]]:
+    """email → {keyid → public key}: the keys the approver directory registers for each person."""
+    from signoff.trust.registry import Registry
+
+    registry = Registry(directory=directory)
+    return {email: registry.keys_of("person", email) for email in directory.people}
 
 
 # --------------------------------------------------------------------------- the lock
@@ -753,7 +689,7 @@ def read_lock(lock_path: Path | str) -> list[CertificationEntry]:
 def _write_lock(lock_path: Path, entries: list[CertificationEntry]) -> None:
     document = {
         "format": LOCK_FORMAT,
-        "comment": "Written by `signoff runbook certify`; every entry is signed (ed25519) by a key in certifier.pub. Do not edit by hand.",
+        "comment": "Written by `signoff runbook certify`; every entry is signed (ed25519) by its certifier's own key, registered in the approver directory. Do not edit by hand.",
         "entries": [
             {**e.signed_fields(), "signature": e.signature}
             for e in sorted(entries, key=lambda e: (e.name, e.certified_at, e.version))
@@ -782,10 +718,11 @@ def _locked(lock_path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def verify_entry(entry: CertificationEntry, trusted: dict[str, Any]) -> bool:
+def verify_entry(entry: CertificationEntry, trusted: dict[str, dict[str, Any]]) -> bool:
+    """The entry's signature verifies with a key registered for the person it names."""
     from cryptography.exceptions import InvalidSignature
 
-    key = trusted.get(entry.keyid)
+    key = trusted.get(entry.certified_by.lower(), {}).get(entry.keyid)
     if key is None:
         return False
     try:
@@ -803,7 +740,8 @@ def certify(
     key_path: Path | str,
     now: datetime | None = None,
 ) -> CertificationEntry:
-    """Record the runbook's content hash, version, certifier and time in the lock, signed.
+    """Record the runbook's content hash, version, certifier and time in the lock, signed with
+    the certifier's own key (`key_path`: theirs, registered for them in the approver directory).
 
     Certifying identical bytes again as the same person returns the existing entry; a second
     person certifying the same bytes adds their own signed entry (the two-person rule: the
@@ -815,9 +753,11 @@ def certify(
         email = check_email(by_email)
     except ValueError as e:
         raise Refused(f"{by_email!r} is not an email address; certify --as the certifier's canonical email.") from e
+    from signoff.trust.keys import load_private_key
+
     loaded = load_runbook(path)
     lock = Path(lock_path)
-    key = ensure_signing_key(key_path)
+    key = load_private_key(key_path)
     with _locked(lock):
         entries = read_lock(lock)
         for entry in entries:
@@ -850,8 +790,8 @@ def check_certified(
     path: Path | str,
     lock_path: Path | str,
     *,
-    key_path: Path | str | None = None,
-    trusted: dict[str, Any] | None = None,
+    directory: Any,
+    policy_dir: Path | str | None = None,
 ) -> CertificationEntry:
     """The trusted lock entry matching the runbook's current bytes, or `Refused` saying why.
 
@@ -859,7 +799,7 @@ def check_certified(
     its bytes differ from what was certified for its version (edited), or the matching entry's
     signature does not verify with a trusted certifier key (forged or untrusted).
     """
-    return check_loaded(load_runbook(path), lock_path, key_path=key_path, trusted=trusted)
+    return check_loaded(load_runbook(path), lock_path, directory=directory, policy_dir=policy_dir)
 
 
 def certification_input(loaded: RunbookFile) -> dict[str, Any]:
@@ -885,8 +825,7 @@ def check_loaded(
     loaded: RunbookFile,
     lock_path: Path | str,
     *,
-    key_path: Path | str | None = None,
-    trusted: dict[str, Any] | None = None,
+    directory: Any,
     policy_dir: Path | str | None = None,
 ) -> CertificationEntry:
     """`check_certified` for a runbook already read, so the bytes checked are the bytes run."""
@@ -894,7 +833,7 @@ def check_loaded(
     lock = Path(lock_path)
     if not lock.exists():
         raise NotCertified(f"runbook {loaded.spec.name} cannot run because there is no certification lock at {lock}; certify it with `signoff runbook certify {path} --as EMAIL`.")
-    keys = trusted if trusted is not None else trusted_certifier_keys(lock, key_path)
+    keys = certifier_keys(directory)
     entries = [e for e in read_lock(lock) if e.name == loaded.spec.name]
     if not entries:
         raise NotCertified(f"runbook {loaded.spec.name} has never been certified; certify it with `signoff runbook certify {path} --as EMAIL` before running it.")
@@ -904,12 +843,18 @@ def check_loaded(
             raise NotCertified(f"runbook {loaded.spec.name}'s certification entry says version {entry.version} but the file says {loaded.spec.version}; re-certify it.")
         if not verify_entry(entry, keys):
             raise NotCertified(
-                f"runbook {loaded.spec.name} version {entry.version} has a certification entry whose signature does not verify with a trusted certifier key; "
-                f"re-certify it with a key listed in {lock.parent / CERTIFIER_KEYS_FILE}."
+                f"runbook {loaded.spec.name} version {entry.version} has a certification entry by {entry.certified_by} whose signature "
+                f"does not verify with a key the approver directory registers for {entry.certified_by}; re-certify it with that person's own key."
             )
     if matching:
         certifiers = list(dict.fromkeys(e.certified_by for e in matching))
+        distinct_keys = {e.keyid for e in matching}
         required = certifiers_required(loaded, policy_dir)
+        if len(distinct_keys) < min(len(certifiers), required):
+            raise NotCertified(
+                f"runbook {loaded.spec.name} {loaded.spec.version} is certified by {', '.join(certifiers)} with {len(distinct_keys)} key(s); "
+                "each certifier must sign with their own key, so one key counts as one person."
+            )
         if len(certifiers) < required:
             raise NotCertified(
                 f"runbook {loaded.spec.name} {loaded.spec.version} needs {required} distinct certifiers by policy but has "
@@ -931,8 +876,10 @@ def check_loaded(
 
 def certified_runbook(name: str, settings: Any) -> tuple[RunbookFile, CertificationEntry]:
     """Find runbook `name` under ``settings.runbook_dir`` and check it against the lock there."""
+    from signoff.directory import load_directory
+
     loaded = load_runbook(runbook_path(name, settings.runbook_dir))
-    entry = check_loaded(loaded, Path(settings.runbook_dir) / "certified.lock", key_path=settings.key_path, policy_dir=settings.policy_dir)
+    entry = check_loaded(loaded, Path(settings.runbook_dir) / "certified.lock", directory=load_directory(settings.directory_path), policy_dir=settings.policy_dir)
     return loaded, entry
 
 
@@ -966,6 +913,6 @@ __all__ = [
     "render_steps",
     "render_value",
     "runbook_path",
-    "trusted_certifier_keys",
+    "certifier_keys",
     "validate_params",
 ]

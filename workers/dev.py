@@ -71,6 +71,27 @@ async def _wait_for_temporal(address: str, proc: subprocess.Popen[bytes], log: P
     raise TemporalUnreachable(f"the Temporal dev server did not come up within {deadline_s:.0f}s (see {log}).")
 
 
+def provision_dev_stack(settings: Settings) -> Settings:
+    """Dev keys for the example people, agent and gateway, registered in the dev stack's copies
+    of the directory and agent registry; the worker and gateway started here use those copies."""
+    import dataclasses
+
+    from signoff.trust.dev import provision_dev, read_dev_trust
+
+    from signoff.config import REPO_ROOT
+
+    previous = read_dev_trust(settings.state_dir)
+    # The sources are the configured files, never an earlier dev copy of them.
+    directory_src = settings.directory_path
+    if previous and directory_src == previous.directory:
+        directory_src = REPO_ROOT / "examples" / "approvers.yaml"
+    agents_src = settings.agents_path
+    if previous and agents_src == previous.agents:
+        agents_src = REPO_ROOT / "examples" / "agents.yaml"
+    trust = provision_dev(settings.state_dir, directory_src=directory_src, agents_src=agents_src)
+    return dataclasses.replace(settings, directory_path=trust.directory, agents_path=trust.agents, gateway_key_path=trust.gateway_key, dev_stack=True)
+
+
 async def run_dev(settings: Settings, *, prometheus: bool = True, demo: bool = False, exit_after_demo: bool = False) -> int:
     import uvicorn
 
@@ -80,6 +101,7 @@ async def run_dev(settings: Settings, *, prometheus: bool = True, demo: bool = F
 
     state = settings.state_dir
     state.mkdir(parents=True, exist_ok=True)
+    settings = provision_dev_stack(settings)
     logs = state / "logs"
     logs.mkdir(exist_ok=True)
     host, _, port = settings.temporal_address.rpartition(":")

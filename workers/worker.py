@@ -47,12 +47,15 @@ def metrics_runtime(bind: str) -> Runtime:
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     bind = os.environ.get("SIGNOFF_WORKER_METRICS", "127.0.0.1:9464")
+    from signoff.client import temporal_connection_options
+
     try:
         client = await Client.connect(
             settings.temporal_address,
             namespace=settings.namespace,
             data_converter=pydantic_data_converter,
             runtime=metrics_runtime(bind) if bind else None,
+            **temporal_connection_options(settings),
         )
     except RuntimeError as e:
         raise TemporalUnreachable(f"cannot reach Temporal at {settings.temporal_address}; is `signoff dev` running?") from e

@@ -215,12 +215,11 @@ def _ticket_target(issue: Mapping[str, Any]) -> tuple[str, str, str | None] | Re
         return Refusal(f"the ticket names {len(gates)} gates in its labels; leave exactly one signoff-gate label")
     if len(digests) > 1:
         return Refusal("the ticket names more than one artifact digest in its labels; leave exactly one signoff-digest label")
-    digest: str | None = None
-    if digests:
-        if not _HEX64_RE.match(digests[0]):
-            return Refusal("the ticket's signoff-digest label is not a sha256 digest; do not edit signoff labels")
-        digest = "sha256:" + digests[0]
-    return releases[0], gates[0], digest
+    if not digests:
+        return Refusal("the ticket has no signoff-digest label, so it does not say which artifact is approved; approve on the ticket signoff created")
+    if not _HEX64_RE.match(digests[0]):
+        return Refusal("the ticket's signoff-digest label is not a sha256 digest; do not edit signoff labels")
+    return releases[0], gates[0], "sha256:" + digests[0]
 
 
 def _identity(account: str | Refusal, directory: DirectorySnapshot) -> str | Refusal:

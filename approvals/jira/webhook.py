@@ -6,11 +6,14 @@ The route is a thin conversion layer, in the spirit of Bolt's HTTP adapters:
 2. read at most 1 MiB (413 beyond that, before anything is parsed);
 3. check ``sha256=<hex HMAC-SHA256 of the raw body>`` with SIGNOFF_JIRA_WEBHOOK_SECRET in constant
    time (401); ``sha1=`` and unknown methods are refused, never downgraded;
-4. parse JSON (400) and claim the delivery id ``X-Atlassian-Webhook-Identifier`` in a small
-   SQLite file under the state directory, so a redelivery — even after a gateway restart — is
-   answered from the first answer instead of being submitted again;
-5. hand the payload to the pure `attempt_from_webhook` and submit the attempt through the
-   `SignoffClient` facade. The workflow decides and answers with the gate's progress.
+4. parse JSON (400); refuse a payload whose ``timestamp`` is outside the replay window
+   (SIGNOFF_JIRA_MAX_AGE seconds, default 300: 401), and claim the sha256 of the signed body in a
+   SQLite file shared by the gateway's replicas, so a redelivery or a captured body replayed —
+   even after a gateway restart — is answered from the first answer, never submitted again
+   (the delivery id header is not covered by the HMAC, so the body is the key);
+5. hand the payload to the pure `attempt_from_webhook`, attest the attempt with the gateway's
+   key (who acted, on which ticket) and submit it through the `SignoffClient` facade. The
+   workflow checks the attestation and that the ticket is the gate's own, decides and answers.
 
 Bad input never produces a 5xx. A 503 means signoff itself could not reach Temporal; the
 delivery claim is released so Jira's retry of the same delivery is processed normally.
@@ -23,9 +26,7 @@ import hashlib
 import hmac
 import json
 import logging
-import sqlite3
 import time
-from contextlib import closing
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -33,6 +34,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from approvals.deliveries import DeliveryLog
 from approvals.http import BodyTooLarge, read_limited
 
 from approvals.jira.parse import JiraPayloadError, JiraWebhookConfig, Refusal, attempt_from_webhook
@@ -47,7 +49,6 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 SIGNATURE_HEADER = "X-Hub-Signature"
 DELIVERY_HEADER = "X-Atlassian-Webhook-Identifier"
-DELIVERY_TTL_SECONDS = 7 * 24 * 3600
 
 ClientFactory = Callable[[], Awaitable[SignoffClient]]
 
@@ -81,62 +82,6 @@ def signature_problem(header: str | None, body: bytes | None, secret: str | None
     if not hmac.compare_digest(expected.encode(), digest.strip().lower().encode()):
         return f"{SIGNATURE_HEADER} does not match the body; check that Jira and signoff share the same webhook secret"
     return None
-
-
-# --------------------------------------------------------------------------- delivery log
-
-
-class DeliveryLog:
-    """Which webhook deliveries were already handled, and what we answered, kept on disk.
-
-    A delivery is *claimed* before it is processed (so two concurrent copies are not both
-    submitted) and either completed with its answer or released when processing failed for a
-    reason on our side (Temporal unreachable), so Jira's retry gets a fresh chance.
-    """
-
-    def __init__(self, path: Path, *, ttl_seconds: int = DELIVERY_TTL_SECONDS) -> None:
-        self.path = path
-        self.ttl_seconds = ttl_seconds
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS deliveries ("
-                " id TEXT PRIMARY KEY, claimed_at REAL NOT NULL, status INTEGER, answer TEXT)"
-            )
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=10, isolation_level=None)
-
-    def claim(self, delivery_id: str) -> tuple[bool, int | None, dict[str, Any] | None]:
-        """(claimed, status, answer): claimed is False when the delivery was seen before; then
-        status/answer are what we said the first time (None while it is still in flight)."""
-        now = time.time()
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("DELETE FROM deliveries WHERE claimed_at < ?", (now - self.ttl_seconds,))
-                row = db.execute("SELECT status, answer FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
-                if row is None:
-                    db.execute("INSERT INTO deliveries (id, claimed_at) VALUES (?, ?)", (delivery_id, now))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        if row is None:
-            return True, None, None
-        return False, row[0], (json.loads(row[1]) if row[1] else None)
-
-    def complete(self, delivery_id: str, status: int, answer: dict[str, Any]) -> None:
-        with closing(self._connect()) as db:
-            db.execute("UPDATE deliveries SET status = ?, answer = ? WHERE id = ?", (status, json.dumps(answer), delivery_id))
-
-    def release(self, delivery_id: str) -> None:
-        with closing(self._connect()) as db:
-            db.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
-
-    def count(self) -> int:
-        with closing(self._connect()) as db:
-            return int(db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])
 
 
 # --------------------------------------------------------------------------- directory cache
@@ -173,9 +118,15 @@ def jira_routes(
 
     `config` defaults to SIGNOFF_JIRA_* from `settings.extra` and the environment.
     """
+    import os
+
+    from signoff.trust.attest import GatewaySigner
+
     cfg = config or JiraWebhookConfig.from_env(settings.extra)
     deliveries = DeliveryLog(Path(settings.state_dir) / "jira" / "deliveries.sqlite3")
     directory = _DirectoryCache(Path(directory_path))
+    signer = GatewaySigner.from_settings(settings)
+    max_age = float(settings.extra.get("SIGNOFF_JIRA_MAX_AGE") or os.environ.get("SIGNOFF_JIRA_MAX_AGE") or 300)
 
     async def webhook(request: Request) -> JSONResponse:
         problem = signature_problem(request.headers.get(SIGNATURE_HEADER), None, cfg.webhook_secret)
@@ -194,23 +145,28 @@ def jira_routes(
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             return _answer(400, "invalid", "the body is not JSON; send Jira's webhook JSON unchanged")
+        stamp = payload.get("timestamp") if isinstance(payload, dict) else None
+        if not isinstance(stamp, (int, float)) or isinstance(stamp, bool):
+            return _answer(400, "invalid", "the webhook has no numeric timestamp; send Jira's webhook JSON unchanged")
+        age = time.time() - stamp / 1000
+        if abs(age) > max_age:
+            return _answer(401, "unauthorized", f"the webhook was sent {age:.0f} s ago, outside the {max_age:.0f} s window; a replayed or delayed delivery is refused")
 
         delivery_id = (request.headers.get(DELIVERY_HEADER) or "").strip()[:200] or None
-        if delivery_id:
-            claimed, status, answer = await asyncio.to_thread(deliveries.claim, delivery_id)
-            if not claimed:
-                if answer is None:
-                    return _answer(202, "duplicate", "this delivery is already being processed", delivery=delivery_id)
-                return JSONResponse({**answer, "duplicate": True}, status_code=status or 200)
-        status, answer = await _process(payload, delivery_id)
-        if delivery_id:
-            if status >= 500 or status == 400:
-                await asyncio.to_thread(deliveries.release, delivery_id)
-            else:
-                await asyncio.to_thread(deliveries.complete, delivery_id, status, answer)
+        key = "sha256:" + hashlib.sha256(body).hexdigest()
+        claimed, status, answer = await asyncio.to_thread(deliveries.claim, key)
+        if not claimed:
+            if answer is None:
+                return _answer(202, "duplicate", "this delivery is already being processed", delivery=delivery_id)
+            return JSONResponse({**answer, "duplicate": True}, status_code=status or 200)
+        status, answer = await _process(payload, delivery_id, key)
+        if status >= 500 or status == 400:
+            await asyncio.to_thread(deliveries.release, key)
+        else:
+            await asyncio.to_thread(deliveries.complete, key, status, answer)
         return JSONResponse(answer, status_code=status)
 
-    async def _process(payload: Any, delivery_id: str | None) -> tuple[int, dict[str, Any]]:
+    async def _process(payload: Any, delivery_id: str | None, body_key: str) -> tuple[int, dict[str, Any]]:
         try:
             snapshot = directory.get()
         except (SignoffError, OSError) as e:
@@ -223,7 +179,18 @@ def jira_routes(
         if isinstance(outcome, Refusal):
             log.info("jira webhook %s: %s (%s)", delivery_id, outcome.status, outcome.reason)
             return 200, _body(outcome.status, outcome.reason)
+        issue = payload.get("issue") if isinstance(payload.get("issue"), dict) else {}
+        actor = payload.get("user") if payload.get("webhookEvent") == "jira:issue_updated" else (payload.get("comment") or {}).get("author")
         try:
+            outcome = signer.attest_attempt(
+                outcome,
+                {
+                    "ticket": issue.get("key"),
+                    "account": (actor or {}).get("accountId") if isinstance(actor, dict) else None,
+                    "request_id": delivery_id,
+                    "webhook": body_key,
+                },
+            )
             client = await client_factory()
             result = await client.submit_approval(outcome)
         except (NotFound, Refused) as e:

@@ -1,9 +1,11 @@
 """The Slack Bolt app: Approve/Reject buttons, the reject-reason modal and `/signoff`.
 
 Nothing here decides anything. A click is authenticated (bolt's signature verification, never
-disabled, plus the configured team and app ids), the Slack user is mapped to a canonical
-identity (directory `slack_user_id`, else the `users.info` email), and the attempt is handed to
-the release workflow's `submit_approval` Update, which authorises and records it.
+disabled, plus the configured team id, which is required, and app id), the Slack user is mapped
+to a canonical identity (directory `slack_user_id`; else the `users.info` email of a full member,
+never a guest, and never when the directory pins another Slack id for that email), the attempt
+is attested with the gateway's key, and handed to the release workflow's `submit_approval`
+Update, which verifies the attestation, authorises and records it.
 
 Timing: every listener calls `ack()` first, so Slack's 3-second rule holds whatever Temporal is
 doing; the rest runs after the HTTP response has been sent (bolt's default
@@ -18,8 +20,9 @@ decision), so nothing is ever counted twice. We chose this over retrying in the 
 until Temporal returns because a background retry dies with the gateway process and leaves
 the person believing something that nobody is still doing.
 
-Slack retries (`X-Slack-Retry-Num`) and double deliveries are dropped by the (user, action_ts)
-key before anything is submitted, and would collapse in the Update id anyway.
+Slack retries (`X-Slack-Retry-Num`), double deliveries and a captured click replayed later (even
+after a gateway restart) are dropped by the (user, action_ts, action) key, claimed in a SQLite
+file shared by the gateway's replicas, before anything is submitted.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import json
 import logging
 import time
 import weakref
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -61,6 +63,8 @@ from approvals.slack import runbooks as _runbook_commands  # noqa: F401 - regist
 from approvals.slack.commands import SUBCOMMANDS, CommandContext, Subcommand, help_text, parse_command
 from signoff.slack_config import SlackConfig, ensure_session, make_web_client
 from signoff.directory import ApproverDirectory
+from signoff.trust.attest import GatewaySigner
+from approvals.deliveries import DeliveryLog
 
 log = logging.getLogger("signoff.slack")
 
@@ -91,7 +95,8 @@ class SlackApprovals:
         self.directory = directory
         self.web = web_client
         self.subcommands = subcommands
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self.signer = GatewaySigner.from_settings(settings)
+        self.deliveries = DeliveryLog(Path(settings.state_dir) / "slack" / "deliveries.sqlite3", ttl_seconds=3600)
 
     # ------------------------------------------------------------------ workspace check
 
@@ -99,7 +104,9 @@ class SlackApprovals:
         """Why a request is not for us (wrong workspace or app), or None when it is."""
         team = body.get("team")
         team_id = team.get("id") if isinstance(team, dict) else body.get("team_id")
-        if self.config.team_id and team_id != self.config.team_id:
+        if not self.config.team_id:
+            return "this gateway has no SIGNOFF_SLACK_TEAM_ID, so it takes no Slack actions; set it to your workspace's team id"
+        if team_id != self.config.team_id:
             return f"workspace {team_id} is not the one signoff is configured for"
         if self.config.app_id and body.get("api_app_id") != self.config.app_id:
             return f"app {body.get('api_app_id')} is not the signoff app"
@@ -122,7 +129,9 @@ class SlackApprovals:
         user = resp.get("user") or {}
         if user.get("deleted") or user.get("is_bot"):
             raise Refused("bots and deactivated accounts cannot approve releases.")
-        if self.config.team_id and user.get("team_id") not in (None, self.config.team_id):
+        if user.get("is_restricted") or user.get("is_ultra_restricted") or user.get("is_stranger"):
+            raise Refused("guest and external accounts cannot approve releases; approve from a full member account.")
+        if user.get("team_id") != self.config.team_id:
             raise Refused("your Slack account belongs to another workspace; approve from the workspace signoff is installed in.")
         email = (user.get("profile") or {}).get("email")
         if not email:
@@ -130,21 +139,23 @@ class SlackApprovals:
                 "your Slack account is not in the approver directory and its email is not visible to signoff; "
                 "ask an admin to add your slack_user_id to the approver directory."
             )
-        return str(email).lower()
+        email = str(email).lower()
+        person = self.directory.person(email)
+        if person is None:
+            raise Refused(f"{email} is not in the approver directory; ask an admin to add you before approving.")
+        if person.slack_user_id and person.slack_user_id != slack_user_id:
+            raise Refused(
+                f"the approver directory pins another Slack account for {email}; approve from that account, or ask an admin to update slack_user_id."
+            )
+        return email
 
     # ------------------------------------------------------------------ clicks
 
     def first_delivery(self, key: str) -> bool:
-        """False for a key seen in the last hour: a Slack retry or a duplicated delivery."""
-        now = time.monotonic()
-        while self._seen and next(iter(self._seen.values())) < now - 3600:
-            self._seen.popitem(last=False)
-        if key in self._seen:
-            return False
-        self._seen[key] = now
-        if len(self._seen) > 10_000:
-            self._seen.popitem(last=False)
-        return True
+        """False for a key seen in the last hour (longer than Slack's 5-minute signature window):
+        a Slack retry, a duplicated delivery, or a captured request replayed, restart or not."""
+        claimed, _, _ = self.deliveries.claim(key)
+        return claimed
 
     async def open_reject_modal(self, body: dict[str, Any]) -> None:
         ensure_session(self.web)
@@ -240,6 +251,14 @@ class SlackApprovals:
             digest=target.get("digest"),
             external_ref=external_ref,
         )
+        try:
+            attempt = self.signer.attest_attempt(
+                attempt, {"user": user_id, "team": self.config.team_id, "request_id": external_ref, "channel": channel, "message_ts": message_ts}
+            )
+        except SignoffError as e:
+            log.error("cannot attest a Slack %s: %s", what, e)
+            await self._ephemeral_to(channel, user_id, f"Your {what} of {release_id} was not recorded: the gateway cannot attest it ({e})")
+            return None
         try:
             client = await asyncio.wait_for(self.client_factory(), timeout=self.config.submit_timeout)
             result = await asyncio.wait_for(client.submit_approval(attempt), timeout=self.config.submit_timeout)
@@ -339,6 +358,8 @@ class SlackApprovals:
             resolve_identity=lambda: self.resolve_identity(user_id),
             channel_id=command.get("channel_id", ""),
             web=self.web,
+            signer=self.signer,
+            team_id=self.config.team_id or "",
         )
         try:
             return await asyncio.wait_for(sub.handler(ctx), timeout=max(self.config.submit_timeout, 5.0))

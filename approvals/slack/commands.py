@@ -41,6 +41,8 @@ class CommandContext:
     resolve_identity: Callable[[], Awaitable[str]]
     channel_id: str = ""
     web: Any = None
+    signer: Any = None
+    team_id: str = ""
 
     async def client(self) -> SignoffClient:
         return await self.client_factory()

@@ -58,8 +58,19 @@ async def runbook_command(ctx: CommandContext) -> str:
             text=f"{'Dry run of' if dry_run else 'Running'} runbook `{escape(name)}` for {escape(identity)} with {escape(str(params))}; progress in this thread.",
         )
         reply_to = {"channel": ctx.channel_id, "ts": head["ts"]}
+    import uuid
+
+    from signoff.models import StartRunbook
+    from signoff.trust.evidence import run_expectations
+
     client = await ctx.client()
-    status = await client.runbooks.run(name, params=params, identity=identity, channel="slack", dry_run=dry_run, reply_to=reply_to)
+    run_id = f"run-{name}-{uuid.uuid4().hex[:10]}"
+    body = run_expectations(StartRunbook(run_id=run_id, runbook=name, params=params, requested_by=identity, dry_run=dry_run))["body"]
+    proof = ctx.signer.attest(
+        action="runbook_run", subject=run_id, person=identity, channel="slack", body=body,
+        external={"user": ctx.slack_user_id, "team": ctx.team_id, "channel": ctx.channel_id},
+    )
+    status = await client.runbooks.run(name, params=params, identity=identity, channel="slack", dry_run=dry_run, reply_to=reply_to, run_id=run_id, proof=proof)
     if status.phase == "refused":
         return f"Runbook `{escape(name)}` was refused: {escape(status.reason or '')}"
     return f"Runbook `{escape(name)}` {status.version} started as `{escape(status.run_id)}` ({status.phase}); progress is posted in the thread."

@@ -1,0 +1,71 @@
+"""Which inbound deliveries (Slack clicks, Jira webhooks) were already handled, kept on disk.
+
+A delivery is *claimed* before it is processed, so two concurrent copies, a redelivery or a
+captured request replayed after a gateway restart are not submitted twice; gateway replicas on
+one host share the file (SQLite, WAL). Entries expire after a TTL longer than any channel's own
+replay window.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+DELIVERY_TTL_SECONDS = 7 * 24 * 3600
+
+
+class DeliveryLog:
+    """Which webhook deliveries were already handled, and what we answered, kept on disk.
+
+    A delivery is *claimed* before it is processed (so two concurrent copies are not both
+    submitted) and either completed with its answer or released when processing failed for a
+    reason on our side (Temporal unreachable), so Jira's retry gets a fresh chance.
+    """
+
+    def __init__(self, path: Path, *, ttl_seconds: int = DELIVERY_TTL_SECONDS) -> None:
+        self.path = path
+        self.ttl_seconds = ttl_seconds
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db, db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS deliveries ("
+                " id TEXT PRIMARY KEY, claimed_at REAL NOT NULL, status INTEGER, answer TEXT)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=10, isolation_level=None)
+
+    def claim(self, delivery_id: str) -> tuple[bool, int | None, dict[str, Any] | None]:
+        """(claimed, status, answer): claimed is False when the delivery was seen before; then
+        status/answer are what we said the first time (None while it is still in flight)."""
+        now = time.time()
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("DELETE FROM deliveries WHERE claimed_at < ?", (now - self.ttl_seconds,))
+                row = db.execute("SELECT status, answer FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+                if row is None:
+                    db.execute("INSERT INTO deliveries (id, claimed_at) VALUES (?, ?)", (delivery_id, now))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        if row is None:
+            return True, None, None
+        return False, row[0], (json.loads(row[1]) if row[1] else None)
+
+    def complete(self, delivery_id: str, status: int, answer: dict[str, Any]) -> None:
+        with closing(self._connect()) as db:
+            db.execute("UPDATE deliveries SET status = ?, answer = ? WHERE id = ?", (status, json.dumps(answer), delivery_id))
+
+    def release(self, delivery_id: str) -> None:
+        with closing(self._connect()) as db:
+            db.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+
+    def count(self) -> int:
+        with closing(self._connect()) as db:
+            return int(db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])
