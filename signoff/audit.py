@@ -23,7 +23,6 @@ is still in Temporal (the activity was scheduled and completed, the record is go
 
 from __future__ import annotations
 
-import base64
 import binascii
 import errno
 import fcntl
@@ -48,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from signoff.config import Settings
 from signoff.errors import ConfigError, NotFound, SignoffError, TemporalUnreachable, VerificationError
 from signoff.models import DIGEST_RE, DecisionInput
+from signoff.trust.dsse import b64, canonical_json, pae, unb64
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -101,31 +101,8 @@ class ChainConflict(Exception):
 # --------------------------------------------------------------------------- encoding
 
 
-def canonical_json(value: Any) -> bytes:
-    """The one byte encoding used for payloads and hashes: sorted keys, no spaces, UTF-8.
-
-    Hashes and signatures are over bytes, so the same decision must always give the same bytes,
-    in this process, in a retried activity and in the CLI months later.
-    """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
-def pae(payload_type: str, payload: bytes) -> bytes:
-    """DSSE v1 Pre-Authentication Encoding: what is actually signed (type and payload bound)."""
-    type_bytes = payload_type.encode()
-    return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(payload), payload)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    """Standard or URL-safe base64, as the DSSE spec allows either."""
-    text = text.strip()
-    if "-" in text or "_" in text:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    return base64.b64decode(text, validate=True)
+_b64 = b64
+_unb64 = unb64
 
 
 def _json_safe(value: Any) -> Any:
@@ -1116,7 +1093,17 @@ async def cross_check(client: "Client", workflow_id: str, store: LogStore) -> li
 # --------------------------------------------------------------------------- export
 
 
-def export(workflow_id: str, store: LogStore, public_key: Ed25519PublicKey, out: Path) -> dict[str, Any]:
+def _principals_in(chain: list[dict[str, Any]]) -> set[str]:
+    found: set[str] = set()
+    for entry in chain:
+        predicate = (_statement_or_none(entry) or {}).get("predicate")
+        evidence = predicate.get("evidence") if isinstance(predicate, dict) else None
+        if isinstance(evidence, dict) and isinstance(evidence.get("principal"), str):
+            found.add(evidence["principal"])
+    return found
+
+
+def export(workflow_id: str, store: LogStore, public_key: Ed25519PublicKey, out: Path, *, registry: Any = None) -> dict[str, Any]:
     """Write the workflow's envelopes, their chain entries and the public key to ``out``.
 
     The file needs nothing from signoff to check: each envelope is a standard DSSE envelope
@@ -1154,6 +1141,12 @@ def export(workflow_id: str, store: LogStore, public_key: Ed25519PublicKey, out:
     bundles = [e["sigstore_bundle"] for e in chain if "sigstore_bundle" in e]
     if bundles:
         document["sigstore_bundles"] = bundles
+    if registry is not None:
+        # The public keys of every principal whose proof a record carries (approvers, the
+        # gateway, the starter), so an auditor checks each approval's own signature offline.
+        document["principal_keys"] = {
+            name: [public_pem(k) for k in registry.keys_of(*name.split(":", 1)).values()] for name in sorted(_principals_in(chain))
+        }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -1163,3 +1156,85 @@ def export(workflow_id: str, store: LogStore, public_key: Ed25519PublicKey, out:
             raise SignoffError(f"cannot write the export to {out} ({e.strerror}); choose another --out path.") from e
         raise
     return document
+
+
+# --------------------------------------------------------------------------- offline check of an export
+
+
+def verify_export(document: dict[str, Any], *, orchestrator_key: Ed25519PublicKey | None = None) -> dict[str, Any]:
+    """Check an `audit export` file with nothing but the keys in it (or pinned ones).
+
+    Each record's orchestrator signature and chain hash; and for every record that carries a
+    principal's proof (an approval, a start, a promote), that proof's own signature by a key the
+    export lists for that principal, and that what it signed is what the record says: the same
+    decision on the same release and digest. So the approvals stand on the approvers' (and the
+    gateway's) signatures, not on the orchestrator key alone.
+    """
+    from cryptography.hazmat.primitives import serialization as _ser
+
+    from signoff.models import Proof
+    from signoff.trust.dsse import envelope_signed_by
+    from signoff.trust.keys import keyid as _keyid, parse_public_key
+    from signoff.trust.proofs import request_of
+
+    problems: list[str] = []
+    approvals: list[dict[str, Any]] = []
+    key = orchestrator_key
+    if key is None:
+        loaded = _ser.load_pem_public_key(str(document.get("public_key", {}).get("pem", "")).encode())
+        if not isinstance(loaded, Ed25519PublicKey):
+            raise VerificationError("the export's public key is not an ed25519 key; pin the orchestrator key to verify.")
+        key = loaded
+    principal_keys: dict[str, dict[str, Ed25519PublicKey]] = {}
+    for name, pems in (document.get("principal_keys") or {}).items():
+        keys = {}
+        for pem in pems:
+            try:
+                k = parse_public_key(pem)
+            except ValueError:
+                continue
+            keys[_keyid(k)] = k
+        principal_keys[name] = keys
+    orchestrator = {_keyid(key): key}
+    for position, entry in enumerate(document.get("chain") or []):
+        label = f"entry {entry.get('index', position)}"
+        if envelope_signed_by(entry.get("envelope") or {}, orchestrator) is None:
+            problems.append(f"{label} is not signed by the orchestrator key")
+        if compute_entry_hash(entry.get("index"), entry.get("prev_hash"), entry.get("envelope"), entry.get("sigstore_bundle")) != entry.get("entry_hash"):
+            problems.append(f"{label} does not match its entry_hash")
+        statement = _statement_or_none(entry) or {}
+        predicate = statement.get("predicate") if isinstance(statement.get("predicate"), dict) else {}
+        evidence = predicate.get("evidence") if isinstance(predicate.get("evidence"), dict) else {}
+        raw_proof = evidence.get("proof")
+        if not isinstance(raw_proof, dict) or not raw_proof.get("envelope"):
+            continue
+        principal = str(evidence.get("principal") or "")
+        proof = Proof.model_validate(raw_proof)
+        if envelope_signed_by(proof.envelope or {}, principal_keys.get(principal, {})) is None:
+            problems.append(f"{label} ({predicate.get('kind')} by {principal}) carries a proof whose signature does not verify with {principal}'s keys")
+            continue
+        try:
+            request = request_of(proof)
+        except ValueError as e:
+            problems.append(f"{label} carries an unreadable proof ({e})")
+            continue
+        if request.get("subject") != document.get("workflow_id"):
+            problems.append(f"{label}'s proof was signed for {request.get('subject')}, not {document.get('workflow_id')}")
+            continue
+        if predicate.get("kind") == "approval_attempt" and predicate.get("outcome") == "accepted":
+            attempt = evidence.get("attempt") if isinstance(evidence.get("attempt"), dict) else {}
+            if request.get("action") != attempt.get("decision") or request.get("digest") != attempt.get("digest"):
+                problems.append(f"{label} says {attempt.get('decision')} of {attempt.get('digest')}, but its proof signed {request.get('action')} of {request.get('digest')}")
+                continue
+            approvals.append(
+                {
+                    "entry": entry.get("index"),
+                    "by": request.get("on_behalf_of") or principal.split(":", 1)[-1],
+                    "decision": request.get("action"),
+                    "digest": request.get("digest"),
+                    "gate": request.get("gate"),
+                    "signed_by": principal,
+                    "channel": request.get("channel"),
+                }
+            )
+    return {"ok": not problems, "problems": problems, "approvals": approvals, "records": len(document.get("chain") or [])}

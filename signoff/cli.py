@@ -466,11 +466,28 @@ async def audit_show(out: Out, release_id: str) -> None:
 @audit.command("verify")
 @click.argument("release_id", required=False)
 @click.option("--no-history", is_flag=True, help="skip the cross-check against the Temporal history")
+@click.option("--export", "export_file", default=None, type=click.Path(path_type=Path), help="verify an `audit export` file offline instead")
 @command
-async def audit_verify(out: Out, release_id: str | None, no_history: bool) -> None:
+async def audit_verify(out: Out, release_id: str | None, no_history: bool, export_file: Path | None) -> None:
     """Check every signature, the whole chain and (by default) the Temporal history."""
-    from signoff.audit import cross_check, public_key_from_settings, store_from_settings, verify as verify_log, workflow_ids
+    from signoff.audit import cross_check, public_key_from_settings, store_from_settings, verify as verify_log, verify_export, workflow_ids
 
+    if export_file is not None:
+        try:
+            document = json.loads(export_file.read_text())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{export_file} is not an `audit export` JSON file ({e}); check the path.") from e
+        checked = verify_export(document)
+        out.emit(
+            checked,
+            lambda: "\n".join(
+                [f"export of {document.get('workflow_id')}: {'ok' if checked['ok'] else 'FAILED'} ({checked['records']} records)"]
+                + [f"  approved: {a['by']} {a['decision']} {str(a['digest'])[:19]}… (signed by {a['signed_by']} via {a['channel']})" for a in checked["approvals"]]
+                + [f"  {p}" for p in checked["problems"]]
+            ),
+            ok=checked["ok"],
+        )
+        return
     settings = Settings.from_env()
     store = store_from_settings(settings)
     report = verify_log(store, public_key_from_settings(settings), workflow_id=release_id)
@@ -501,8 +518,11 @@ async def audit_verify(out: Out, release_id: str | None, no_history: bool) -> No
 async def audit_export(out: Out, release_id: str, out_file: Path) -> None:
     from signoff.audit import export, public_key_from_settings, store_from_settings
 
+    from signoff.trust.registry import TrustStore
+
     settings = Settings.from_env()
-    result = export(release_id, store_from_settings(settings), public_key_from_settings(settings), out_file)
+    registry = TrustStore(settings.directory_path, settings.agents_path).current()
+    result = export(release_id, store_from_settings(settings), public_key_from_settings(settings), out_file, registry=registry)
     out.emit({"release_id": release_id, "out": str(out_file), **result}, f"exported {release_id} to {out_file}")
 
 

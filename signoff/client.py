@@ -194,9 +194,23 @@ class SignoffClient:
             proof=proof,
         )
         handle = await self._start(rid, args, spec)
+        status = await self._authenticated_status(rid, handle)
         if wait:
             return await self.wait(rid)
-        return await self.status(rid, handle=handle)
+        return status
+
+    async def _authenticated_status(self, rid: str, handle: WorkflowHandle[Any, Any], *, timeout: float = 15.0) -> ReleaseStatus:
+        """The status once the workflow has checked the start's proof, so a refused start is an
+        error here (one sentence), not a release that silently ended `denied`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        status = await self.status(rid, handle=handle)
+        while status.started_by is None and not status.phase.is_final and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            status = await self.status(rid, handle=handle)
+        if status.phase.value == "denied" and status.started_by is None and (status.reason or "").startswith("the start was refused"):
+            raise Refused(f"release {rid} was not started: {(status.reason or '').removeprefix('the start was refused: ')}.")
+        return status
 
     async def _start(self, rid: str, args: StartRelease, spec: ReleaseFile) -> WorkflowHandle[Any, Any]:
         from temporalio.exceptions import WorkflowAlreadyStartedError
