@@ -331,3 +331,8 @@ test_high_tier_outside_production_takes_chat_approvals_alone if {
 	gates := release.gates with input as object.union(base, {"environment": "staging", "paths": [".github/workflows/x.yml"], "co_requesters": ["erin@example.com"]})
 	gates[0].min_signed == 0
 }
+
+test_min_signed_is_one_in_production_and_zero_elsewhere if {
+	release.min_signed == 1 with input as base
+	release.min_signed == 0 with input as object.union(base, {"environment": "staging"})
+}

@@ -323,6 +323,9 @@ async def test_release_lifecycle_through_the_cli(dev_env: WorkflowEnvironment, c
         assert accepted["gate"]["progress"].startswith("1 of 2: alice@example.com")
         assert [a["by"] for a in accepted["gate"]["approvals"]] == ["alice@example.com"]
         assert accepted["gate"]["approvals"][0]["channel"] == "cli"
+        assert accepted["gate"]["approvals"][0]["method"].startswith("key:")
+        # On the dev stack the CLI signs with the person's dev key and says so, on stderr only.
+        assert "signing as person:alice@example.com with the dev stack's key" in alice.stderr
 
         no_reason = await signoff("reject", r, "--as", "bob@example.com", env=env)
         assert no_reason.code == 2 and "Missing option '--reason'" in no_reason.stderr
@@ -338,8 +341,8 @@ async def test_release_lifecycle_through_the_cli(dev_env: WorkflowEnvironment, c
         assert aborted.code == 0 and aborted.json() == {"accepted": True, "reason": "abort requested by dana@example.com: superseded"}
         final = await sc.wait(r, timeout=30)
         assert final.phase.value == "aborted" and final.reason == "aborted by dana@example.com: superseded"
-        # dana's second attempt had the same Update id (release, gate, identity, decision): one refusal
-        assert [x.by for x in final.gates[0].refusals] == ["dana@example.com"]
+        # each CLI call is its own signed request (its own nonce), so dana's two attempts are two refusals
+        assert [x.by for x in final.gates[0].refusals] == ["dana@example.com", "dana@example.com"]
 
         late = await signoff("approve", r, "--as", "bob@example.com", "--json", env=env)
         assert late.code == 1

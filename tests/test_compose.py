@@ -32,6 +32,9 @@ EMBEDDED_STACK_ONLY = {REPO / "workers" / "dev.py"}
 
 # Settings the contract names even where no code reads them yet (the Jira and Slack
 # activities arrive in later issues); the compose file must carry them from day one.
+# What a *caller* (CLI, client, agent) signs its requests with: never a service's setting.
+CALLER_VARIABLES = {"SIGNOFF_IDENTITY_KEY", "SIGNOFF_OIDC_TOKEN", "SIGNOFF_OIDC_TOKEN_COMMAND", "SIGNOFF_OIDC_NONCE"}
+
 CONTRACT_VARIABLES = {
     "SIGNOFF_TEMPORAL_ADDRESS",
     "SIGNOFF_NAMESPACE",
@@ -160,7 +163,8 @@ def test_worker_and_gateway_set_exactly_the_variables_our_code_reads() -> None:
     read, prefixes = code_variable_names()
     assert "SIGNOFF_TEMPORAL_ADDRESS" in read and "SIGNOFF_STATE_DIR" in read, "the source scan found nothing; is the layout the same?"
     expected = read | CONTRACT_VARIABLES
-    missing = expected - set(worker)
+    missing = expected - set(worker) - CALLER_VARIABLES
+    assert not (CALLER_VARIABLES & set(worker)), "a caller's own credential never belongs in a service's environment"
     assert not missing, f"docker-compose.yml does not set {sorted(missing)}, which the code reads; add them to x-signoff-env"
     unknown = {n for n in set(worker) - expected if not any(n.startswith(p) for p in prefixes)}
     assert not unknown, f"docker-compose.yml sets {sorted(unknown)}, which no code reads; remove them or fix the name"

@@ -4,6 +4,7 @@ with only the two SaaS web APIs stubbed."""
 
 from __future__ import annotations
 
+import os
 import json
 import shutil
 import uuid
@@ -29,7 +30,7 @@ JIRA_SECRET = "cross-channel-jira-secret"
 
 async def test_same_person_in_slack_and_jira_counts_once(client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     directory = tmp_path / "approvers.yaml"
-    shutil.copy(REPO / "examples" / "approvers.yaml", directory)
+    shutil.copy(Path(os.environ["SIGNOFF_STATE_DIR"]) / "dev" / "approvers.yaml", directory)
     slack = SlackStub().start()
     try:
         with JiraStub() as jira:
@@ -73,6 +74,21 @@ async def test_same_person_in_slack_and_jira_counts_once(client: Client, task_qu
                     after = await signoff.status(rid)
                     assert [a.by for a in after.gates[0].approvals] == ["alice@example.com"]
                     assert after.gates[0].state == "open" and after.phase.value == "awaiting_approval"
+
+                    # bob approves on a decoy ticket carrying the gate's labels: the workflow refuses it
+                    decoy = jira.comment_webhook(gate.jira_key, "/approve via my own ticket", account_id="jira-bob-0002")
+                    decoy["issue"]["key"] = "REL-999"
+                    raw = json.dumps(decoy).encode()
+                    async with httpx.AsyncClient(timeout=20) as http:
+                        r = await http.post(
+                            f"{base}/jira/webhook",
+                            content=raw,
+                            headers={SIGNATURE_HEADER: signature_for(raw, JIRA_SECRET), DELIVERY_HEADER: f"d-{uuid.uuid4().hex}", "content-type": "application/json"},
+                        )
+                    assert r.status_code == 200 and r.json()["accepted"] is False, r.text
+                    assert f"Jira ticket REL-999 is not gate production's ticket ({gate.jira_key})" in r.json()["reason"]
+                    refused = await signoff.status(rid)
+                    assert [a.by for a in refused.gates[0].approvals] == ["alice@example.com"] and refused.gates[0].refusals[-1].by == "bob@example.com"
 
                     # bob's approval (via Jira comment) completes the gate
                     payload = jira.comment_webhook(gate.jira_key, "/approve looks good", account_id="jira-bob-0002")

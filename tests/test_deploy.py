@@ -21,12 +21,29 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.artifacts import ArtifactStore
-from activities.deploy import DeployActivities, Placement, activities_from_settings, plan_deploy, plan_rollback, stop_all
+from activities.deploy import DeployActivities as _Actuator
+from activities.deploy import Placement, activities_from_settings, plan_deploy, plan_rollback, stop_all
 from activities.deploy.local import process_alive
 from signoff.config import Settings
 from signoff.models import DeployRequest, DeploySpec, DeploymentState, RollbackRequest, TargetRequest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+class DeployActivities(_Actuator):
+    """The deploy activities with the actuator's evidence check set aside: these tests are about
+    what each *target* does once shipping is allowed. The check itself is attacked in
+    tests/test_trust_boundary.py (rogue workflow, forged approvals) and is on in every workflow test."""
+
+    def check_evidence(self, req: DeployRequest) -> str:
+        return "not checked in target tests"
+
+
+async def test_the_real_deploy_activity_refuses_without_evidence(settings: Settings) -> None:
+    digest = "sha256:" + "a" * 64
+    with pytest.raises(ApplicationError, match="carries no evidence") as refused:
+        await call(_Actuator(settings).deploy, DeployRequest(release_id="r", service="checkout", digest=digest, weight=100, target=LOCAL))
+    assert refused.value.type == "DeployRefused" and refused.value.non_retryable
 BUILD = REPO / "examples" / "service" / "build.py"
 LOCAL = DeploySpec(target="local", settings={"rate": 20})
 

@@ -8,6 +8,7 @@ process is stopped in `finally`.
 
 from __future__ import annotations
 
+import os
 import asyncio
 import contextlib
 import shlex
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.asyncio
 @pytest.fixture
 def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "approvers.yaml"
-    shutil.copy(REPO / "examples" / "approvers.yaml", path)
+    shutil.copy(Path(os.environ["SIGNOFF_STATE_DIR"]) / "dev" / "approvers.yaml", path)
     monkeypatch.setenv("SIGNOFF_DIRECTORY", str(path))
     return path
 

@@ -45,7 +45,7 @@ SIGNOFF = str(Path(sys.executable).parent / "signoff")
 @pytest.fixture
 def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "approvers.yaml"
-    shutil.copy(REPO / "examples" / "approvers.yaml", path)
+    shutil.copy(Path(os.environ["SIGNOFF_STATE_DIR"]) / "dev" / "approvers.yaml", path)
     monkeypatch.setenv("SIGNOFF_DIRECTORY", str(path))
     return path
 

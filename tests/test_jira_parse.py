@@ -181,11 +181,12 @@ def test_payload_without_labels_is_refused_with_the_fix() -> None:
     assert isinstance(outcome, Refusal) and "include labels" in outcome.reason
 
 
-def test_digest_label_is_optional() -> None:
+def test_digest_label_is_required() -> None:
+    """A ticket that does not say which artifact it approves approves nothing (a decoy could)."""
     payload = _transition("Approved")
     payload["issue"] = _issue(["signoff", "signoff-release-r1", "signoff-gate-g"])
-    attempt = _read(payload)
-    assert isinstance(attempt, ApprovalAttempt) and attempt.digest is None and attempt.gate == "g"
+    refusal = _read(payload)
+    assert isinstance(refusal, Refusal) and not refusal.ignored and "no signoff-digest label" in refusal.reason
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,11 @@ against the Jira stub, and the webhook payloads are built by the stub from that 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import asyncio
 import json
+import time
 import socket
 import uuid
 from dataclasses import dataclass
@@ -138,7 +141,7 @@ def _app(client: SignoffClient, settings: Settings) -> Starlette:
 @pytest_asyncio.fixture
 async def gateway(dev_env: WorkflowEnvironment, task_queue: str, tmp_path: Path) -> AsyncIterator[Gateway]:
     release_id = f"rel-checkout-{uuid.uuid4().hex[:8]}"
-    settings = Settings(state_dir=tmp_path / "gw-state", task_queue=task_queue, extra={"SIGNOFF_JIRA_WEBHOOK_SECRET": SECRET})
+    settings = replace(Settings.from_env(), state_dir=tmp_path / "gw-state", task_queue=task_queue, extra={"SIGNOFF_JIRA_WEBHOOK_SECRET": SECRET})
     client = CountingClient(dev_env.client, settings=settings, task_queue=task_queue)
     client.submitted = []
     with JiraStub() as jira:
@@ -238,10 +241,20 @@ async def test_the_same_delivery_twice_is_submitted_once_even_across_a_restart(g
         await _stop(server, task)
     assert third.status_code == 200 and third.json()["duplicate"] is True
     assert len(gateway.client.submitted) == 1 and len(await gateway.attempts()) == 1
-    # a *different* delivery of the same action is forwarded; the Update id collapses it in Temporal
+    # the delivery id header is not covered by the HMAC: the same signed body under another id
+    # (a captured body replayed) is the same delivery
     fourth = await gateway.post(payload, delivery="another-delivery")
-    assert fourth.json()["status"] == "submitted" and len(gateway.client.submitted) == 2
+    assert fourth.json()["duplicate"] is True and len(gateway.client.submitted) == 1
     assert len(await gateway.attempts()) == 1
+
+
+async def test_captured_body_replayed_after_the_window_is_refused(gateway: Gateway) -> None:
+    """A signed webhook captured in transit and replayed later: its timestamp is too old."""
+    payload = gateway.jira.transition_webhook(gateway.ticket, "Approved", account_id="jira-alice-0001")
+    payload["timestamp"] -= 3600 * 1000
+    response = await gateway.post(payload, delivery="captured")
+    assert response.status_code == 401 and "outside the 300 s window" in response.json()["reason"]
+    assert gateway.client.submitted == [] and await gateway.attempts() == []
 
 
 async def test_unmapped_account_is_refused_with_the_reason_and_nothing_submitted(gateway: Gateway) -> None:
@@ -263,21 +276,23 @@ async def test_oversized_body_is_413_before_parsing(gateway: Gateway) -> None:
 async def test_malformed_bodies_are_400_with_a_clear_message(gateway: Gateway) -> None:
     not_json = await gateway.post(None, raw=b"{not json")
     assert not_json.status_code == 400 and "not JSON" in not_json.json()["reason"]
-    wrong_shape = await gateway.post({"webhookEvent": "comment_created", "comment": "x", "issue": {}}, delivery="bad-shape")
+    no_stamp = await gateway.post({"webhookEvent": "comment_created", "comment": {}, "issue": {}}, delivery="no-stamp")
+    assert no_stamp.status_code == 400 and "timestamp" in no_stamp.json()["reason"]
+    wrong_shape = await gateway.post({"timestamp": int(time.time() * 1000), "webhookEvent": "comment_created", "comment": "x", "issue": {}}, delivery="bad-shape")
     assert wrong_shape.status_code == 400 and "comment" in wrong_shape.json()["reason"]
     assert gateway.client.submitted == [] and gateway.deliveries_recorded() == 0
 
 
 async def test_ticket_of_an_unknown_release_is_refused_not_an_error(gateway: Gateway) -> None:
     payload = gateway.jira.transition_webhook(gateway.ticket, "Approved", account_id="jira-alice-0001")
-    payload["issue"]["fields"]["labels"] = ["signoff", "signoff-release-rel-does-not-exist", "signoff-gate-production"]
+    payload["issue"]["fields"]["labels"] = ["signoff", "signoff-release-rel-does-not-exist", "signoff-gate-production", "signoff-digest-" + "a" * 64]
     response = await gateway.post(payload)
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "refused" and "rel-does-not-exist" in response.json()["reason"]
 
 
 async def test_gateway_without_a_secret_accepts_nothing(dev_env: WorkflowEnvironment, tmp_path: Path, task_queue: str) -> None:
-    settings = Settings(state_dir=tmp_path / "s", task_queue=task_queue)
+    settings = replace(Settings.from_env(), state_dir=tmp_path / "s", task_queue=task_queue)
     client = CountingClient(dev_env.client, settings=settings, task_queue=task_queue)
     client.submitted = []
     server, task, url = await _serve(_app(client, settings))

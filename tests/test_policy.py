@@ -409,13 +409,30 @@ async def test_evaluate_policy_activity_through_temporal(dev_env: WorkflowEnviro
         assert decision.tier == "high"
         assert decision.gates[0].quotas == {"sre": 1}
         assert decision.policy_sha256 == policy_sha256()
+        # A caller naming its own policy directory is ignored: the worker's policy decides.
+        ignored = await dev_env.client.execute_workflow(
+            PolicyProbe.run,
+            PolicyRequest(input=document(agent=AGENT), policy_dir=str(broken)),
+            id=f"policy-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+            result_type=PolicyDecision,
+        )
+        assert ignored.tier == "high" and ignored.policy_sha256 == policy_sha256()
 
+    # A broken policy *in the worker's settings* is a permanent error.
+    async with Worker(
+        dev_env.client,
+        task_queue=task_queue + "-broken",
+        workflows=[PolicyProbe],
+        activities=activities_from_settings(Settings(policy_dir=broken)),
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
         with pytest.raises(WorkflowFailureError) as failure:
             await dev_env.client.execute_workflow(
                 PolicyProbe.run,
-                PolicyRequest(input=document(), policy_dir=str(broken)),
+                PolicyRequest(input=document()),
                 id=f"policy-{uuid.uuid4().hex[:8]}",
-                task_queue=task_queue,
+                task_queue=task_queue + "-broken",
                 result_type=PolicyDecision,
             )
     activity_error = failure.value.cause

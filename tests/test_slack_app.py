@@ -13,6 +13,8 @@ gate exposing the same `submit_approval` Update (ApprovalAttempt → ApprovalRes
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import asyncio
 import json
 import time
@@ -302,7 +304,7 @@ async def running_gateway(
     submit_timeout: float = 10.0,
     client_factory: Callable[[], Awaitable[SignoffClient]] | None = None,
 ) -> AsyncIterator[Gateway]:
-    settings = Settings(namespace="default", task_queue=task_queue, directory_path=directory_path, ui_url="http://localhost:8233")
+    settings = replace(Settings.from_env(), namespace="default", task_queue=task_queue, directory_path=directory_path, ui_url="http://localhost:8233")
     signoff = SignoffClient(client, settings=settings, task_queue=task_queue)
     config = SlackConfig(bot_token="xoxb-test", signing_secret=SECRET, api_url=stub.api_url, default_channel="C0RELEASES", team_id=TEAM_ID, app_id=APP_ID, submit_timeout=submit_timeout)
 

@@ -9,6 +9,7 @@ verification, the submit_approval Update.
 
 from __future__ import annotations
 
+import os
 import json
 import shutil
 import uuid
@@ -39,7 +40,7 @@ def stub() -> object:
 
 async def test_gated_release_reaches_quorum_by_two_slack_clicks(client: Client, task_queue: str, tmp_path: Path, stub: SlackStub, monkeypatch: pytest.MonkeyPatch) -> None:
     directory = tmp_path / "approvers.yaml"
-    shutil.copy(REPO / "examples" / "approvers.yaml", directory)
+    shutil.copy(Path(os.environ["SIGNOFF_STATE_DIR"]) / "dev" / "approvers.yaml", directory)
     monkeypatch.setenv("SIGNOFF_DIRECTORY", str(directory))
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-e2e")
     monkeypatch.setenv("SLACK_SIGNING_SECRET", SECRET)
