@@ -339,9 +339,9 @@ class SignoffClient:
         attestation) and hand it to the workflow; it verifies, decides and answers with progress."""
         if attempt.proof is None:
             if attempt.decision == "approve" and attempt.digest is None:
-                # An approval binds the digest the person approves: the one the release ships now.
-                current = await self.status(attempt.release_id)
-                attempt = attempt.model_copy(update={"digest": current.artifact_digest})
+                # An approval binds the digest the person approves: the one the release ships now
+                # (a runbook run has none).
+                attempt = attempt.model_copy(update={"digest": await self._current_digest(attempt.release_id)})
             proof = self.sign(
                 "person",
                 attempt.identity,
@@ -378,6 +378,14 @@ class SignoffClient:
             if e.status == RPCStatusCode.NOT_FOUND:
                 raise NotFound(f"no running release {attempt.release_id}; check the id with `signoff release list`.") from e
             raise _rpc_error(e, self.settings, f"release {attempt.release_id}") from e
+
+    async def _current_digest(self, workflow_id: str) -> str | None:
+        try:
+            raw = await self.handle(workflow_id).query("status")
+        except (RPCError, WorkflowQueryFailedError):
+            return None  # the Update itself will say what is wrong with this id
+        digest = raw.get("artifact_digest") if isinstance(raw, dict) else None
+        return digest if isinstance(digest, str) else None
 
     async def _control(self, release_id: str, update: str, payload: dict[str, Any]) -> dict[str, Any]:
         handle = self.handle(release_id)

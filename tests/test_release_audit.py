@@ -35,6 +35,7 @@ async def test_gated_release_records_verify(client: Client, task_queue: str, tmp
     rows = show(rid, store)
     kinds = [(r["kind"], r["outcome"]) for r in rows]
     assert kinds == [
+        ("start", "authenticated"),
         ("policy", "allowed"),
         ("approval_attempt", "refused"),
         ("approval_attempt", "accepted"),
@@ -45,7 +46,7 @@ async def test_gated_release_records_verify(client: Client, task_queue: str, tmp
         ("promotion", "stable"),
         ("release_outcome", "succeeded"),
     ], kinds
-    refused = rows[1]
+    refused = rows[2]
     assert "dana@example.com" in json.dumps(refused) and "requester" in json.dumps(refused)
     report = verify(store, public_key_from_settings(settings), workflow_id=rid)
     assert report.ok, report.to_dict()
@@ -65,6 +66,10 @@ async def test_gated_release_records_verify(client: Client, task_queue: str, tmp
     exported = subprocess.run(cli + ["audit", "export", rid, "--out", str(export), "--json"], env=env, capture_output=True, text=True, timeout=60)
     assert exported.returncode == 0, exported.stderr
     assert len(json.loads(export.read_text())["envelopes"]) == len(rows)
+    offline = subprocess.run(cli + ["audit", "verify", "--export", str(export), "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert offline.returncode == 0, offline.stdout + offline.stderr
+    accepted = {r["who"] for r in rows if r["kind"] == "approval_attempt" and r["outcome"] == "accepted"}
+    assert len(accepted) == 2 and {a["by"] for a in json.loads(offline.stdout)["approvals"]} == accepted
 
     # one byte changed in one record: verify fails and names the entry
     log = settings.audit_log

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from signoff.trust.credentials import dev_key_path
+
 import asyncio
 import json
 import os
@@ -82,7 +84,7 @@ def books(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prometheus: Prometheu
     for name, doc in books.items():
         path = directory / f"{name}.yaml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        certify(path, "carol@example.com", directory / "certified.lock", key_path=settings.key_path)
+        certify(path, "carol@example.com", directory / "certified.lock", key_path=dev_key_path(settings.state_dir, "person", "carol@example.com"))
     return directory
 
 

@@ -47,9 +47,7 @@ from signoff.runbooks import (
     certified_runbook,
     certify,
     check_certified,
-    ensure_signing_key,
     load_runbook,
-    public_key_pem,
     read_lock,
     render_steps,
     render_value,
@@ -91,12 +89,20 @@ def write_runbook(directory: Path, name: str = "say-hello", version: str = "1.0.
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return dataclasses.replace(
-        Settings.from_env(),
-        state_dir=tmp_path / "state",
-        runbook_dir=tmp_path / "runbooks",
-        key_path=tmp_path / "keys" / "certifier.ed25519",
-    )
+    return dataclasses.replace(Settings.from_env(), runbook_dir=tmp_path / "runbooks")
+
+
+def key_of(who: str) -> Path:
+    """`who`'s own key: the dev key the test's directory registers for them."""
+    from signoff.trust.credentials import dev_key_path
+
+    return dev_key_path(Settings.from_env().state_dir, "person", who)
+
+
+def shipped_directory() -> Any:
+    from signoff.directory import load_directory
+
+    return load_directory(REPO / "examples" / "approvers.yaml")
 
 
 # --------------------------------------------------------------------------- shipped runbooks
@@ -104,8 +110,11 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.mark.parametrize("name", SHIPPED_NAMES)
 def test_shipped_runbooks_are_certified_by_the_committed_certifier_key(name: str) -> None:
-    """What a fresh CI machine sees: no local key, only runbooks/certifier.pub."""
-    entry = check_certified(SHIPPED / f"{name}.yaml", SHIPPED / "certified.lock")
+    """What a fresh CI machine sees: the shipped lock, each entry signed by its certifier's own
+    key as registered in examples/approvers.yaml; carol and alice, with two different keys."""
+    entry = check_certified(SHIPPED / f"{name}.yaml", SHIPPED / "certified.lock", directory=shipped_directory())
+    entries = [e for e in read_lock(SHIPPED / "certified.lock") if e.name == name]
+    assert {e.certified_by for e in entries} == {"carol@example.com", "alice@example.com"} and len({e.keyid for e in entries}) == 2
     loaded = load_runbook(SHIPPED / f"{name}.yaml")
     assert entry.certified_by == "carol@example.com"
     assert entry.sha256 == hashlib.sha256((SHIPPED / f"{name}.yaml").read_bytes()).hexdigest() == loaded.sha256
@@ -117,14 +126,53 @@ def test_shipped_runbooks_are_certified_by_the_committed_certifier_key(name: str
     assert loaded.spec.prechecks and loaded.spec.postchecks
 
 
-def test_shipped_lock_refuses_when_the_certifier_key_is_not_trusted(tmp_path: Path) -> None:
-    """The signature is what counts: the same lock next to a different certifier.pub fails."""
-    copy = tmp_path / "runbooks"
-    shutil.copytree(SHIPPED, copy)
-    other = ensure_signing_key(tmp_path / "other.ed25519")
-    (copy / "certifier.pub").write_text(public_key_pem(other.public_key()))
-    with pytest.raises(NotCertified, match="does not verify with a trusted certifier key"):
-        check_certified(copy / "restart-service.yaml", copy / "certified.lock")
+def test_shipped_lock_refuses_when_the_directory_registers_other_keys(tmp_path: Path) -> None:
+    """The signature is what counts: the same lock against a directory that registers another
+    key for carol fails, naming her."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from signoff.trust.keys import public_pem
+
+    directory = shipped_directory()
+    carol = directory.people["carol@example.com"]
+    other = carol.model_copy(update={"keys": [public_pem(Ed25519PrivateKey.generate().public_key())]})
+    swapped = directory.model_copy(update={"people": {**directory.people, "carol@example.com": other}})
+    with pytest.raises(NotCertified, match="by carol@example.com whose signature does not verify with a key the approver directory registers for carol@example.com"):
+        check_certified(SHIPPED / "restart-service.yaml", SHIPPED / "certified.lock", directory=swapped)
+
+
+def test_one_key_cannot_certify_as_two_people(settings: Settings, tmp_path: Path) -> None:
+    """mallory certifies a risky runbook as herself and as mallory+second@ with the same key."""
+    from signoff.directory import load_directory
+
+    from tests.helpers import unregistered_key, write_directory
+
+    risky = write_runbook(settings.runbook_dir, "roll-it-back", body=yaml.safe_dump({
+        "name": "roll-it-back", "version": "1.0.0", "description": "d", "owners": ["carol@example.com"],
+        "allowed_groups": ["on-call"], "steps": [{"name": "back", "action": "rollback", "with": {"service": "checkout"}}],
+    }))
+    lock = settings.runbook_dir / "certified.lock"
+    mallory_key = unregistered_key("mallory@example.com")
+    directory_file = write_directory(tmp_path / "dir.yaml", {"people": [{"email": "mallory@example.com"}], "groups": {"on-call": ["mallory@example.com"]}})
+    certify(risky, "mallory@example.com", lock, key_path=mallory_key)
+    certify(risky, "mallory+second@example.com", lock, key_path=mallory_key)
+    # the second "person" is nobody the directory knows: her entry proves nothing
+    with pytest.raises(NotCertified, match="by mallory\+second@example.com whose signature does not verify"):
+        check_certified(risky, lock, directory=load_directory(directory_file))
+    # …and even a directory that registers the one key for both names counts one key as one person
+    doc = yaml.safe_load(directory_file.read_text())
+    doc["people"].append({"email": "mallory+second@example.com", "keys": doc["people"][0]["keys"]})
+    directory_file.write_text(yaml.safe_dump(doc))
+    with pytest.raises(NotCertified, match="with 1 key\(s\); each certifier must sign with their own key"):
+        check_certified(risky, lock, directory=load_directory(directory_file))
+
+
+def test_a_person_cannot_certify_with_someone_elses_key(settings: Settings) -> None:
+    """alice signs an entry 'certified by carol' with her own key: carol never certified it."""
+    path = write_runbook(settings.runbook_dir)
+    certify(path, "carol@example.com", settings.runbook_dir / "certified.lock", key_path=key_of("alice@example.com"))
+    with pytest.raises(NotCertified, match="by carol@example.com whose signature does not verify"):
+        certified_runbook("say-hello", settings)
 
 
 def test_shipped_checks_render_to_analysis_specs() -> None:
@@ -200,7 +248,7 @@ def test_missing_runbook_is_unknown(tmp_path: Path) -> None:
     with pytest.raises(UnknownRunbook, match="not a runbook name"):
         runbook_path("../etc/passwd", tmp_path / "runbooks")
     with pytest.raises(UnknownRunbook, match="no runbook file"):
-        check_certified(tmp_path / "runbooks" / "gone.yaml", tmp_path / "runbooks" / "certified.lock")
+        check_certified(tmp_path / "runbooks" / "gone.yaml", tmp_path / "runbooks" / "certified.lock", directory=shipped_directory())
 
 
 # --------------------------------------------------------------------------- certification
@@ -209,10 +257,9 @@ def test_missing_runbook_is_unknown(tmp_path: Path) -> None:
 def test_certify_then_run_then_one_byte_edit_is_refused(settings: Settings) -> None:
     path = write_runbook(settings.runbook_dir)
     lock = settings.runbook_dir / "certified.lock"
-    entry = certify(path, "Carol@Example.com", lock, key_path=settings.key_path)
+    entry = certify(path, "Carol@Example.com", lock, key_path=key_of("carol@example.com"))
     assert entry.certified_by == "carol@example.com" and entry.version == "1.0.0"
-    assert settings.key_path.exists() and settings.key_path.with_name(settings.key_path.name + ".pub").exists()
-    # Verifies with this machine's key (no certifier.pub in this directory).
+    # Verifies with the key the approver directory registers for carol.
     loaded, found = certified_runbook("say-hello", settings)
     assert found == entry and loaded.sha256 == entry.sha256
 
@@ -227,7 +274,7 @@ def test_certify_then_run_then_one_byte_edit_is_refused(settings: Settings) -> N
 def test_uncertified_runbooks_are_refused(settings: Settings) -> None:
     lock = settings.runbook_dir / "certified.lock"
     certified = write_runbook(settings.runbook_dir, "certified-one")
-    certify(certified, "carol@example.com", lock, key_path=settings.key_path)
+    certify(certified, "carol@example.com", lock, key_path=key_of("carol@example.com"))
     write_runbook(settings.runbook_dir, "never-certified")
     with pytest.raises(NotCertified, match="never-certified has never been certified"):
         certified_runbook("never-certified", settings)
@@ -247,7 +294,7 @@ def test_a_forged_lock_entry_is_refused(settings: Settings) -> None:
     """Editing the lock to match edited bytes does not help: the signature covers the hash."""
     path = write_runbook(settings.runbook_dir)
     lock = settings.runbook_dir / "certified.lock"
-    certify(path, "carol@example.com", lock, key_path=settings.key_path)
+    certify(path, "carol@example.com", lock, key_path=key_of("carol@example.com"))
     path.write_text(path.read_text().replace('"hello ', '"goodbye '))
     document = json.loads(lock.read_text())
     document["entries"][0]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -264,19 +311,20 @@ def test_a_forged_lock_entry_is_refused(settings: Settings) -> None:
 def test_versions_are_immutable_and_certify_is_idempotent(settings: Settings) -> None:
     path = write_runbook(settings.runbook_dir)
     lock = settings.runbook_dir / "certified.lock"
-    first = certify(path, "carol@example.com", lock, key_path=settings.key_path)
-    assert certify(path, "carol@example.com", lock, key_path=settings.key_path) == first  # idempotent
-    co = certify(path, "alice@example.com", lock, key_path=settings.key_path)  # a second person co-certifies
+    carol, alice = key_of("carol@example.com"), key_of("alice@example.com")
+    first = certify(path, "carol@example.com", lock, key_path=carol)
+    assert certify(path, "carol@example.com", lock, key_path=carol) == first  # idempotent
+    co = certify(path, "alice@example.com", lock, key_path=alice)  # a second person co-certifies
     assert co.certified_by == "alice@example.com" and co.sha256 == first.sha256
     assert len(read_lock(lock)) == 2
     path.write_text(path.read_text().replace('"hello ', '"hi '))
     with pytest.raises(Refused, match=r"version 1\.0\.0 is already certified with different content.*bump version"):
-        certify(path, "carol@example.com", lock, key_path=settings.key_path)
+        certify(path, "carol@example.com", lock, key_path=carol)
     path.write_text(path.read_text().replace('"1.0.0"', '"1.0.1"'))
-    second = certify(path, "carol@example.com", lock, key_path=settings.key_path)
+    second = certify(path, "carol@example.com", lock, key_path=carol)
     assert [e.version for e in read_lock(lock)] == ["1.0.0", "1.0.0", "1.0.1"] and second.version == "1.0.1"
     with pytest.raises(Refused, match="not an email address"):
-        certify(path, "carol", lock, key_path=settings.key_path)
+        certify(path, "carol", lock, key_path=carol)
 
 
 # --------------------------------------------------------------------------- parameters
@@ -623,14 +671,18 @@ def test_policy_requires_two_certifiers_for_risky_runbooks(tmp_path: Path) -> No
         "name": "say-hi", "version": "1.0.0", "description": "d", "owners": ["carol@example.com"],
         "allowed_groups": ["on-call"], "steps": [{"name": "hi", "action": "notify", "with": {"text": "hi"}}],
     }))
-    lock, key = tmp_path / "certified.lock", tmp_path / "key"
+    from signoff.directory import load_directory
+
+    directory = load_directory(Settings.from_env().directory_path)
+    lock = tmp_path / "certified.lock"
+    carol, alice = key_of("carol@example.com"), key_of("alice@example.com")
     assert certifiers_required(load_runbook(risky)) == 2 and certifiers_required(load_runbook(calm)) == 1
-    certify(calm, "carol@example.com", lock, key_path=key)
-    assert check_certified(calm, lock, key_path=key).certified_by == "carol@example.com"
-    certify(risky, "carol@example.com", lock, key_path=key)
-    certify(risky, "carol@example.com", lock, key_path=key)  # the same person again is not a second person
+    certify(calm, "carol@example.com", lock, key_path=carol)
+    assert check_certified(calm, lock, directory=directory).certified_by == "carol@example.com"
+    certify(risky, "carol@example.com", lock, key_path=carol)
+    certify(risky, "carol@example.com", lock, key_path=carol)  # the same person again is not a second person
     with pytest.raises(NotCertified, match="needs 2 distinct certifiers by policy but has 1 \\(carol@example.com\\)"):
-        check_certified(risky, lock, key_path=key)
-    certify(risky, "alice@example.com", lock, key_path=key)
-    entry = check_certified(risky, lock, key_path=key)
+        check_certified(risky, lock, directory=directory)
+    certify(risky, "alice@example.com", lock, key_path=alice)
+    entry = check_certified(risky, lock, directory=directory)
     assert entry.certified_by == "carol@example.com" and entry.co_certified_by == ["alice@example.com"]
