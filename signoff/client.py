@@ -338,21 +338,7 @@ class SignoffClient:
         """Sign the attempt as its person (unless it carries a proof, such as the gateway's
         attestation) and hand it to the workflow; it verifies, decides and answers with progress."""
         if attempt.proof is None:
-            if attempt.decision == "approve" and attempt.digest is None:
-                # An approval binds the digest the person approves: the one the release ships now
-                # (a runbook run has none).
-                attempt = attempt.model_copy(update={"digest": await self._current_digest(attempt.release_id)})
-            proof = self.sign(
-                "person",
-                attempt.identity,
-                action=attempt.decision,
-                subject=attempt.release_id,
-                gate=attempt.gate,
-                digest=attempt.digest,
-                channel=attempt.channel,
-                body={"reason": attempt.reason},
-            )
-            attempt = attempt.model_copy(update={"proof": proof})
+            attempt = await self.signed_attempt(attempt)
         handle = self.handle(attempt.release_id)
         try:
             return await handle.execute_update(
@@ -378,6 +364,25 @@ class SignoffClient:
             if e.status == RPCStatusCode.NOT_FOUND:
                 raise NotFound(f"no running release {attempt.release_id}; check the id with `signoff release list`.") from e
             raise _rpc_error(e, self.settings, f"release {attempt.release_id}") from e
+
+    async def signed_attempt(self, attempt: ApprovalAttempt) -> ApprovalAttempt:
+        """The attempt with the person's proof. Keep it to retry: the same signed attempt is the
+        same Update (Temporal answers a retry from the first answer); a new one is a new request."""
+        if attempt.decision == "approve" and attempt.digest is None:
+            # An approval binds the digest the person approves: the one the release ships now
+            # (a runbook run has none).
+            attempt = attempt.model_copy(update={"digest": await self._current_digest(attempt.release_id)})
+        proof = self.sign(
+            "person",
+            attempt.identity,
+            action=attempt.decision,
+            subject=attempt.release_id,
+            gate=attempt.gate,
+            digest=attempt.digest,
+            channel=attempt.channel,
+            body={"reason": attempt.reason},
+        )
+        return attempt.model_copy(update={"proof": proof})
 
     async def _current_digest(self, workflow_id: str) -> str | None:
         try:

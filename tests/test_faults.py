@@ -154,16 +154,17 @@ async def test_worker_killed_at_a_gate_loses_no_approval_and_counts_none_twice(
         first = workers.start()
         await sc.start_release(gated_spec(), release_id=r)
         await wait_phase(sc, r, "awaiting_approval", timeout=60)
-        alice = await sc.submit_approval(attempt(r, "alice@example.com"))
+        alice_signed = await sc.signed_attempt(attempt(r, "alice@example.com"))
+        alice = await sc.submit_approval(alice_signed)
         assert alice.accepted and alice.gate is not None and alice.gate.progress.startswith("1 of 2")
 
         workers.kill(first)
-        # A retry of Alice's approval (a client that never saw its answer) has the same Update
-        # id: the server answers it from the completed Update, even with no worker running.
-        again = await asyncio.wait_for(sc.submit_approval(attempt(r, "alice@example.com")), timeout=20)
+        # A retry of Alice's signed approval (a client that never saw its answer) has the same
+        # Update id: the server answers it from the completed Update, even with no worker running.
+        again = await asyncio.wait_for(sc.submit_approval(alice_signed), timeout=20)
         assert again.accepted and again.gate is not None and again.gate.progress == alice.gate.progress, again
         # Bob's approval, sent while no worker runs, waits in the server for a worker.
-        bob_task = asyncio.create_task(asyncio.wait_for(sc.submit_approval(attempt(r, "bob@example.com", "jira")), timeout=75))
+        bob_task = asyncio.create_task(asyncio.wait_for(sc.submit_approval(attempt(r, "bob@example.com", "api")), timeout=75))
         await asyncio.sleep(3)
         assert not bob_task.done(), "an Update was applied with no worker running"
 
@@ -172,7 +173,7 @@ async def test_worker_killed_at_a_gate_loses_no_approval_and_counts_none_twice(
         assert bob.accepted and bob.gate is not None and bob.gate.state == "approved", bob
         done = await sc.wait(r, timeout=60)
         assert done.phase.value == "succeeded", (done.phase, done.reason, workers.tail())
-        assert [(a.by, a.channel) for a in done.gates[0].approvals] == [("alice@example.com", "cli"), ("bob@example.com", "jira")]
+        assert [(a.by, a.channel) for a in done.gates[0].approvals] == [("alice@example.com", "cli"), ("bob@example.com", "api")]
 
     records = await assert_log_exact(client, settings, r)
     approvals = accepted_approvals(records)

@@ -87,6 +87,9 @@ async def test_killed_worker_mid_build_resumes_on_a_new_worker(
         "SIGNOFF_TASK_QUEUE": task_queue,
         "SIGNOFF_STATE_DIR": str(state),
         "SIGNOFF_WORKER_METRICS": "",  # no metrics port: two workers must not fight over one
+        # the worker trusts the test's principals (the dev keys the client signs with)
+        "SIGNOFF_DIRECTORY": str(Settings.from_env().directory_path),
+        "SIGNOFF_AGENTS": str(Settings.from_env().agents_path),
     }
     deploys = tmp_path / "deploys.log"
     marker = f"6.{uuid.uuid4().int % 10**6:06d}"  # a unique sleep length names this build's processes
