@@ -142,7 +142,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 status = await sc.status(rid)
                 recorded += len(status.gates[0].approvals)
             for rid in release_ids:
-                await sc.abort(rid, identity="carol@example.com", reason="benchmark finished")
+                await sc.abort(rid, identity="dana@example.com", reason="benchmark finished")
             for h in bare:
                 await h.signal(BareUpdateWorkflow.finish)
 

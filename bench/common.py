@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+from pathlib import Path
 import platform
 import statistics
 import time
@@ -111,6 +112,11 @@ def isolate_env(state_dir: str, *, directory_path: str | None = None) -> None:
         if key.startswith(("SIGNOFF_", "SLACK_", "JIRA_")):
             del os.environ[key]
     os.environ["SIGNOFF_STATE_DIR"] = state_dir
+    # As on the dev stack: the example principals, the agent and the gateway have keys, so every
+    # request a benchmark sends is signed and verified exactly as in production.
+    from signoff.trust.dev import provision_dev
+
+    provision_dev(Path(state_dir), directory_src=Path(directory_path) if directory_path else Path(REPO) / "examples" / "approvers.yaml", agents_src=Path(REPO) / "examples" / "agents.yaml")
     if directory_path:
         os.environ["SIGNOFF_DIRECTORY"] = directory_path
 

@@ -14,7 +14,9 @@ through the plan appear; keep the old files that still replay.
 
 Scenarios (file name = workflow id):
   release-succeeded            build → test → decide → promote (command target) → succeeded
-  release-gated-approved       a gate: the requester is refused, two approvers approve → succeeded
+  release-gated-approved       a gate: the requester is refused, alice (gateway-attested Slack
+                               click) and bob (his own signature) approve → succeeded
+  release-start-refused        a start without a proof (a raw Temporal client) → denied at once
   release-denied               an agent touching .github/ without a co-requester → denied
   release-failed-build         the build command exits 3 → failed
   release-aborted-during-build an abort cancels a running build → aborted
@@ -64,6 +66,9 @@ def isolate_environment(state: Path) -> None:
         if key.startswith(("SIGNOFF_", "SLACK_", "JIRA_")):
             del os.environ[key]
     os.environ["SIGNOFF_STATE_DIR"] = str(state)
+    from signoff.trust.dev import provision_dev
+
+    provision_dev(state, directory_src=REPO / "examples" / "approvers.yaml", agents_src=REPO / "examples" / "agents.yaml")
 
 
 async def save(client: Client, workflow_id: str, out: Path) -> Path:
@@ -143,10 +148,22 @@ class Scenarios:
 
         refused = await self.sc.submit_approval(attempt("dana@example.com", "cli"))
         assert not refused.accepted, refused
-        for who, channel in (("alice@example.com", "slack"), ("bob@example.com", "jira")):
-            result = await self.sc.submit_approval(attempt(who, channel))
+        from tests.helpers import attested
+
+        for signed in (attested(attempt("alice@example.com", "slack")), attempt("bob@example.com", "api")):
+            result = await self.sc.submit_approval(signed)
             assert result.accepted, result
         await self.finish(rid, "succeeded")
+        return rid
+
+    async def release_start_refused(self) -> str:
+        """A start with no proof (a raw Temporal client): denied before anything runs."""
+        from signoff.models import StartRelease
+
+        rid = "release-start-refused"
+        args = StartRelease(release_id=rid, spec=self.spec(rid), base_dir=str(self.dir(rid)))
+        await self.sc.client.start_workflow("ReleaseWorkflow", args, id=rid, task_queue=self.sc.task_queue)
+        await self.finish(rid, "denied")
         return rid
 
     async def release_denied(self) -> str:
@@ -225,6 +242,7 @@ class Scenarios:
 ORDER = [
     "release_succeeded",
     "release_gated_approved",
+    "release_start_refused",
     "release_denied",
     "release_failed_build",
     "release_aborted_during_build",

@@ -26,13 +26,14 @@ with workflow.unsafe.imports_passed_through():
     from signoff.models import PolicyDecision, PolicyRequest, ReleaseStatus, StartRelease
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
-FILES = sorted(HISTORIES.rglob("*.json"))  # v1/: histories from before later patches, kept for compatibility
+FILES = sorted(HISTORIES.rglob("*.json"))  # v1/, v2/: histories from before later patches (v2: before proofs), kept for compatibility
 
 #: The end each saved run reached, from its file name (the workflow id make_histories.py used).
 EXPECTED_END = {
     "release-succeeded": "succeeded",
     "release-gated-approved": "succeeded",
     "release-denied": "denied",
+    "release-start-refused": "denied",
     "release-failed-build": "failed",
     "release-aborted-during-build": "aborted",
     "release-rolled-back": "rolled_back",

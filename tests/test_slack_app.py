@@ -276,7 +276,14 @@ async def serve(app: Starlette) -> AsyncIterator[str]:
 
 @pytest.fixture
 def stub() -> Any:
-    s = SlackStub(users={"U0FRANK": {"email": "Erin@Example.com", "name": "Erin via users.info"}, "U0BOT2": {"email": "bot@example.com", "is_bot": True}}).start()
+    s = SlackStub(users={
+        "U0FRANK": {"email": "Erin@Example.com", "name": "Erin via users.info"},
+        "U0BOT2": {"email": "bot@example.com", "is_bot": True},
+        # Mallory sets her profile email to alice's; the directory pins alice to U0ALICE.
+        "U0MALLORY": {"email": "alice@example.com", "name": "Not Alice"},
+        "U0GUEST": {"email": "erin@example.com", "name": "Erin's guest account", "is_restricted": True},
+        "U0STRANGER": {"email": "stranger@example.com", "name": "Someone"},
+    }).start()
     try:
         yield s
     finally:
@@ -303,10 +310,11 @@ async def running_gateway(
     with_worker: bool = True,
     submit_timeout: float = 10.0,
     client_factory: Callable[[], Awaitable[SignoffClient]] | None = None,
+    team_id: str | None = TEAM_ID,
 ) -> AsyncIterator[Gateway]:
     settings = replace(Settings.from_env(), namespace="default", task_queue=task_queue, directory_path=directory_path, ui_url="http://localhost:8233")
     signoff = SignoffClient(client, settings=settings, task_queue=task_queue)
-    config = SlackConfig(bot_token="xoxb-test", signing_secret=SECRET, api_url=stub.api_url, default_channel="C0RELEASES", team_id=TEAM_ID, app_id=APP_ID, submit_timeout=submit_timeout)
+    config = SlackConfig(bot_token="xoxb-test", signing_secret=SECRET, api_url=stub.api_url, default_channel="C0RELEASES", team_id=team_id, app_id=APP_ID, submit_timeout=submit_timeout)
 
     async def factory() -> SignoffClient:
         return signoff
@@ -425,6 +433,48 @@ async def test_users_info_email_maps_unknown_slack_ids_and_unmapped_users_are_re
         status = await gw.status(rid)
         assert [a.by for a in status.gates[0].approvals] == ["erin@example.com"]
         assert status.gates[0].refusals == []  # never reached the workflow
+
+
+async def test_profile_email_of_a_pinned_person_guests_and_strangers_are_refused(client: Client, stub: SlackStub, directory_path: Path, task_queue: str) -> None:
+    """users.info email mapping never overrides the directory, and only full members map."""
+    async with running_gateway(client, stub, directory_path, task_queue) as gw:
+        rid = await gw.start_release()
+        for user in ("U0MALLORY", "U0GUEST", "U0STRANGER"):
+            await gw.click(rid, user)
+        await stub.until("chat.postEphemeral", 3)
+        assert "pins another Slack account for alice@example.com" in ephemerals(stub, "U0MALLORY")[0]
+        assert "guest and external accounts cannot approve" in ephemerals(stub, "U0GUEST")[0]
+        assert "stranger@example.com is not in the approver directory" in ephemerals(stub, "U0STRANGER")[0]
+        status = await gw.status(rid)
+        assert status.gates[0].approvals == [] and status.gates[0].refusals == []  # nothing reached the workflow
+
+
+async def test_captured_click_replayed_after_a_gateway_restart_is_dropped(client: Client, stub: SlackStub, directory_path: Path, task_queue: str) -> None:
+    """The same signed click body (within Slack's 5-minute window) sent again to a new gateway."""
+    async with running_gateway(client, stub, directory_path, task_queue) as gw:
+        rid = await gw.start_release()
+        await gw.click(rid, "U0ALICE", action_ts="1700000200.000001")
+        await stub.until("chat.postEphemeral", 1)
+        first = await gw.status(rid)
+        assert [a.by for a in first.gates[0].approvals] == ["alice@example.com"]
+    # a new gateway process on the same state directory (shared by replicas) still knows it
+    async with running_gateway(client, stub, directory_path, task_queue, with_worker=True) as again:
+        resp, _ = await again.click(rid, "U0ALICE", action_ts="1700000200.000001")
+        assert resp.status_code == 200
+        await asyncio.sleep(1.0)
+        assert len(ephemerals(stub, "U0ALICE")) == 1  # the replay was dropped before anything was submitted
+        status = await again.status(rid)
+        assert [a.by for a in status.gates[0].approvals] == ["alice@example.com"]
+
+
+async def test_gateway_without_a_team_id_takes_no_slack_action(client: Client, stub: SlackStub, directory_path: Path, task_queue: str) -> None:
+    async with running_gateway(client, stub, directory_path, task_queue, team_id=None) as gw:
+        rid = await gw.start_release()
+        resp, _ = await gw.click(rid, "U0ALICE")
+        assert resp.status_code == 200
+        await asyncio.sleep(0.5)
+        status = await gw.status(rid)
+        assert status.gates[0].approvals == [] and stub.calls("chat.postEphemeral") == []
 
 
 async def test_slack_retries_and_double_deliveries_count_once(client: Client, stub: SlackStub, directory_path: Path, task_queue: str) -> None:

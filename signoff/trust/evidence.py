@@ -26,7 +26,9 @@ class EvidenceRefused(Refused):
 
 
 def spec_sha256(spec: ReleaseFile) -> str:
-    return body_digest(spec.model_dump(mode="json"))
+    """The digest a start proof signs: over the spec as the workflow will see it (validated again,
+    so a model built with model_copy(update=…) hashes like the same spec read from a file)."""
+    return body_digest(ReleaseFile.model_validate(spec.model_dump(mode="json")).model_dump(mode="json"))
 
 
 def start_expectations(release_id: str, spec: ReleaseFile) -> dict[str, Any]:

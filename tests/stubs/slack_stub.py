@@ -272,7 +272,8 @@ class SlackStub:
                     "name": person.get("name", uid.lower()),
                     "deleted": bool(person.get("deleted", False)),
                     "is_bot": bool(person.get("is_bot", False)),
-                    "is_restricted": False,
+                    "is_restricted": bool(person.get("is_restricted", False)),
+                    "is_ultra_restricted": bool(person.get("is_ultra_restricted", False)),
                     "profile": {
                         "real_name": person.get("name", ""),
                         "display_name": person.get("name", ""),
