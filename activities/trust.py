@@ -16,10 +16,10 @@ from temporalio.exceptions import ApplicationError
 
 from signoff.config import Settings
 from signoff.errors import ConfigError
-from signoff.models import AuthRequest, AuthResult
+from signoff.models import AuthRequest, AuthResult, TrustSnapshot
 from signoff.trust.oidc import OidcVerifier
 from signoff.trust.registry import TrustStore
-from signoff.trust.verify import ProofRefused, verify_proof
+from signoff.trust.verify import authenticate
 
 
 class TrustActivities:
@@ -34,23 +34,8 @@ class TrustActivities:
         except ConfigError as e:
             raise ApplicationError(str(e), type="DirectoryError") from e
         now = request.at or datetime.now(timezone.utc)
-        try:
-            proven = verify_proof(request.proof, expect=request.expect, registry=registry, now=now, oidc=self.oidc)
-        except ProofRefused as e:
-            return AuthResult(ok=False, reason=str(e), snapshot=registry.directory)
-        return AuthResult(
-            ok=True,
-            principal=proven.principal,
-            kind=proven.kind,
-            id=proven.id,
-            identity=proven.identity,
-            method=proven.method,
-            channel=proven.channel,
-            nonce=proven.nonce,
-            request=proven.request,
-            agent=proven.agent,
-            snapshot=registry.directory,
-        )
+        result = authenticate(request.proof, expect=request.expect, registry=registry, now=now, oidc=self.oidc)
+        return result.model_copy(update={"snapshot": registry.directory})
 
     @activity.defn(name="authenticate_request")
     async def authenticate_request(self, request: AuthRequest) -> AuthResult:
@@ -61,5 +46,17 @@ class TrustActivities:
         return self.authenticate(request)
 
 
+    @activity.defn(name="load_trust")
+    async def load_trust(self, _: str = "") -> TrustSnapshot:
+        """The principals as they are now, for a workflow to verify chat and signed approvals
+        against between refreshes (gates refresh it at most every few seconds, and again before
+        a gate closes)."""
+        try:
+            return self.store.current().snapshot()
+        except ConfigError as e:
+            raise ApplicationError(str(e), type="DirectoryError") from e
+
+
 def activities_from_settings(settings: Settings) -> list:
-    return [TrustActivities(settings).authenticate_request]
+    acts = TrustActivities(settings)
+    return [acts.authenticate_request, acts.load_trust]

@@ -657,6 +657,15 @@ class GateNotice(Open):
     directory_path: str | None = None
 
 
+class TrustSnapshot(Open):
+    """The worker's principals at one moment (directory people and groups, and the gateways'
+    keys): what a workflow verifies proofs against between refreshes."""
+
+    directory: DirectorySnapshot
+    gateways: list[GatewayEntry] = Field(default_factory=list)
+    registry_sha256: str = ""
+
+
 class AuthRequest(Open):
     """Input of the `authenticate_request` local activity: a proof and what it must be bound to."""
 

@@ -13,6 +13,7 @@ import yaml
 from temporalio.client import Client
 
 from signoff.models import ApprovalAttempt
+from workflows.gate import TRUST_TTL
 from tests.helpers import DIGEST_A, DIGEST_B, REPO, attested, dev_directory, unregistered_key, write_directory, gated_spec, running_worker, wait_for, wait_phase
 
 pytestmark = pytest.mark.asyncio
@@ -153,6 +154,9 @@ async def test_removed_from_group_is_refused(client: Client, task_queue: str, di
         doc = yaml.safe_load(directory.read_text())
         doc["groups"]["release-managers"] = ["alice@example.com"]
         directory.write_text(yaml.safe_dump(doc))
+        # A gate reads the directory again when its copy is older than TRUST_TTL (and always
+        # before it closes: see test_trust_boundary): past that, bob is refused outright.
+        await asyncio.sleep(TRUST_TTL.total_seconds() + 0.5)
         bob = await sc.submit_approval(attempt(r, "bob@example.com"))
         assert not bob.accepted and "not in the groups" in bob.reason
         status = await sc.status(r)

@@ -21,6 +21,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workers.registry import all_workflows
+from workers.worker import workflow_runner
 
 with workflow.unsafe.imports_passed_through():
     from signoff.models import PolicyDecision, PolicyRequest, ReleaseStatus, StartRelease
@@ -73,7 +74,7 @@ async def test_saved_history_replays_without_nondeterminism(path: Path) -> None:
     result = final_result(history)
     if path.stem in EXPECTED_END:
         assert result["phase"] == EXPECTED_END[path.stem], result.get("reason")
-    replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter, workflow_runner=workflow_runner())
     replay = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert replay.replay_failure is None, f"{path.name} no longer replays: {replay.replay_failure!r}"
 

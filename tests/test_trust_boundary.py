@@ -194,9 +194,14 @@ async def test_caller_directory_hash_cannot_keep_a_removed_approver(client: Clie
         doc["groups"]["release-managers"] = [ALICE]
         directory.write_text(yaml.safe_dump(doc))
         attempt = ApprovalAttempt(release_id=r, identity=BOB, channel="cli", digest=DIGEST_A, directory_sha256=old_hash)
-        result = await sc.submit_approval(attempt)
-        assert not result.accepted and "not in the groups" in result.reason
-        await still_waiting(sc, r)
+        await sc.submit_approval(attempt)  # within the gate's refresh interval it may count for now…
+        closing = await sc.submit_approval(ApprovalAttempt(release_id=r, identity=ALICE, channel="cli", digest=DIGEST_A))
+        # …but the approval that would close the gate re-reads the directory: bob no longer counts
+        assert closing.accepted and closing.gate is not None and closing.gate.state == "open"
+        status = await sc.status(r)
+        assert [a.by for a in status.gates[0].approvals] == [ALICE] and status.phase.value == "awaiting_approval"
+        assert any(x.by == BOB and "approval no longer counts" in x.reason and "no longer in the groups" in x.reason for x in status.gates[0].refusals)
+        assert await records(r, kind="approval_dropped", outcome="dropped")
 
 
 # --------------------------------------------------------------------------- who asks

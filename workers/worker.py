@@ -20,6 +20,15 @@ from workers.registry import all_activities, all_workflows
 log = logging.getLogger("signoff.worker")
 
 
+def workflow_runner() -> Any:
+    """The sandbox every signoff workflow runs in. `cryptography` (and PyJWT over it) are passed
+    through: gates verify signatures in workflow code, and its Rust bindings must be the one
+    copy the process loaded (a second, sandboxed import aborts the interpreter)."""
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "jwt", "yaml"))
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -36,7 +45,7 @@ def build_worker(
         workflows=workflows if workflows is not None else all_workflows(),
         activities=activities if activities is not None else all_activities(settings),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=16),
-        **options,
+        **{"workflow_runner": workflow_runner(), **options},
     )
 
 

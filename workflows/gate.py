@@ -21,6 +21,9 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from signoff.gates import eligible_groups, judge_attempt, merge_gates, progress_text, quorum_met
+    from signoff.trust.proofs import request_of
+    from signoff.trust.registry import Registry
+    from signoff.trust.verify import authenticate
     from signoff.models import (
         ApprovalAttempt,
         ApprovalRecord,
@@ -32,7 +35,11 @@ with workflow.unsafe.imports_passed_through():
         GateStatus,
         Proof,
         RefusalRecord,
+        TrustSnapshot,
     )
+
+#: How old the principals a gate verifies against may be before it reads them again.
+TRUST_TTL = timedelta(seconds=10)
 
 __all__ = ["ApprovalGate", "eligible_groups", "judge_attempt", "merge_gates", "progress_text", "quorum_met"]
 
@@ -90,8 +97,27 @@ class ApprovalGate:
         self.last_snapshot = await self._snapshot()
         return self.last_snapshot
 
+    async def _load_trust(self) -> TrustSnapshot:
+        self.trust = await workflow.execute_local_activity("load_trust", "", result_type=TrustSnapshot, start_to_close_timeout=timedelta(seconds=10))
+        self.trust_at = workflow.now()
+        self.last_snapshot = self.trust.directory
+        return self.trust
+
+    async def _fresh_trust(self) -> TrustSnapshot:
+        """The principals as of at most TRUST_TTL ago: re-read through the worker when older.
+        Staleness is bounded and never chosen by a caller; the closing approval re-checks every
+        counted approver against the files as they are (`_still_met`), and the deploy activity
+        re-checks again before shipping."""
+        trust: TrustSnapshot | None = getattr(self, "trust", None)
+        if trust is None or workflow.now() - self.trust_at >= TRUST_TTL:
+            trust = await self._load_trust()
+        return trust
+
     async def open(self) -> None:
-        snap = await self._current_snapshot(None)
+        if workflow.patched("authenticated-attempts"):
+            snap = (await self._load_trust()).directory
+        else:
+            snap = await self._current_snapshot(None)
         now = workflow.now()
         self.status.state = "open"
         self.status.opened_at = now
@@ -115,14 +141,21 @@ class ApprovalGate:
         """Authenticate the attempt's proof, then judge it against the directory as it is now."""
         if not workflow.patched("authenticated-attempts"):
             return await self._apply(attempt, await self._current_snapshot(attempt.directory_sha256), auth=None)
-        auth: AuthResult = await workflow.execute_local_activity(
-            "authenticate_request",
-            AuthRequest(proof=attempt.proof, expect=self.expectations(attempt)),
-            result_type=AuthResult,
-            start_to_close_timeout=timedelta(seconds=30),
-        )
-        snap = auth.snapshot or await self._snapshot()
-        self.last_snapshot = snap
+        if attempt.proof is not None and attempt.proof.oidc_token:
+            # A token needs its issuer's JWKS: the worker verifies it (a local activity).
+            auth: AuthResult = await workflow.execute_local_activity(
+                "authenticate_request",
+                AuthRequest(proof=attempt.proof, expect=self.expectations(attempt)),
+                result_type=AuthResult,
+                start_to_close_timeout=timedelta(seconds=30),
+            )
+            trust = await self._fresh_trust()
+        else:
+            # A signature is checked right here, deterministically, against the worker's
+            # registry as last read: no round trip on the approver's critical path.
+            trust = await self._fresh_trust()
+            auth = authenticate(attempt.proof, expect=self.expectations(attempt), registry=Registry.from_snapshot(trust), now=workflow.now())
+        snap = trust.directory
         why = self._proof_problem(attempt, auth)
         if why is not None:
             return self._refuse(attempt, why, snap, auth)
@@ -231,13 +264,7 @@ class ApprovalGate:
             if self.spec.veto:
                 self._close("rejected", now)
                 message = f"gate {self.spec.name} rejected by {who}"
-        if self.status.state == "open" and quorum_met(
-            {a.by: self.people_groups.get(a.by, set()) for a in self.status.approvals},
-            required=self.spec.required,
-            quotas=self.spec.quotas,
-            signed=self.signed,
-            min_signed=self.spec.min_signed,
-        ):
+        if self.status.state == "open" and self._met() and (auth is None or await self._still_met()):
             self._close("approved", now)
         self.status.progress = progress_text(self.spec, self.status, self.people_groups)
         attempt_doc = attempt.model_dump(mode="json", exclude={"proof"})
@@ -249,6 +276,52 @@ class ApprovalGate:
         )
         await self.notify(self.status, "closed" if self.status.state != "open" else "progress")
         return ApprovalResult(accepted=True, reason=f"{message}; {self.status.progress}", gate=self.status)
+
+    def _met(self) -> bool:
+        return quorum_met(
+            {a.by: self.people_groups.get(a.by, set()) for a in self.status.approvals},
+            required=self.spec.required,
+            quotas=self.spec.quotas,
+            signed=self.signed,
+            min_signed=self.spec.min_signed,
+        )
+
+    async def _still_met(self) -> bool:
+        """Before the gate closes: every counted approver, checked again against the directory
+        and keys as they are now. Someone removed from the group, or whose key was revoked,
+        since their approval no longer counts (recorded), and the gate stays open."""
+        registry = Registry.from_snapshot(await self._load_trust())
+        groups_allowed = eligible_groups(self.spec)
+        for approval in list(self.status.approvals):
+            who = approval.by
+            proof = self.proofs.get(who)
+            check = authenticate(proof, expect={"action": "approve", "subject": self.release_id(proof)}, registry=registry, now=None)
+            groups = registry.directory.groups_of(who)
+            why = None
+            if not check.ok:
+                why = check.reason
+            elif who not in registry.directory.people:
+                why = f"{who} is no longer in the approver directory"
+            elif groups_allowed and not (groups & groups_allowed):
+                why = f"{who} is no longer in the groups allowed to approve this gate ({', '.join(sorted(groups_allowed))})"
+            if why is None:
+                self.people_groups[who] = groups
+                continue
+            self.status.approvals = [a for a in self.status.approvals if a.by != who]
+            self.proofs.pop(who, None)
+            self.signed.discard(who)
+            self.status.refusals.append(RefusalRecord(by=who, channel=approval.channel, at=workflow.now(), decision="approve", reason=f"approval no longer counts: {why}"))
+            self.record("approval_dropped", "dropped", [why], {"by": who, "gate": self.spec.name})
+        return self._met()
+
+    @staticmethod
+    def release_id(proof: Proof | None) -> str | None:
+        if proof is None:
+            return None
+        try:
+            return str(request_of(proof).get("subject"))
+        except ValueError:
+            return None
 
     def _refuse_legacy(self, attempt: ApprovalAttempt, reason: str, snap: DirectorySnapshot) -> ApprovalResult:
         """Refusals exactly as histories from before proofs recorded them (replay)."""

@@ -38,8 +38,26 @@ def public_openssh(public_key: Ed25519PublicKey, comment: str = "") -> str:
     return f"{line} {comment}".strip()
 
 
+_PARSED: dict[str, Ed25519PublicKey] = {}
+
+
 def parse_public_key(text: str) -> Ed25519PublicKey:
-    """A registered public key: a PEM block or an OpenSSH line. Raises ValueError when it is neither."""
+    """A registered public key: a PEM block or an OpenSSH line. Raises ValueError when it is neither.
+
+    Parsed keys are memoised by their text (a pure function of it), so verifying many requests
+    against the same registry parses each key once.
+    """
+    cached = _PARSED.get(text)
+    if cached is not None:
+        return cached
+    key = _parse_public_key(text)
+    if len(_PARSED) > 10_000:
+        _PARSED.clear()
+    _PARSED[text] = key
+    return key
+
+
+def _parse_public_key(text: str) -> Ed25519PublicKey:
     data = text.strip().encode()
     try:
         if data.startswith(b"-----BEGIN"):

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from signoff.directory import ApproverDirectory
 from signoff.errors import ConfigError
-from signoff.models import AgentEntry, DirectorySnapshot, GatewayEntry, OidcIdentity
+from signoff.models import AgentEntry, DirectorySnapshot, GatewayEntry, OidcIdentity, TrustSnapshot
 from signoff.trust.keys import keyid, parse_public_key
 
 
@@ -61,6 +61,15 @@ class Registry:
     agents: dict[str, AgentEntry] = field(default_factory=dict)
     gateways: dict[str, GatewayEntry] = field(default_factory=dict)
     sha256: str = ""
+
+    @classmethod
+    def from_snapshot(cls, snapshot: TrustSnapshot) -> "Registry":
+        """The registry as a workflow holds it (people, groups, gateways; no agents: they never
+        approve, and starts are verified by the worker)."""
+        return cls(directory=snapshot.directory, gateways={g.id: g for g in snapshot.gateways}, sha256=snapshot.registry_sha256)
+
+    def snapshot(self) -> TrustSnapshot:
+        return TrustSnapshot(directory=self.directory, gateways=list(self.gateways.values()), registry_sha256=self.sha256)
 
     def keys_of(self, kind: str, ident: str) -> dict[str, Ed25519PublicKey]:
         if kind == "person":

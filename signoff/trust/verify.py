@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from signoff.errors import Refused
-from signoff.models import AgentEntry, Proof
+from signoff.models import AgentEntry, AuthResult, Proof
 from signoff.trust.dsse import envelope_signed_by
 from signoff.trust.oidc import OidcVerifier, TokenRefused
 from signoff.trust.proofs import MAX_VALIDITY, parse_time, request_digest, request_of, split_principal
@@ -128,4 +128,31 @@ def verify_proof(
         nonce=str(request.get("nonce") or ""),
         request=request,
         agent=agent,
+    )
+
+
+def authenticate(
+    proof: Proof | None,
+    *,
+    expect: dict[str, Any],
+    registry: Registry,
+    now: datetime | None,
+    oidc: OidcVerifier | None = None,
+) -> AuthResult:
+    """`verify_proof` as a result (never raises): what workflows and the worker record."""
+    try:
+        proven = verify_proof(proof, expect=expect, registry=registry, now=now, oidc=oidc)
+    except ProofRefused as e:
+        return AuthResult(ok=False, reason=str(e))
+    return AuthResult(
+        ok=True,
+        principal=proven.principal,
+        kind=proven.kind,
+        id=proven.id,
+        identity=proven.identity,
+        method=proven.method,
+        channel=proven.channel,
+        nonce=proven.nonce,
+        request=proven.request,
+        agent=proven.agent,
     )
