@@ -31,7 +31,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -48,6 +47,7 @@ from signoff.config import Settings
 from signoff.errors import ConfigError, NotFound, SignoffError, TemporalUnreachable, VerificationError
 from signoff.models import DIGEST_RE, DecisionInput
 from signoff.trust.dsse import b64, canonical_json, pae, unb64
+from signoff.trust.keys import fsync_dir as _fsync_dir, write_new_file as _write_new_file
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -211,39 +211,6 @@ def public_pem(public_key: Ed25519PublicKey) -> str:
     return public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode("ascii")
-
-
-def _write_new_file(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
-    """Write the whole file elsewhere, then put it in place in one step.
-
-    Without ``replace`` the final step is ``link``, which fails if the file exists: two workers
-    creating the key at once end up with one key, never a torn or swapped one.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def init_keys(path: Path, *, force: bool = False) -> PublicKeyInfo:

@@ -38,7 +38,7 @@ class Credential:
 
     def prove(self, request: dict[str, Any]) -> Proof:
         if self.key_path is not None:
-            return sign_request(request, load_private_key(self.key_path))
+            return sign_request(request, _cached_key(self.key_path))
         if self.token_command:
             env = {**os.environ, "SIGNOFF_OIDC_NONCE": request_digest(request)}
             try:
@@ -47,6 +47,22 @@ class Credential:
                 raise ConfigError(f"SIGNOFF_OIDC_TOKEN_COMMAND failed ({e}); check that it prints an ID token.") from e
             return oidc_proof(request, out.stdout.strip())
         return oidc_proof(request, self.token or "")
+
+
+_KEYS: dict[tuple[str, int, int], Any] = {}
+
+
+def _cached_key(path: Path) -> Any:
+    """The private key at `path`, parsed again only when the file changes (a stat per request)."""
+    try:
+        st = Path(path).expanduser().stat()
+        stamp = (str(path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        return load_private_key(path)  # says in one sentence what is wrong with the path
+    key = _KEYS.get(stamp)
+    if key is None:
+        key = _KEYS[stamp] = load_private_key(path)
+    return key
 
 
 def _token(value: str) -> str:

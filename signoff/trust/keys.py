@@ -90,14 +90,16 @@ def load_private_key(path: Path | str) -> Ed25519PrivateKey:
     return key
 
 
-def write_private_key(path: Path, key: Ed25519PrivateKey, *, replace: bool = False) -> None:
-    """PKCS#8 PEM at `path` (0600), written whole and put in place in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+def write_new_file(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
+    """Write the whole file elsewhere, then put it in place in one step.
+
+    Without ``replace`` the final step is ``link``, which fails if the file exists: two workers
+    creating the key at once end up with one key, never a torn or swapped one.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, pem)
+        os.fchmod(fd, mode)
+        os.write(fd, data)
         os.fsync(fd)
         os.close(fd)
         fd = -1
@@ -110,7 +112,23 @@ def write_private_key(path: Path, key: Ed25519PrivateKey, *, replace: bool = Fal
             os.close(fd)
         if os.path.exists(tmp):
             os.unlink(tmp)
-    path.with_name(path.name + ".pub").write_text(public_pem(key.public_key()))
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def write_private_key(path: Path, key: Ed25519PrivateKey, *, replace: bool = False) -> None:
+    """PKCS#8 PEM at `path` (0600), written whole and put in place in one step; .pub beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    write_new_file(path, pem, 0o600, replace=replace)
+    write_new_file(path.with_name(path.name + ".pub"), public_pem(key.public_key()).encode(), 0o644, replace=True)
 
 
 def ensure_key(path: Path) -> Ed25519PrivateKey:
