@@ -33,7 +33,11 @@ class TrustActivities:
             registry = self.store.current()
         except ConfigError as e:
             raise ApplicationError(str(e), type="DirectoryError") from e
-        now = request.at or datetime.now(timezone.utc)
+        wall = datetime.now(timezone.utc)
+        # A start is judged at the workflow's start time (so a worker that was down for a while
+        # does not turn a valid start stale), never later than now (a test server's clock may run
+        # ahead of the wall clock).
+        now = min(request.at, wall) if request.at is not None else wall
         result = authenticate(request.proof, expect=request.expect, registry=registry, now=now, oidc=self.oidc)
         return result.model_copy(update={"snapshot": registry.directory})
 
