@@ -84,6 +84,10 @@ async def main(n: int) -> dict[str, Any]:
             "SIGNOFF_SLACK_APP_ID": APP_ID,
         }
     )
+    from signoff.trust.dev import provision_dev
+
+    trust = provision_dev(state / "state", directory_src=REPO / "examples" / "approvers.yaml", agents_src=REPO / "examples" / "agents.yaml")
+    os.environ["SIGNOFF_DIRECTORY"] = str(trust.directory)  # the example people, with their dev keys
     import httpx
     from starlette.applications import Starlette
     from temporalio.contrib.pydantic import pydantic_data_converter

@@ -13,7 +13,6 @@ import yaml
 from temporalio.client import Client
 
 from signoff.models import ApprovalAttempt
-from workflows.gate import TRUST_TTL
 from tests.helpers import DIGEST_A, DIGEST_B, REPO, attested, dev_directory, unregistered_key, write_directory, gated_spec, running_worker, wait_for, wait_phase
 
 pytestmark = pytest.mark.asyncio
@@ -147,21 +146,30 @@ async def test_revoke_before_quorum(client: Client, task_queue: str, directory: 
 
 
 async def test_removed_from_group_is_refused(client: Client, task_queue: str, directory: Path) -> None:
+    """bob is removed from release-managers while two releases wait. A gate reads the directory
+    when it opens, again when its copy is older than TRUST_TTL, and always before it closes."""
     async with running_worker(client, task_queue) as sc:
         r = rid()
         await sc.start_release(gated_spec(), release_id=r)
         await wait_phase(sc, r, "awaiting_approval")
         doc = yaml.safe_load(directory.read_text())
-        doc["groups"]["release-managers"] = ["alice@example.com"]
+        doc["groups"]["release-managers"] = ["alice@example.com", "carol@example.com"]
         directory.write_text(yaml.safe_dump(doc))
-        # A gate reads the directory again when its copy is older than TRUST_TTL (and always
-        # before it closes: see test_trust_boundary): past that, bob is refused outright.
-        await asyncio.sleep(TRUST_TTL.total_seconds() + 0.5)
-        bob = await sc.submit_approval(attempt(r, "bob@example.com"))
+        # a gate opened after the edit refuses bob outright
+        fresh = rid()
+        await sc.start_release(gated_spec(), release_id=fresh)
+        await wait_phase(sc, fresh, "awaiting_approval")
+        bob = await sc.submit_approval(attempt(fresh, "bob@example.com"))
         assert not bob.accepted and "not in the groups" in bob.reason
+        # the older gate may count him for now, but not when it would close on his approval
+        await sc.submit_approval(attempt(r, "bob@example.com"))
+        carol = await sc.submit_approval(attempt(r, "carol@example.com"))
+        assert carol.accepted and carol.gate is not None and carol.gate.state == "open"
+        assert [a.by for a in carol.gate.approvals] == ["carol@example.com"]
         status = await sc.status(r)
         assert status.gates[0].directory_sha256 is not None
-        await sc.abort(r, identity="dana@example.com", reason="cleanup")
+        for release in (r, fresh):
+            await sc.abort(release, identity="dana@example.com", reason="cleanup")
 
 
 async def test_visibility_lists_waiting_releases(client: Client, task_queue: str, directory: Path) -> None:

@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 #: How old the principals a gate verifies against may be before it reads them again.
-TRUST_TTL = timedelta(seconds=10)
+TRUST_TTL = timedelta(seconds=60)
 
 __all__ = ["ApprovalGate", "eligible_groups", "judge_attempt", "merge_gates", "progress_text", "quorum_met"]
 
@@ -150,17 +150,41 @@ class ApprovalGate:
                 start_to_close_timeout=timedelta(seconds=30),
             )
             trust = await self._fresh_trust()
+            why = self._problem(attempt, auth, trust.directory)
         else:
             # A signature is checked right here, deterministically, against the worker's
-            # registry as last read: no round trip on the approver's critical path.
+            # registry as last read: no round trip on the approver's critical path. A refusal
+            # is never based on an old copy: it is re-read and the attempt judged again (someone
+            # just added to a group, or a key just registered, counts at once).
+            loaded_at = getattr(self, "trust_at", None)
             trust = await self._fresh_trust()
             auth = authenticate(attempt.proof, expect=self.expectations(attempt), registry=Registry.from_snapshot(trust), now=workflow.now())
+            why = self._problem(attempt, auth, trust.directory)
+            if why is not None and self.trust_at == loaded_at:
+                trust = await self._load_trust()
+                auth = authenticate(attempt.proof, expect=self.expectations(attempt), registry=Registry.from_snapshot(trust), now=workflow.now())
+                why = self._problem(attempt, auth, trust.directory)
         snap = trust.directory
-        why = self._proof_problem(attempt, auth)
         if why is not None:
             return self._refuse(attempt, why, snap, auth)
         self.used_nonces.add(auth.nonce)
         return await self._apply(attempt, snap, auth=auth)
+
+    def _problem(self, attempt: ApprovalAttempt, auth: AuthResult, snap: DirectorySnapshot) -> str | None:
+        """Why the attempt would be refused: its proof, or the gate's rules on this directory."""
+        why = self._proof_problem(attempt, auth)
+        if why is not None:
+            return why
+        who = attempt.identity.lower()
+        return judge_attempt(
+            self.spec,
+            self.status,
+            attempt,
+            person_groups=snap.groups_of(who),
+            person_known=who in snap.people,
+            forbidden=self.forbidden,
+            current_digest=self.current_digest(),
+        )
 
     def expectations(self, attempt: ApprovalAttempt) -> dict[str, object]:
         """What the attempt's proof must have signed: this decision, on this release and gate,

@@ -151,6 +151,9 @@ class SlackApprovals:
 
     # ------------------------------------------------------------------ clicks
 
+    async def first_delivery_async(self, key: str) -> bool:
+        return await asyncio.to_thread(self.first_delivery, key)
+
     def first_delivery(self, key: str) -> bool:
         """False for a key seen in the last hour (longer than Slack's 5-minute signature window):
         a Slack retry, a duplicated delivery, or a captured request replayed, restart or not."""
@@ -183,7 +186,7 @@ class SlackApprovals:
         ensure_session(self.web)
         action = body["actions"][0]
         user_id = body["user"]["id"]
-        if not self.first_delivery(f"{user_id}|{action.get('action_ts')}|{action.get('action_id')}"):
+        if not await self.first_delivery_async(f"{user_id}|{action.get('action_ts')}|{action.get('action_id')}"):
             log.info("dropping a repeated delivery of %s by %s", action.get("action_id"), user_id)
             return None
         target = _parse_value(action.get("value"))
@@ -206,7 +209,7 @@ class SlackApprovals:
         ensure_session(self.web)
         view = body["view"]
         user_id = body["user"]["id"]
-        if not self.first_delivery(f"{user_id}|{view.get('id')}|{REJECT_MODAL}"):
+        if not await self.first_delivery_async(f"{user_id}|{view.get('id')}|{REJECT_MODAL}"):
             return None
         meta = _parse_value(view.get("private_metadata"), extra=("channel", "message_ts", "action_ts"))
         if meta is None:
