@@ -36,6 +36,10 @@ class ArtifactNotFound(LookupError):
     """No artifact with that digest has been stored."""
 
 
+class ArtifactTampered(ArtifactNotFound):
+    """The stored file's bytes no longer hash to its digest: never deploy it."""
+
+
 class ArtifactStore:
     """Files named by their sha256 under one directory; `put` is idempotent and atomic."""
 
@@ -79,14 +83,28 @@ class ArtifactStore:
         path = self.path_for(digest)
         return path.with_name(path.name + ".intoto.json")
 
+    def signed_provenance_path_for(self, digest: str) -> Path:
+        """Where the DSSE envelope of the signed provenance for `digest` is written."""
+        path = self.path_for(digest)
+        return path.with_name(path.name + ".intoto.dsse.json")
+
     def has(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
 
     def get(self, digest: str) -> Path:
-        """The stored file for `digest`; raises ArtifactNotFound when it was never stored."""
+        """The stored file for `digest`, re-verified: its bytes must still hash to the digest.
+
+        Raises ArtifactNotFound when it was never stored, ArtifactTampered when it was changed
+        since (a refusal, never a deploy of other bytes under a trusted name).
+        """
         path = self.path_for(digest)
         if not path.is_file():
             raise ArtifactNotFound(f"artifact {digest} is not in the artifact store at {self.root}")
+        actual = sha256_file(path)
+        if f"sha256:{actual}" != digest:
+            raise ArtifactTampered(
+                f"the stored artifact {digest} now hashes to sha256:{actual[:12]}…: it was changed after it was stored, so it is not deployed; build it again"
+            )
         return path
 
 

@@ -1,4 +1,9 @@
-"""Build and test activities: run the release's configured command as a subprocess.
+"""Build and test activities: run the release's configured command in the sandbox.
+
+Every command runs confined by bubblewrap (activities/sandbox.py): no network unless the policy
+chose the `fetch` profile, the release's checkout read-only, one writable workspace holding a
+copy of it (per release, shared by its build and its tests), nothing of the worker's state in
+view, rlimits, and everything it started killed with its pid namespace.
 
 Why it is shaped like this:
 
@@ -35,8 +40,10 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import sandbox
 from activities.artifacts import ArtifactStore, store_for
 from signoff.config import Settings
+from signoff.errors import SignoffError
 from signoff.models import BuildRequest, BuildResult, CommandRequest, TestSummary, TestRequest
 
 #: Variables a build may inherit from the worker. Everything else (SLACK_*, JIRA_*, SIGNOFF_*,
@@ -132,7 +139,8 @@ def _is_our_shell(pid: int, command: str) -> bool:
         if argv != [b""]:
             break
         time.sleep(0.025)  # a process that is exec'ing shows an empty command line for a moment
-    return len(argv) >= 3 and argv[1] == b"-c" and argv[2] == command.encode()
+    # `/bin/sh -c COMMAND`, or bubblewrap's argv ending in the same two words
+    return len(argv) >= 4 and argv[-3:] == [b"-c", command.encode(), b""]
 
 
 async def _kill_leftover_from_previous_attempt(command: str) -> None:
@@ -159,7 +167,17 @@ def _heartbeat(details: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- running
 
 
-async def run_command(req: CommandRequest, *, what: str) -> CommandOutcome:
+@dataclass
+class Launch:
+    """How to start one command: plain (`/bin/sh -c` in `cwd`) or a sandbox's argv."""
+
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    preexec: Any = None
+
+
+async def run_command(req: CommandRequest, *, what: str, launch: Launch | None = None) -> CommandOutcome:
     """Run `req.command` under the rules in the module docstring and return its outcome.
 
     Raises non-retryable ApplicationErrors for a missing working directory, a missing or
@@ -174,18 +192,18 @@ async def run_command(req: CommandRequest, *, what: str) -> CommandOutcome:
             non_retryable=True,
         )
     await _kill_leftover_from_previous_attempt(req.command)
+    launch = launch or Launch(["/bin/sh", "-c", req.command], workdir, command_env(req.env))
 
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
-        "/bin/sh",
-        "-c",
-        req.command,
-        cwd=str(workdir),
-        env=command_env(req.env),
+        *launch.argv,
+        cwd=str(launch.cwd),
+        env=launch.env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=launch.preexec,
     )
     pgid = proc.pid
     buffer: deque[bytes] = deque()
@@ -280,6 +298,8 @@ def provenance_statement(
     digest: str,
     started: datetime,
     finished: datetime,
+    profile: str = sandbox.UNCONFINED,
+    limits: sandbox.Limits | None = None,
 ) -> dict[str, Any]:
     """An in-toto Statement v1 with a SLSA provenance v1 predicate describing this build.
 
@@ -287,7 +307,7 @@ def provenance_statement(
     dependency is the source commit, so a verifier can tie the digest to the code it came from.
     """
     dependencies: list[dict[str, Any]] = []
-    source = _git_commit(Path(req.workdir))
+    source = _git_commit(Path(req.checkout or req.workdir))
     if source is not None:
         uri, commit = source
         dependencies.append({"uri": uri, "digest": {"gitCommit": commit}})
@@ -297,13 +317,19 @@ def provenance_statement(
         "predicateType": SLSA_PROVENANCE_V1,
         "predicate": {
             "buildDefinition": {
-                "buildType": BUILD_TYPE,
+                # The sandbox profile is part of the build type and the builder id, so a verifier
+                # tells a hermetic build from one with network, or from an unconfined one.
+                "buildType": f"{BUILD_TYPE}?sandbox={profile}",
                 "externalParameters": {"command": req.command, "output": req.output, "env": sorted(req.env)},
-                "internalParameters": {"release_id": req.release_id, "env_allow_list": list(ENV_ALLOW_LIST)},
+                "internalParameters": {
+                    "release_id": req.release_id,
+                    "env_allow_list": list(ENV_ALLOW_LIST),
+                    "sandbox": {"profile": profile, "network": sandbox.PROFILES.get(profile, {"network": True})["network"], "limits": vars(limits) if limits else None},
+                },
                 "resolvedDependencies": dependencies,
             },
             "runDetails": {
-                "builder": {"id": BUILDER_ID},
+                "builder": {"id": f"{BUILDER_ID}/sandbox/{profile}"},
                 "metadata": {
                     "invocationId": req.release_id,
                     "startedOn": started.isoformat().replace("+00:00", "Z"),
@@ -367,38 +393,110 @@ class CommandActivities:
         self.settings = settings
         self.store = store or store_for(settings.state_dir)
 
+    # ------------------------------------------------------------------ confinement
+
+    def profile_for(self, req: CommandRequest) -> str:
+        """The worker's policy picks the profile (the release file only asks for network)."""
+        from signoff.policy import evaluate_query
+
+        try:
+            chosen = evaluate_query("data.signoff.release.sandbox_profile", req.facts, policy_dir=self.settings.policy_dir)
+        except SignoffError as e:
+            raise ApplicationError(str(e), type="PolicyError", non_retryable=True) from e
+        return chosen if chosen in sandbox.PROFILES else sandbox.HERMETIC
+
+    def hidden_paths(self) -> list[Path]:
+        """What no release command may see even when it lies inside its checkout."""
+        paths = {Path(self.settings.state_dir).resolve(), Path(self.settings.key_path).resolve().parent, Path(self.settings.audit_log).resolve().parent}
+        if self.settings.gateway_key_path:
+            paths.add(Path(self.settings.gateway_key_path).resolve().parent)
+        return sorted(paths)
+
+    def confine(self, req: CommandRequest, *, what: str, fresh: bool) -> tuple[Launch, Path, str]:
+        """(how to launch, the working directory inside the workspace, the profile)."""
+        checkout = Path(req.checkout or req.workdir).resolve()
+        workdir = Path(req.workdir).resolve()
+        if not workdir.is_relative_to(checkout):
+            raise ApplicationError(
+                f"the {what} working directory {req.workdir} is outside the release's checkout {checkout}; "
+                "make working_dir a relative path inside it",
+                type="BadWorkdir",
+                non_retryable=True,
+            )
+        if not workdir.is_dir():
+            raise ApplicationError(
+                f"the {what} working directory {workdir} does not exist; set working_dir in the release file to an existing directory",
+                type="BadWorkdir",
+                non_retryable=True,
+            )
+        try:
+            profile = sandbox.choose_profile(self.profile_for(req))
+        except sandbox.SandboxUnavailable as e:
+            raise ApplicationError(str(e), type="SandboxUnavailable", non_retryable=True) from e
+        hidden = self.hidden_paths()
+        workspace = Path(self.settings.state_dir).resolve() / "workspaces" / req.release_id
+        sandbox.prepare_workspace(checkout, workspace, hidden=hidden, fresh=fresh)
+        cwd = workspace / workdir.relative_to(checkout)
+        env = {**command_env(req.env), "PATH": sandbox.sandbox_path(), "HOME": "/tmp", "TMPDIR": "/tmp"}
+        limits = sandbox.Limits.from_env(cpu_seconds=req.timeout_seconds)
+        spec = sandbox.SandboxSpec(command=req.command, source=checkout, workspace=workspace, cwd=cwd, env=env, profile=profile, hidden=hidden)
+        self.limits = limits
+        if profile == sandbox.UNCONFINED:
+            return Launch(spec.argv(), cwd, env, sandbox.preexec(limits, drop=True)), cwd, profile
+        # bwrap starts in /; --chdir puts the command in its workspace
+        return Launch(spec.argv(), Path("/"), {}, sandbox.preexec(limits)), cwd, profile
+
+    def sign_provenance(self, statement: dict[str, Any]) -> dict[str, Any]:
+        """The SLSA statement as a DSSE envelope signed by the orchestrator key (or keyless)."""
+        from signoff.audit import KeyExistsError, canonical_json, init_keys, signer_from_settings, sigstore_enabled
+
+        if not sigstore_enabled() and not Path(self.settings.key_path).exists():
+            with contextlib.suppress(KeyExistsError):
+                init_keys(self.settings.key_path)
+        try:
+            return signer_from_settings(self.settings).sign(canonical_json(statement)).envelope
+        except SignoffError as e:
+            raise ApplicationError(str(e), type="SigningFailed", non_retryable=True) from e
+
+    # ------------------------------------------------------------------ activities
+
     @activity.defn(name="run_build")
     async def run_build(self, req: BuildRequest) -> BuildResult:
-        """Run the build, file its output in the artifact store by sha256 and write provenance."""
+        """Run the build in a fresh workspace, file its output in the artifact store by sha256
+        and write signed provenance that names the sandbox it ran in."""
         started = datetime.now(timezone.utc)
-        outcome = await run_command(req, what="build")
+        launch, workdir, profile = self.confine(req, what="build", fresh=True)
+        outcome = await run_command(req, what="build", launch=launch)
         if outcome.exit_code != 0:
             raise ApplicationError(
                 f"the build command exited with code {outcome.exit_code} (last output: {outcome.last_line}); fix the build and start the release again",
-                {"exit_code": outcome.exit_code, "output_tail": outcome.output[-HEARTBEAT_TAIL_CHARS:]},
+                {"exit_code": outcome.exit_code, "output_tail": outcome.output[-HEARTBEAT_TAIL_CHARS:], "profile": profile},
                 type="BuildFailed",
                 non_retryable=True,
             )
-        workdir = Path(req.workdir)
         output = _inside(workdir, req.output, what="build output")
         if not output.is_file():
             raise ApplicationError(
-                f"the build succeeded but did not produce {req.output} in {workdir}; make the build write it or fix build.output",
+                f"the build succeeded but did not produce {req.output} in its working directory; make the build write it or fix build.output",
                 type="MissingOutput",
                 non_retryable=True,
             )
         digest = self.store.put(output)
         statement = provenance_statement(
-            req=req, subject_name=output.name, digest=digest, started=started, finished=datetime.now(timezone.utc)
+            req=req, subject_name=output.name, digest=digest, started=started, finished=datetime.now(timezone.utc), profile=profile, limits=self.limits
         )
         provenance = self.store.provenance_path_for(digest)
         _write_json_atomically(provenance, statement)
-        activity.logger.info("built %s as %s in %.1fs", req.output, digest, outcome.duration_seconds)
+        envelope = self.sign_provenance(statement)
+        _write_json_atomically(self.store.signed_provenance_path_for(digest), envelope)
+        activity.logger.info("built %s as %s in %.1fs (sandbox %s)", req.output, digest, outcome.duration_seconds, profile)
         return BuildResult(
             digest=digest,
             artifact_path=str(self.store.path_for(digest)),
             output_tail=outcome.output[-HEARTBEAT_TAIL_CHARS:],
             provenance_path=str(provenance),
+            profile=profile,
+            provenance_envelope=envelope,
         )
 
     @activity.defn(name="run_tests")
@@ -410,8 +508,15 @@ class CommandActivities:
         exit 0, failed=1 with the exit code and last output line otherwise. Only a missing
         command, a bad working directory or a timeout raise.
         """
-        outcome = await run_command(req, what="test")
-        report = _inside(Path(req.workdir), req.junit, what="JUnit report") if req.junit else None
+        launch, workdir, profile = self.confine(req, what="test", fresh=False)
+        outcome = await run_command(req, what="test", launch=launch)
+        summary = self.summarise(req, outcome, workdir)
+        summary.profile = profile
+        return summary
+
+    @staticmethod
+    def summarise(req: TestRequest, outcome: CommandOutcome, workdir: Path) -> TestSummary:
+        report = _inside(workdir, req.junit, what="JUnit report") if req.junit else None
         if report is not None and report.is_file():
             try:
                 summary = parse_junit(report)

@@ -14,7 +14,7 @@ import rego.v1
 # Organisation settings; input.config overrides any of them (see README).
 default_config := {
 	"coverage_threshold": null,
-	"require_provenance": false,
+	"require_provenance": true,
 	"production_environments": ["production"],
 	"allow_cli_approvals": true,
 	"gate_timeout": "PT24H",
@@ -164,10 +164,32 @@ denials contains sprintf("artifact %s failed provenance verification: %s", [inpu
 	object.get(input.provenance, "verified", false) != true
 }
 
-denials contains sprintf("artifact %s has no verified provenance and %s requires it", [input.artifact_digest, input.environment]) if {
+# An artifact signoff did not build itself needs a verified Sigstore bundle in production; one
+# it built carries signoff's own signed SLSA provenance (checked again by the deploy activity).
+denials contains sprintf("artifact %s has no verified provenance and %s requires it; build it with signoff or give a Sigstore bundle", [input.artifact_digest, input.environment]) if {
 	not provenance_given
+	not built_by_signoff
 	production
 	config.require_provenance == true
+}
+
+built_by_signoff if input.built_by_signoff == true
+
+# ---------------------------------------------------------------- sandbox
+
+# The profile a release command runs in (activities/sandbox.py). Its input is the command's
+# facts, not the release input: {command, service, environment, requester, agent,
+# network_requested}. A person's release may fetch packages when it asks; an agent's builds and
+# every test run are hermetic.
+sandbox_profile := "fetch" if {
+	input.network_requested == true
+	not is_object(input.agent)
+} else := "hermetic"
+
+denials contains sprintf("the %s ran outside the sandbox (unconfined), which %s does not allow", [command, input.environment]) if {
+	production
+	some command, profile in object.get(input, "sandbox", {})
+	profile == "unconfined"
 }
 
 denials contains sprintf("%d test(s) failed", [input.tests.failed]) if input.tests.failed > 0

@@ -29,7 +29,7 @@ with_paths(ps) := object.union(base, {"paths": ps})
 # ------------------------------------------------------------ config
 
 test_config_defaults_apply_without_input_config if {
-	release.config.require_provenance == false with input as object.remove(base, ["config"])
+	release.config.require_provenance == true with input as object.remove(base, ["config"])
 	release.config.production_environments == ["production"] with input as base
 }
 
@@ -232,8 +232,13 @@ test_deny_provenance_without_verified_field if {
 	count(release.denials) == 1 with input as object.union(object.remove(base, ["provenance"]), {"provenance": {"reason": "?"}})
 }
 
-test_absent_provenance_allowed_by_default if {
-	count(release.denials) == 0 with input as object.union(base, {"provenance": null})
+test_absent_provenance_denied_by_default_in_production if {
+	some d in release.denials with input as object.union(base, {"provenance": null})
+	contains(d, "has no verified provenance")
+}
+
+test_absent_provenance_allowed_outside_production if {
+	count(release.denials) == 0 with input as object.union(base, {"provenance": null, "environment": "staging"})
 }
 
 test_deny_absent_provenance_when_required_in_production if {
@@ -335,4 +340,25 @@ test_high_tier_outside_production_takes_chat_approvals_alone if {
 test_min_signed_is_one_in_production_and_zero_elsewhere if {
 	release.min_signed == 1 with input as base
 	release.min_signed == 0 with input as object.union(base, {"environment": "staging"})
+}
+
+test_sandbox_profile_is_hermetic_unless_a_person_asks_for_network if {
+	release.sandbox_profile == "hermetic" with input as {"command": "build", "agent": null, "network_requested": false}
+	release.sandbox_profile == "fetch" with input as {"command": "build", "agent": null, "network_requested": true}
+	release.sandbox_profile == "hermetic" with input as {"command": "build", "agent": {"id": "bot"}, "network_requested": true}
+}
+
+test_unconfined_build_is_denied_in_production if {
+	some d in release.denials with input as object.union(base, {"sandbox": {"build": "unconfined"}})
+	contains(d, "ran outside the sandbox")
+}
+
+test_unconfined_build_is_allowed_outside_production if {
+	count(release.denials) == 0 with input as object.union(base, {"environment": "staging", "sandbox": {"build": "unconfined"}})
+}
+
+test_production_needs_provenance_unless_signoff_built_it if {
+	some d in release.denials with input as object.union(base, {"provenance": null, "built_by_signoff": false})
+	contains(d, "has no verified provenance")
+	count(release.denials) == 0 with input as object.union(base, {"provenance": null, "built_by_signoff": true})
 }

@@ -122,6 +122,7 @@ class BuildSpec(Strict):
     command: str
     output: str = Field(description="path (relative to the working directory) of the built artifact")
     timeout_seconds: int = Field(default=600, gt=0)
+    network: bool = Field(default=False, description="ask for the network (a package download); the policy decides")
 
 
 class TestSpec(Strict):
@@ -130,6 +131,7 @@ class TestSpec(Strict):
     junit: str | None = Field(default=None, description="JUnit XML report written by the command")
     coverage: float | None = Field(default=None, ge=0, le=100)
     timeout_seconds: int = Field(default=900, gt=0)
+    network: bool = Field(default=False, description="ask for the network; the policy decides")
 
 
 class ProvenanceSpec(Strict):
@@ -413,6 +415,7 @@ class TestSummary(Open):
     errors: int = 0
     failures: list[str] = Field(default_factory=list)
     coverage: float | None = None
+    profile: str | None = Field(default=None, description="the sandbox profile the tests ran in")
 
 
 class ProvenanceResult(Open):
@@ -457,6 +460,7 @@ class ReleaseStatus(Open):
     history: list[dict[str, Any]] = Field(default_factory=list)
     started_by: dict[str, Any] | None = Field(default=None, description="the authenticated principal that started it")
     refusals: list[RefusalRecord] = Field(default_factory=list, description="refused starts, promotes and aborts (gate refusals are in gates)")
+    sandbox: dict[str, str] = Field(default_factory=dict, description="the sandbox profile each release command ran in (build, test)")
     started_at: datetime | None = None
     updated_at: datetime | None = None
     workflow_id: str | None = None
@@ -467,13 +471,15 @@ class ReleaseStatus(Open):
 
 
 class CommandRequest(Open):
-    """Run a user-configured command (build or test) as a subprocess."""
+    """Run a user-configured command (build or test) in the sandbox (activities/sandbox.py)."""
 
     release_id: str
     command: str
     workdir: str
     timeout_seconds: int = 600
     env: dict[str, str] = Field(default_factory=dict)
+    checkout: str | None = Field(default=None, description="the release's source tree; workdir and every path must lie inside it")
+    facts: dict[str, Any] = Field(default_factory=dict, description="input of the policy's sandbox_profile decision")
 
 
 class BuildResult(Open):
@@ -481,6 +487,8 @@ class BuildResult(Open):
     artifact_path: str
     output_tail: str = ""
     provenance_path: str | None = None
+    profile: str = Field(default="", description="the sandbox profile the build ran in (hermetic, fetch, unconfined)")
+    provenance_envelope: dict[str, Any] | None = Field(default=None, description="the signed SLSA provenance (DSSE)")
 
 
 class TestRequest(CommandRequest):

@@ -45,6 +45,7 @@ def build_policy_input(
     provenance: ProvenanceResult | None,
     now: datetime,
     config: dict[str, Any] | None = None,
+    sandbox: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The facts about one release that the policy decides on (see policies/README.md).
 
@@ -81,6 +82,8 @@ def build_policy_input(
             "issuer": provenance.issuer,
         },
         "artifact_digest": digest,
+        "built_by_signoff": spec.build is not None,
+        "sandbox": dict(sandbox or {}),
         "time": _iso_utc(now),
         "config": merged_config,
     }

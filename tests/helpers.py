@@ -102,7 +102,7 @@ def release_spec(**overrides: Any) -> ReleaseFile:
     doc: dict[str, Any] = {
         "service": "checkout",
         "requested_by": "dana@example.com",
-        "environment": "production",
+        "environment": "staging",  # production would need provenance for a digest signoff did not build
         "change": {"summary": "docs tweak", "paths": ["docs/checkout.md"]},
         "artifact": DIGEST_A,
         "deploy": {"target": "command", "settings": {"deploy": "true", "current": "true", "rollback": "true"}},

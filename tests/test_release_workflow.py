@@ -29,10 +29,27 @@ from tests.helpers import REPO, running_worker, wait_for, wait_phase
 
 pytestmark = pytest.mark.asyncio
 
-PY = shlex.quote(sys.executable)
-BUILD_PY = shlex.quote(str(REPO / "examples" / "service" / "build.py"))
-SELFTEST_PY = shlex.quote(str(REPO / "examples" / "selftest.py"))
+# Release commands run in the sandbox, which sees the release's checkout (the test's tmp
+# directory, holding a copy of the example service) and nothing else of this machine.
+PY = "python3"
+BUILD_PY = "service/build.py"
+SELFTEST_PY = "selftest.py"
 BUILD_GOOD = f"{PY} {BUILD_PY} --flavour good --out dist/checkout.pyz"
+
+
+@pytest.fixture(autouse=True)
+def checkout(tmp_path: Path) -> Path:
+    """The test's tmp directory as a release checkout: the example service and its self-test."""
+    import shutil
+
+    shutil.copytree(REPO / "examples" / "service", tmp_path / "service", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "examples" / "selftest.py", tmp_path / "selftest.py")
+    return tmp_path
+
+
+def workspace(release_id: str) -> Path:
+    """Where the release's commands ran (a copy of the checkout they could write)."""
+    return Settings.from_env().state_dir / "workspaces" / release_id
 
 
 def rid() -> str:
@@ -119,13 +136,15 @@ async def test_builds_tests_decides_and_deploys_the_built_digest(client: Client,
         done = await sc.wait(r, timeout=80)
 
     assert done.phase.value == "succeeded", done.reason
-    built = tmp_path / "dist" / "checkout.pyz"
+    built = workspace(r) / "dist" / "checkout.pyz"
     digest = "sha256:" + hashlib.sha256(built.read_bytes()).hexdigest()
+    assert not (tmp_path / "dist").exists()  # the checkout itself was read-only to the build
     assert done.artifact_digest == digest
     assert done.outcome == "succeeded" and digest in (done.reason or "")
     assert [h["phase"] for h in done.history] == ["building", "testing", "deciding", "promoting", "succeeded"]
     assert done.tests is not None and (done.tests.passed, done.tests.failed, done.tests.errors) == (3, 0, 0)
-    assert (tmp_path / "reports" / "junit.xml").is_file()
+    assert (workspace(r) / "reports" / "junit.xml").is_file()
+    assert done.sandbox == {"build": "hermetic", "test": "hermetic"}
     assert done.tier == "low" and done.policy is not None and len(done.policy.policy_sha256) == 64
     assert done.gates == []
     assert deployed(log) == [f"deploy checkout {digest} 100"]

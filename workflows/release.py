@@ -182,6 +182,8 @@ class ReleaseWorkflow:
                 output=self.spec.build.output,
                 workdir=self.workdir(),
                 timeout_seconds=self.spec.build.timeout_seconds,
+                checkout=self.args.base_dir,
+                facts=self.sandbox_facts("build", self.spec.build.network),
             ),
             BuildResult,
             timeout=timedelta(seconds=self.spec.build.timeout_seconds + 30),
@@ -192,7 +194,14 @@ class ReleaseWorkflow:
         self.status.artifact_digest = result.digest
         self.artifact_path = result.artifact_path
         self.provenance_path = result.provenance_path
-        self.record("build", "succeeded", [f"built {result.digest}"], {"artifact": result.digest})
+        if result.profile:
+            self.status.sandbox["build"] = result.profile
+        self.record(
+            "build",
+            "succeeded",
+            [f"built {result.digest} in the {result.profile or 'unrecorded'} sandbox"],
+            {"artifact": result.digest, "sandbox": result.profile, "provenance": result.provenance_envelope},
+        )
 
     async def test(self) -> None:
         """Run the tests; any failure ends the release with the failing test names."""
@@ -208,6 +217,8 @@ class ReleaseWorkflow:
                 junit=self.spec.test.junit,
                 coverage=self.spec.test.coverage,
                 timeout_seconds=self.spec.test.timeout_seconds,
+                checkout=self.args.base_dir,
+                facts=self.sandbox_facts("test", self.spec.test.network),
             ),
             TestSummary,
             timeout=timedelta(seconds=self.spec.test.timeout_seconds + 30),
@@ -216,6 +227,8 @@ class ReleaseWorkflow:
             what="the tests",
         )
         self.status.tests = summary
+        if summary.profile:
+            self.status.sandbox["test"] = summary.profile
         outcome = "failed" if summary.failed or summary.errors else "passed"
         self.record("tests", outcome, summary.failures[:20], summary.model_dump(mode="json"))
         if outcome == "failed":
@@ -261,6 +274,7 @@ class ReleaseWorkflow:
             tests=self.status.tests,
             provenance=self.status.provenance,
             now=workflow.now(),
+            sandbox=self.status.sandbox,
         )
         decision: PolicyDecision = await self.act(
             "evaluate_policy",
@@ -524,6 +538,18 @@ class ReleaseWorkflow:
 
     def digest(self) -> str:
         return self.status.artifact_digest or "sha256:" + "0" * 64
+
+    def sandbox_facts(self, what: str, network: bool) -> dict[str, Any]:
+        """What the worker's policy chooses the sandbox profile on (the file only asks)."""
+        spec = self.spec
+        return {
+            "command": what,
+            "service": spec.service,
+            "environment": spec.environment,
+            "requester": spec.requested_by,
+            "agent": None if spec.agent is None else {"id": spec.agent.id},
+            "network_requested": network,
+        }
 
     def workdir(self) -> str:
         base = self.args.base_dir

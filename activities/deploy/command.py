@@ -59,6 +59,16 @@ class CommandTarget:
             )
         self.templates = {k: str(options[k]) for k in ("deploy", "rollback", "current") if options.get(k)}
         self.timeout = int(options.get("timeout", 300))
+        allowed = {n.strip() for n in os.environ.get("SIGNOFF_DEPLOY_PASS_ENV", "").split(",") if n.strip()}
+        refused = sorted(str(k) for k in options.get("pass_env", []) if str(k) not in allowed)
+        if refused:
+            # The worker decides which of its variables a release's commands may see; a release
+            # file naming SLACK_BOT_TOKEN gets nothing.
+            raise DeployError(
+                f"deploy.settings.pass_env names {', '.join(refused)}, which the worker does not pass to deploy commands; "
+                "ask an operator to add it to SIGNOFF_DEPLOY_PASS_ENV",
+                kind="BadTargetSettings",
+            )
         extra = {k: os.environ[k] for k in options.get("pass_env", []) if k in os.environ}
         extra.update({str(k): str(v) for k, v in (options.get("env") or {}).items()})
         self.env = command_env(extra)

@@ -107,7 +107,15 @@ class GitopsTarget:
         self._git("checkout", "--quiet", *([self.branch] if exists else ["-b", self.branch]))
 
     def manifest_path(self, service: str) -> str:
-        return self.manifest_template.replace("{service}", service)
+        """The manifest's path inside the repository; one that resolves outside it is refused."""
+        relative = self.manifest_template.replace("{service}", service)
+        resolved = (self.repo / relative).resolve()
+        if Path(relative).is_absolute() or not resolved.is_relative_to(self.repo):
+            raise DeployError(
+                f"deploy.settings.manifest {self.manifest_template!r} points outside the repository {self.repo}; give a path inside it",
+                kind="BadTargetSettings",
+            )
+        return relative
 
     def _read(self, service: str) -> dict[str, Any]:
         path = self.repo / self.manifest_path(service)

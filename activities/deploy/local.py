@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from activities.artifacts import ArtifactNotFound, ArtifactStore, store_for
+from activities.artifacts import ArtifactNotFound, ArtifactStore, ArtifactTampered, store_for
 from activities.deploy.base import (
     ActionLog,
     DeployError,
@@ -235,6 +235,8 @@ class LocalTarget:
     def _start(self, service: str, track: str, digest: str) -> dict[str, Any]:
         try:
             artifact = self.store.get(digest)
+        except ArtifactTampered as e:
+            raise DeployError(str(e), kind="ArtifactTampered") from e
         except ArtifactNotFound as e:
             raise DeployError(
                 f"artifact {digest} is not in the artifact store at {self.store.root}; build it with signoff (or store it there) before deploying it locally",
