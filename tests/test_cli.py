@@ -245,7 +245,10 @@ async def test_policy_eval_denial_exits_1(tmp_path: Path) -> None:
     path = write(tmp_path, "ci.yaml", {**VALID, "agent": {"id": "release-bot"}, "change": {"summary": "ci", "paths": [".github/workflows/x.yml"]}})
     run = await signoff("policy", "eval", str(path), "--json")
     assert run.code == 1
-    assert run.json()["denials"] == ["agent release-bot changes CI configuration (.github/workflows/x.yml) without a human co-requester"]
+    denials = run.json()["denials"]
+    assert "agent release-bot changes CI configuration (.github/workflows/x.yml) without a human co-requester" in denials
+    # a digest signoff did not build, with no Sigstore bundle, is not shipped to production either
+    assert any("has no verified provenance and production requires it" in d for d in denials) and len(denials) == 2
 
 
 async def test_verify_real_sigstore_bundle() -> None:

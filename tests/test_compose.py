@@ -155,19 +155,44 @@ def test_every_service_the_stack_needs_is_defined() -> None:
     assert (REPO / "examples" / "service" / "build.py").is_file()
 
 
+WORKER_ONLY = {
+    "SIGNOFF_KEY_PATH", "SIGNOFF_JIRA_TOKEN", "SIGNOFF_DEPLOY_PASS_ENV", "SIGNOFF_BWRAP", "SIGNOFF_UNSAFE_UNCONFINED",
+    "SIGNOFF_SANDBOX_CPU_SECONDS", "SIGNOFF_SANDBOX_MEMORY_BYTES", "SIGNOFF_SANDBOX_FILE_BYTES", "SIGNOFF_SANDBOX_PROCESSES",
+}
+GATEWAY_ONLY = {"SIGNOFF_GATEWAY_KEY", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SIGNOFF_JIRA_WEBHOOK_SECRET"}
+
+
 def test_worker_and_gateway_set_exactly_the_variables_our_code_reads() -> None:
     services = _compose()["services"]
     worker, gateway = _environment(services["worker"]), _environment(services["gateway"])
-    assert set(worker) == set(gateway), "worker and gateway read the same Settings and must get the same variables"
+    assert set(worker) - WORKER_ONLY == set(gateway) - GATEWAY_ONLY, "besides their own secrets, both read the same Settings"
 
     read, prefixes = code_variable_names()
     assert "SIGNOFF_TEMPORAL_ADDRESS" in read and "SIGNOFF_STATE_DIR" in read, "the source scan found nothing; is the layout the same?"
     expected = read | CONTRACT_VARIABLES
-    missing = expected - set(worker) - CALLER_VARIABLES
-    assert not (CALLER_VARIABLES & set(worker)), "a caller's own credential never belongs in a service's environment"
+    both = set(worker) | set(gateway)
+    missing = expected - both - CALLER_VARIABLES
+    assert not (CALLER_VARIABLES & both), "a caller's own credential never belongs in a service's environment"
     assert not missing, f"docker-compose.yml does not set {sorted(missing)}, which the code reads; add them to x-signoff-env"
-    unknown = {n for n in set(worker) - expected if not any(n.startswith(p) for p in prefixes)}
+    unknown = {n for n in both - expected if not any(n.startswith(p) for p in prefixes)}
     assert not unknown, f"docker-compose.yml sets {sorted(unknown)}, which no code reads; remove them or fix the name"
+
+
+def test_secrets_are_split_between_worker_and_gateway() -> None:
+    """The signing key only in the worker; Slack/Jira inbound secrets and the attestation key
+    only in the gateway; no volume shared between the two."""
+    services = _compose()["services"]
+    worker, gateway = _environment(services["worker"]), _environment(services["gateway"])
+    assert WORKER_ONLY <= set(worker) and not (WORKER_ONLY & set(gateway))
+    assert GATEWAY_ONLY <= set(gateway) and not (GATEWAY_ONLY & set(worker))
+
+    def named_volumes(service: dict[str, Any]) -> set[str]:
+        return {str(v).split(":", 1)[0] for v in service.get("volumes", []) if not str(v).startswith((".", "/"))}
+
+    assert not (named_volumes(services["worker"]) & named_volumes(services["gateway"]))
+    key_dir = worker["SIGNOFF_KEY_PATH"].rsplit("/", 1)[0]
+    assert any(str(v).endswith(":" + key_dir) for v in services["worker"]["volumes"])
+    assert not any(key_dir in str(v) for v in services["gateway"].get("volumes", []))
 
 
 def test_secrets_come_from_the_environment_never_literal_values() -> None:

@@ -29,6 +29,7 @@ from activities.runner import CommandActivities
 from signoff.audit import init_keys
 from signoff.config import Settings
 from signoff.models import BuildRequest, DeploySpec, TestRequest
+from signoff.trust.evidence import EvidenceRefused
 from tests.helpers import REPO
 from tests.test_runner import processes_running, unique_sleep
 
@@ -236,3 +237,39 @@ async def test_tests_run_confined_in_the_builds_workspace(settings: Settings, ch
         TestRequest(release_id=req.release_id, command="test -f out.bin && ! test -w /source/README.md", workdir=str(checkout), checkout=str(checkout)),
     )
     assert (summary.passed, summary.failed, summary.profile) == (1, 0, "hermetic")
+
+
+async def test_the_actuator_reads_the_build_profile_from_signed_provenance_only(settings: Settings, checkout: Path) -> None:
+    """A build's provenance is checked again before shipping: a rewritten one is refused."""
+    import base64
+    import json
+
+    from activities.deploy import DeployActivities
+    from signoff.models import DeployRequest, Evidence
+    from tests.helpers import release_spec
+    from tests.test_trust_boundary import signed
+
+    req = build(checkout, "printf shipped-bytes > out.bin")
+    result, error = await run_build(settings, req)
+    assert error is None and result is not None
+    spec = release_spec(artifact=None, build={"command": req.command, "output": "out.bin"})
+    from signoff.trust.evidence import spec_sha256
+
+    start = signed("dana@example.com", action="start_release", subject=req.release_id, body={"spec_sha256": spec_sha256(spec)}, channel="api")
+    deploy = DeployRequest(
+        release_id=req.release_id, service="checkout", digest=result.digest, weight=100,  # type: ignore[union-attr]
+        target=spec.deploy, evidence=Evidence(release_id=req.release_id, spec=spec, start_proof=start),
+    )
+    actuator = DeployActivities(settings)
+    assert "evidence verified" in actuator.check_evidence(deploy)
+    signed_path = store_for(settings.state_dir).signed_provenance_path_for(result.digest)  # type: ignore[union-attr]
+    envelope = json.loads(signed_path.read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    statement["predicate"]["buildDefinition"]["internalParameters"]["sandbox"]["profile"] = "fetch"
+    envelope["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    signed_path.write_text(json.dumps(envelope))
+    with pytest.raises(EvidenceRefused, match="not signed by the orchestrator key"):
+        actuator.check_evidence(deploy)
+    signed_path.unlink()
+    with pytest.raises(EvidenceRefused, match="signed provenance cannot be read"):
+        actuator.check_evidence(deploy)

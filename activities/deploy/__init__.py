@@ -82,12 +82,42 @@ class DeployActivities:
             )
         if req.evidence.release_id != req.release_id or req.evidence.spec.service != req.service:
             raise EvidenceRefused(f"refused to ship {req.digest[:19]}…: the evidence is for another release or service")
+        sandbox: dict[str, str] = {}
+        if req.evidence.spec.build is not None:
+            sandbox["build"] = self.verified_build_profile(req.digest)
+        if req.evidence.tests is not None and req.evidence.tests.profile:
+            sandbox["test"] = req.evidence.tests.profile
         return check_evidence(
             req.evidence,
             digest=req.digest,
             registry=self.trust.current(),
             decide=lambda facts: self.policy.decide(PolicyRequest(input=facts)),
+            sandbox=sandbox,
         )
+
+    def verified_build_profile(self, digest: str) -> str:
+        """The sandbox profile from the build's *signed* provenance (verified with the
+        orchestrator key), not from what the workflow says; no valid provenance, no ship."""
+        import json
+
+        from activities.artifacts import store_for
+        from signoff.audit import keyid_for, load_public_key, statement_of
+        from signoff.trust.dsse import envelope_signed_by
+
+        path = store_for(self.settings.state_dir).signed_provenance_path_for(digest)
+        try:
+            envelope = json.loads(path.read_text())
+            key = load_public_key(self.settings.key_path)
+            statement = statement_of(envelope)
+        except (OSError, ValueError, SignoffError) as e:
+            raise EvidenceRefused(f"refused to ship {digest[:19]}…: signoff built it but its signed provenance cannot be read ({e})") from e
+        if envelope_signed_by(envelope, {keyid_for(key): key}) is None:
+            raise EvidenceRefused(f"refused to ship {digest[:19]}…: its build provenance is not signed by the orchestrator key")
+        subjects = [s.get("digest", {}).get("sha256") for s in statement.get("subject", []) if isinstance(s, dict)]
+        if digest.split(":", 1)[1] not in subjects:
+            raise EvidenceRefused(f"refused to ship {digest[:19]}…: its signed build provenance is about another artifact")
+        internal = statement.get("predicate", {}).get("buildDefinition", {}).get("internalParameters", {})
+        return str((internal.get("sandbox") or {}).get("profile") or "unconfined")
 
     async def _call(self, spec: DeploySpec, fn: Callable[[DeploymentTarget], T]) -> T:
         def run() -> T:

@@ -88,6 +88,7 @@ def check_evidence(
     registry: Registry,
     decide: Callable[[dict[str, Any]], PolicyDecision],
     now: datetime | None = None,
+    sandbox: dict[str, str] | None = None,
 ) -> str:
     """None-raising when shipping `digest` is allowed; returns a one-line summary for the log."""
     spec = evidence.spec
@@ -98,7 +99,9 @@ def check_evidence(
     requester, why = judge_start(start.kind, start.id, start.agent, spec)
     if why:
         raise EvidenceRefused(f"refused to ship {digest[:19]}…: {why}")
-    facts = build_policy_input(spec, digest=digest, tests=evidence.tests, provenance=evidence.provenance, now=now or datetime.now(timezone.utc))
+    facts = build_policy_input(
+        spec, digest=digest, tests=evidence.tests, provenance=evidence.provenance, now=now or datetime.now(timezone.utc), sandbox=sandbox
+    )
     decision = decide(facts)
     if decision.denials:
         raise EvidenceRefused(f"refused to ship {digest[:19]}…: the worker's policy denies it ({'; '.join(decision.denials)})")
