@@ -29,6 +29,7 @@ BENCHMARKS: list[tuple[str, str, str, list[str], int]] = [
     ("release_overhead", "bench_release_overhead.py", "release_overhead.json", ["--quick"], 900),
     ("rollback", "bench_rollback.py", "rollback.json", ["--quick"], 900),
     ("capacity", "bench_capacity.py", "capacity.json", ["--quick"], 3600),
+    ("sandbox", "bench_sandbox.py", "sandbox.json", ["--n", "20"], 300),
 ]
 
 
@@ -56,6 +57,14 @@ def _round(value: Any) -> str:
 
 def _known(name: str, doc: dict[str, Any]) -> tuple[str, str, str]:
     """(ours, baseline, ratio / verdict) for the benchmarks whose JSON shape we know."""
+    if name == "sandbox":
+        commands = doc.get("commands") or {}
+        true_cmd = commands.get("true") or {}
+        return (
+            f"added median {_round(true_cmd.get('added_median_ms'))} ms per command",
+            f"bare `true` median {_round(true_cmd.get('bare_median_ms'))} ms",
+            "meets ≤ 50 ms" if doc.get("meets_target") else "MISSES ≤ 50 ms",
+        )
     if name == "policy":
         return (f"median {_ms(doc, 'evaluate_full', 'median_ms')}, p99 {_ms(doc, 'evaluate_full', 'p99_ms')}",
                 f"trivial rule {_ms(doc, 'baseline_trivial_rule', 'median_ms')}", "in-process")

@@ -156,6 +156,7 @@ async def test_prometheus_down_mid_canary_pauses_inconclusive_then_rolls_back(
             "requested_by": "dana@example.com",
             "change": {"summary": "canary while Prometheus dies", "paths": ["docs/x.md"]},
             "artifact": DIGEST_A,
+            "environment": "staging",  # a digest signoff did not build needs Sigstore provenance in production
             "deploy": {
                 "target": "command",
                 "settings": {

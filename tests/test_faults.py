@@ -200,6 +200,7 @@ async def test_worker_killed_mid_canary_resumes_at_the_same_step_without_redeplo
             "requested_by": "dana@example.com",
             "change": {"summary": "canary under a crash", "paths": ["docs/x.md"]},
             "artifact": DIGEST_A,
+            "environment": "staging",  # a digest signoff did not build needs Sigstore provenance in production
             "deploy": {
                 "target": "command",
                 "settings": {

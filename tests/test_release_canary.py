@@ -47,12 +47,20 @@ def build(tmp_path: Path, flavour: str) -> str:
     return str(out)
 
 
+def checkout(path: Path) -> Path:
+    """A release checkout holding the example service (release commands see only their checkout)."""
+    import shutil
+
+    shutil.copytree(REPO / "examples" / "service", path / "service", ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    return path
+
+
 def canary_release(flavour: str, **extra: Any) -> ReleaseFile:
     doc: dict[str, Any] = {
         "service": "checkout",
         "requested_by": "dana@example.com",
         "change": {"summary": f"ship {flavour}", "paths": ["docs/notes.md"]},
-        "build": {"command": f"{sys.executable} {REPO}/examples/service/build.py --flavour {flavour} --out dist/c.pyz", "output": "dist/c.pyz"},
+        "build": {"command": f"python3 service/build.py --flavour {flavour} --out dist/c.pyz", "output": "dist/c.pyz"},
         "deploy": {"target": "local"},
         "canary": {
             "steps": [{"set_weight": 30}, {"analysis": ["error-rate"]}, {"set_weight": 60}, {"analysis": ["error-rate"]}],
@@ -84,14 +92,14 @@ async def test_good_promoted_then_bad_rolled_back(client: Client, task_queue: st
     async with running_worker(client, task_queue) as sc:
         # The first release has nothing to canary against: it becomes the stable.
         (tmp_path / "a").mkdir()
-        first = await sc.start_release(canary_release("good", canary=None), release_id=f"base-{uuid.uuid4().hex[:6]}", base_dir=tmp_path / "a")
+        first = await sc.start_release(canary_release("good", canary=None), release_id=f"base-{uuid.uuid4().hex[:6]}", base_dir=checkout(tmp_path / "a"))
         base = await wait_phase(sc, first.release_id, "succeeded", timeout=120)
         good_digest = base.artifact_digest
         assert good_digest
 
         bad_id = f"bad-{uuid.uuid4().hex[:6]}"
         (tmp_path / "b").mkdir()
-        await sc.start_release(canary_release("bad", remediation_runbook="restart-service"), release_id=bad_id, base_dir=tmp_path / "b")
+        await sc.start_release(canary_release("bad", remediation_runbook="restart-service"), release_id=bad_id, base_dir=checkout(tmp_path / "b"))
         done = await wait_for(sc, bad_id, lambda s: s.phase.is_final, timeout=180)
         assert done.phase.value == "rolled_back", done.reason
         assert done.previous_digest == good_digest
@@ -112,10 +120,10 @@ async def test_good_goes_through_every_step(client: Client, task_queue: str, sta
     async with running_worker(client, task_queue) as sc:
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()
-        base = await sc.start_release(canary_release("bad", canary=None), release_id=f"base-{uuid.uuid4().hex[:6]}", base_dir=tmp_path / "a")
+        base = await sc.start_release(canary_release("bad", canary=None), release_id=f"base-{uuid.uuid4().hex[:6]}", base_dir=checkout(tmp_path / "a"))
         await wait_phase(sc, base.release_id, "succeeded", timeout=120)
         good_id = f"good-{uuid.uuid4().hex[:6]}"
-        await sc.start_release(canary_release("good"), release_id=good_id, base_dir=tmp_path / "b")
+        await sc.start_release(canary_release("good"), release_id=good_id, base_dir=checkout(tmp_path / "b"))
         done = await wait_for(sc, good_id, lambda s: s.phase.is_final, timeout=180)
         assert done.phase.value == "succeeded", done.reason
         assert done.canary is not None
@@ -143,7 +151,7 @@ async def test_indefinite_pause_promoted_and_manual_abort(client: Client, task_q
         rid = f"pause-{uuid.uuid4().hex[:6]}"
         spec_file = ReleaseFile.model_validate({
             "service": "checkout", "requested_by": "dana@example.com", "change": {"summary": "x", "paths": ["docs/x.md"]},
-            "artifact": "sha256:" + "c" * 64, "deploy": deploy, "canary": spec,
+            "artifact": "sha256:" + "c" * 64, "environment": "staging", "deploy": deploy, "canary": spec,
         })
         await sc.start_release(spec_file, release_id=rid)
         await wait_for(sc, rid, lambda s: bool(s.canary and s.canary.paused))
