@@ -362,3 +362,8 @@ test_production_needs_provenance_unless_signoff_built_it if {
 	contains(d, "has no verified provenance")
 	count(release.denials) == 0 with input as object.union(base, {"provenance": null, "built_by_signoff": true})
 }
+
+test_built_by_signoff_reads_the_input_flag if {
+	release.built_by_signoff with input as object.union(base, {"built_by_signoff": true})
+	not release.built_by_signoff with input as object.union(base, {"built_by_signoff": false})
+}

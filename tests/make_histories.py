@@ -51,9 +51,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 DEFAULT_OUT = REPO / "tests" / "histories"
-PY = shlex.quote(sys.executable)
-BUILD_PY = shlex.quote(str(REPO / "examples" / "service" / "build.py"))
-SELFTEST_PY = shlex.quote(str(REPO / "examples" / "selftest.py"))
+# Release commands run in the sandbox and see only their checkout: each scenario's directory
+# holds a copy of the example service and its self-test.
+PY = "python3"
+BUILD_PY = "service/build.py"
+SELFTEST_PY = "selftest.py"
 
 
 def log(message: str) -> None:
@@ -91,6 +93,9 @@ class Scenarios:
     def dir(self, name: str) -> Path:
         path = self.work / name
         path.mkdir(parents=True, exist_ok=True)
+        if not (path / "service").exists():
+            shutil.copytree(REPO / "examples" / "service", path / "service", ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copy(REPO / "examples" / "selftest.py", path / "selftest.py")
         return path
 
     def command_target(self, name: str) -> dict[str, Any]:
@@ -209,10 +214,7 @@ class Scenarios:
         # No agent and docs-only paths keep the policy's gates out of this story (the gated
         # scenario covers gates); the build, test, local target and canary are the examples'.
         human = {"agent": None, "change": {"summary": "canary story", "paths": ["docs/checkout.md"]}}
-        base = self.dir("release-rolled-back")
-        for name in ("service", "selftest.py"):
-            src = examples / name
-            (shutil.copytree if src.is_dir() else shutil.copy)(src, base / name)
+        base = self.dir("release-rolled-back")  # holds the example service and self-test
         stable_id = "release-rolled-back-stable"
         await self.sc.start_release(good.model_copy(update={**human, "canary": None}), release_id=stable_id, base_dir=base)
         await self.finish(stable_id, "succeeded", timeout=180)

@@ -204,9 +204,11 @@ def test_failed_provenance_is_denied_in_any_environment() -> None:
 
 
 def test_absent_provenance_is_denied_only_when_required_in_production() -> None:
-    assert evaluate(document(provenance=None)).denials == []
-    required = evaluate(document(provenance=None, config={"require_provenance": True}))
-    assert required.denials == [f"artifact {DIGEST} has no verified provenance and production requires it"]
+    """Required by default in production, unless signoff built the artifact itself."""
+    message = f"artifact {DIGEST} has no verified provenance and production requires it; build it with signoff or give a Sigstore bundle"
+    assert evaluate(document(provenance=None)).denials == [message]
+    assert evaluate(document(provenance=None, built_by_signoff=True)).denials == []
+    assert evaluate(document(provenance=None, config={"require_provenance": False})).denials == []
     assert evaluate(document(provenance=None, environment="staging", config={"require_provenance": True})).denials == []
 
 
@@ -323,6 +325,8 @@ def test_build_policy_input_is_the_documented_document() -> None:
         "tests": {"passed": 5, "failed": 1, "skipped": 2, "errors": 0, "coverage": 75.5},
         "provenance": {"verified": False, "reason": "wrong issuer", "identity": None, "issuer": None},
         "artifact_digest": DIGEST,
+        "built_by_signoff": False,
+        "sandbox": {},
         "time": "2025-03-01T12:00:00Z",
         "config": {"coverage_threshold": 80.0, "require_provenance": True},
     }
@@ -363,7 +367,10 @@ def test_evaluate_release_file(tmp_path: Path) -> None:
     )
     decision = evaluate_release_file(release, now=NOW)
     assert decision.tier == "high"
-    assert decision.denials == ["agent release-bot changes CI configuration (.github/workflows/ci.yml) without a human co-requester"]
+    assert decision.denials == [
+        "agent release-bot changes CI configuration (.github/workflows/ci.yml) without a human co-requester",
+        f"artifact {DIGEST} has no verified provenance and production requires it; build it with signoff or give a Sigstore bundle",
+    ]
     assert decision.policy_sha256 == policy_sha256()
     out = decision.model_dump(mode="json")
     assert out["gates"][0]["timeout"] == "P1D"  # pydantic writes 24 h as ISO-8601 P1D
