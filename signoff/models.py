@@ -360,6 +360,7 @@ class GateStatus(Open):
     quotas: dict[str, int] = Field(default_factory=dict)
     from_groups: list[str] = Field(default_factory=list)
     channels: list[str] = Field(default_factory=list)
+    min_signed: int = 0
     approvals: list[ApprovalRecord] = Field(default_factory=list)
     refusals: list[RefusalRecord] = Field(default_factory=list)
     rejections: list[ApprovalRecord] = Field(default_factory=list)

@@ -423,3 +423,31 @@ async def test_audit_export_verifies_approvals_offline_and_catches_a_changed_sig
     assert not tampered["ok"]
     assert any("proof whose signature does not verify with person:alice@example.com's keys" in p for p in tampered["problems"])
     assert any("not signed by the orchestrator key" in p for p in tampered["problems"])
+
+
+async def test_high_tier_production_gate_is_not_met_by_chat_clicks_alone(client: Client, task_queue: str, tmp_path: Path) -> None:
+    """Chat buttons cannot enforce MFA or device trust: the default policy asks one approval of a
+    high-risk production change to be signed by the person (CLI key or OIDC)."""
+    async with running_worker(client, task_queue) as sc:
+        r = rid()
+        spec = release_spec(
+            environment="production",
+            agent={"id": "release-bot"},
+            change={"summary": "agent edits the cart", "paths": ["src/checkout/cart.py"]},
+            artifact=None,
+            build={"command": "printf cart > out.bin", "output": "out.bin"},
+        )
+        await sc.start_release(spec, release_id=r, base_dir=tmp_path)
+        status = await wait_phase(sc, r, "awaiting_approval")
+        digest = status.artifact_digest
+        assert status.tier == "high" and status.gates[0].min_signed == 1 and status.sandbox == {"build": "hermetic"}
+        for who in (CAROL, ALICE):  # sre + release manager, both by Slack click
+            result = await sc.submit_approval(attested(ApprovalAttempt(release_id=r, identity=who, channel="slack", digest=digest)))
+            assert result.accepted, result.reason
+        waiting = await sc.status(r)
+        assert waiting.gates[0].state == "open" and len(waiting.gates[0].approvals) == 2
+        assert "1 signed by the person" in waiting.gates[0].progress
+        bob = await sc.submit_approval(ApprovalAttempt(release_id=r, identity=BOB, channel="cli", digest=digest))
+        assert bob.accepted and bob.gate is not None and bob.gate.state == "approved"
+        done = await wait_phase(sc, r, "succeeded")
+        assert {a.method.split(":")[0] for a in done.gates[0].approvals} == {"gateway", "key"}

@@ -76,6 +76,7 @@ class ApprovalGate:
             quotas=dict(spec.quotas),
             from_groups=list(spec.from_groups),
             channels=list(spec.channels),
+            min_signed=spec.min_signed,
         )
         return cls(spec=spec, status=status, **kwargs)  # type: ignore[arg-type]
 
