@@ -26,10 +26,10 @@ import contextlib
 import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -367,33 +367,63 @@ class RunbookActivities:
             )
         if request.dry_run:
             return self._result(request, f"run {args.path} (sha256 {actual[:12]}… verified) with arguments {args.args}")
-        # Run the bytes that were hashed, not the path again, so the file cannot change in between.
-        fd, copy = tempfile.mkstemp(suffix=script.suffix, prefix="runbook-script-")
+        # Run the bytes that were hashed, not the path again, so the file cannot change in between,
+        # confined like every release command (activities/sandbox.py): a copy of the runbook
+        # directory as its workspace, no network, nothing of the worker's state in view.
+        from activities import sandbox
+
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            # What the script may want to log; the reduced environment keeps worker secrets out.
-            env = command_env({"RUNBOOK_RUN_ID": request.run_id, "RUNBOOK_NAME": request.runbook, "RUNBOOK_STEP": request.step.name})
-            timeout = request.step.timeout.total_seconds()
-            with subprocess.Popen(
-                [interpreter, copy, *args.args], cwd=str(base), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-            ) as proc:
-                deadline = time.monotonic() + timeout
-                while True:
-                    try:
-                        # communicate() drains the pipe while waiting, so chatty scripts never block.
-                        raw, _ = proc.communicate(timeout=min(1.0, max(0.05, deadline - time.monotonic())))
-                        break
-                    except subprocess.TimeoutExpired:
-                        if time.monotonic() >= deadline:
-                            with contextlib.suppress(ProcessLookupError):
-                                os.killpg(proc.pid, signal.SIGKILL)
-                            proc.communicate()
-                            raise _fail(f"script {args.path} did not finish within {timeout:g} seconds and was killed", "ScriptTimeout", retryable=True) from None
-                        _heartbeat(f"running {args.path}")
-                output = raw.decode(errors="replace")
-        finally:
-            os.unlink(copy)
+            profile = sandbox.choose_profile(sandbox.HERMETIC)
+        except sandbox.SandboxUnavailable as e:
+            raise _fail(str(e), "SandboxUnavailable") from e
+        state = Path(self.settings.state_dir).resolve()
+        hidden = sorted({state, Path(self.settings.key_path).resolve().parent})
+        workspace = state / "workspaces" / f"{request.run_id}-{request.step.name}"
+        sandbox.prepare_workspace(base, workspace, hidden=hidden, fresh=True)
+        copy = workspace / args.path
+        copy.write_bytes(data)
+        # What the script may want to log; the reduced environment keeps worker secrets out.
+        env = {
+            **command_env({"RUNBOOK_RUN_ID": request.run_id, "RUNBOOK_NAME": request.runbook, "RUNBOOK_STEP": request.step.name}),
+            "PATH": sandbox.sandbox_path(),
+            "HOME": "/tmp",
+            "TMPDIR": "/tmp",
+        }
+        timeout = request.step.timeout.total_seconds()
+        limits = sandbox.Limits.from_env(cpu_seconds=max(1, int(timeout) + 1))
+        spec = sandbox.SandboxSpec(
+            command=shlex.join([interpreter, str(Path(sandbox.WORKSPACE_MOUNT) / args.path) if profile != sandbox.UNCONFINED else str(copy), *args.args]),
+            source=base,
+            workspace=workspace,
+            cwd=workspace,
+            env=env,
+            profile=profile,
+            hidden=hidden,
+        )
+        confined = profile != sandbox.UNCONFINED
+        with subprocess.Popen(
+            spec.argv(),
+            cwd="/" if confined else str(workspace),
+            env={} if confined else env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=sandbox.preexec(limits, drop=not confined),
+        ) as proc:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    # communicate() drains the pipe while waiting, so chatty scripts never block.
+                    raw, _ = proc.communicate(timeout=min(1.0, max(0.05, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() >= deadline:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.killpg(proc.pid, signal.SIGKILL)
+                        proc.communicate()
+                        raise _fail(f"script {args.path} did not finish within {timeout:g} seconds and was killed", "ScriptTimeout", retryable=True) from None
+                    _heartbeat(f"running {args.path}")
+            output = raw.decode(errors="replace")
         tail = output[-SCRIPT_OUTPUT_TAIL:]
         if proc.returncode != 0:
             raise _fail(f"script {args.path} exited with code {proc.returncode}: {tail.strip()[-500:]}", "ScriptFailed", retryable=True)
