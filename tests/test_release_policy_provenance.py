@@ -81,14 +81,17 @@ async def test_wrong_identity_is_denied(client: Client, task_queue: str, tmp_pat
         assert not (tmp_path / "deploys.log").exists()
 
 
-async def test_high_risk_agent_change_gets_two_approver_gate(client: Client, task_queue: str) -> None:
+async def test_high_risk_agent_change_gets_two_approver_gate(client: Client, task_queue: str, tmp_path: Path) -> None:
     async with running_worker(client, task_queue) as sc:
         spec = release_spec(
+            environment="production",
             agent={"id": "release-bot", "model": "m", "prompt_sha256": "ab" * 32},
             change={"summary": "new pricing", "paths": ["src/checkout/pricing.py"]},
+            artifact=None,
+            build={"command": "printf pricing > out.bin", "output": "out.bin"},  # built by signoff: signed provenance
         )
         rid = f"risk-{uuid.uuid4().hex[:6]}"
-        await sc.start_release(spec, release_id=rid)
+        await sc.start_release(spec, release_id=rid, base_dir=tmp_path)
         status = await wait_phase(sc, rid, "awaiting_approval")
         assert status.tier == "high"
         (gate,) = status.gates
@@ -124,15 +127,18 @@ async def test_policy_denial_ends_denied(client: Client, task_queue: str, tmp_pa
         assert not (tmp_path / "deploys.log").exists()
 
 
-async def test_release_file_cannot_loosen_policy_gate(client: Client, task_queue: str) -> None:
+async def test_release_file_cannot_loosen_policy_gate(client: Client, task_queue: str, tmp_path: Path) -> None:
     async with running_worker(client, task_queue) as sc:
         spec = release_spec(
+            environment="production",
             agent={"id": "release-bot"},
             change={"summary": "x", "paths": ["src/x.py"]},
+            artifact=None,
+            build={"command": "printf x > out.bin", "output": "out.bin"},
             gates=[{"name": "production", "required": 1, "from_groups": ["developers"]}],
         )
         rid = f"loose-{uuid.uuid4().hex[:6]}"
-        await sc.start_release(spec, release_id=rid)
+        await sc.start_release(spec, release_id=rid, base_dir=tmp_path)
         status = await wait_phase(sc, rid, "awaiting_approval")
         (gate,) = status.gates
         assert gate.required == 2 and gate.quotas == {"sre": 1}
@@ -143,4 +149,4 @@ async def test_release_file_cannot_loosen_policy_gate(client: Client, task_queue
 def _approve(rid: str, who: str):  # type: ignore[no-untyped-def]
     from signoff.models import ApprovalAttempt
 
-    return ApprovalAttempt(release_id=rid, identity=who, channel="cli", digest=DIGEST_A)
+    return ApprovalAttempt(release_id=rid, identity=who, channel="cli")  # the client signs the digest the release ships
