@@ -279,6 +279,7 @@ async def test_release_lifecycle_through_the_cli(dev_env: WorkflowEnvironment, c
         "release.yaml",
         {
             **VALID,
+            "environment": "staging",  # a digest signoff did not build needs Sigstore provenance in production
             "deploy": {"target": "command", "settings": {"deploy": f"echo {{digest}} >> '{deploys}'"}},
             "gates": [{"name": "production", "required": 2, "from_groups": ["release-managers"], "channels": ["slack", "cli"]}],
         },
