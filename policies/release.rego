@@ -16,6 +16,9 @@ default_config := {
 	"coverage_threshold": null,
 	"require_provenance": true,
 	"production_environments": ["production"],
+	# Environments known *not* to be production; any other name (prod, Production, a typo) is
+	# treated as production, so a spelling can never lower the bar.
+	"non_production_environments": ["staging", "development", "dev", "test", "qa", "sandbox", "preview"],
 	"allow_cli_approvals": true,
 	"gate_timeout": "PT24H",
 	"on_inconclusive": "rollback",
@@ -25,7 +28,9 @@ config := object.union(default_config, object.get(input, "config", {}))
 
 # ---------------------------------------------------------------- facts
 
-production if input.environment in config.production_environments
+production if lower(trim_space(input.environment)) in config.production_environments
+
+production if not lower(trim_space(input.environment)) in config.non_production_environments
 
 agent_authored if is_object(input.agent)
 
@@ -87,6 +92,17 @@ docs_only if {
 	every p in paths {
 		docs_or_tests_path(p)
 	}
+}
+
+# Paths the release file declares; when signoff derived the paths from Git, every touched path
+# must be among them (or none declared at all).
+declared contains normalized_path(p) if some p in object.get(input, "declared_paths", [])
+
+undeclared_paths contains p if {
+	input.paths_source == "git"
+	count(declared) > 0
+	some p in paths
+	not p in declared
 }
 
 # ---------------------------------------------------------------- tier
@@ -206,6 +222,10 @@ denials contains sprintf("agent %s changes CI configuration (%s) without a human
 	agent_authored
 	count(ci_paths) > 0
 	count(human_co_requesters) == 0
+}
+
+denials contains sprintf("the release declares its paths but leaves out %s, which commit %s touches; declare every touched path, or none", [p, object.get(input.change, "commit", "?")]) if {
+	some p in undeclared_paths
 }
 
 # ---------------------------------------------------------------- canary

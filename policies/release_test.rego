@@ -367,3 +367,22 @@ test_built_by_signoff_reads_the_input_flag if {
 	release.built_by_signoff with input as object.union(base, {"built_by_signoff": true})
 	not release.built_by_signoff with input as object.union(base, {"built_by_signoff": false})
 }
+
+test_unknown_environment_names_are_production if {
+	release.production with input as object.union(base, {"environment": "prod"})
+	release.production with input as object.union(base, {"environment": "Production "})
+	not release.production with input as object.union(base, {"environment": "staging"})
+}
+
+test_derived_path_left_out_of_the_declaration_is_denied if {
+	doc := object.union(base, {"paths": [".github/workflows/deploy.yml", "docs/x.md"], "declared_paths": ["docs/x.md"], "paths_source": "git", "change": {"commit": "abc"}})
+	release.undeclared_paths == {".github/workflows/deploy.yml"} with input as doc
+	some d in release.denials with input as doc
+	contains(d, "leaves out .github/workflows/deploy.yml")
+	count(release.declared) == 1 with input as doc
+}
+
+test_declaring_nothing_is_not_a_contradiction if {
+	doc := object.union(base, {"paths": ["src/a.py"], "declared_paths": [], "paths_source": "git", "change": {"commit": "abc"}})
+	count(release.undeclared_paths) == 0 with input as doc
+}

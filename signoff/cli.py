@@ -340,16 +340,17 @@ def policy() -> None:
 @command
 async def policy_eval(out: Out, file: Path) -> None:
     """Print the policy's decision for a release file without starting anything."""
-    from signoff.policy import evaluate_release_file
+    from signoff.policy import preview_release_file
 
     settings = Settings.from_env()
-    decision = evaluate_release_file(file, policy_dir=settings.policy_dir)
+    decision, facts = preview_release_file(file, policy_dir=settings.policy_dir)
     doc = {
         "tier": decision.tier,
         "gates": [g.model_dump(mode="json") for g in decision.gates],
         "denials": decision.denials,
         "reasons": decision.reasons,
         "policy_sha256": decision.policy_sha256,
+        "facts": facts,
     }
 
     def text() -> str:
@@ -357,6 +358,9 @@ async def policy_eval(out: Out, file: Path) -> None:
         lines += [f"gate {g.name}: {g.required} approver(s) from {', '.join(g.from_groups) or 'anyone'}" + (f", quotas {g.quotas}" if g.quotas else "") for g in decision.gates]
         lines += [f"denied: {d}" for d in decision.denials]
         lines += [f"why: {r}" for r in decision.reasons]
+        lines.append(f"paths ({facts.get('paths_source')}): {', '.join(facts.get('paths') or []) or 'none'}")
+        if facts.get("change", {}).get("authors"):
+            lines.append(f"authors: {', '.join(facts['change']['authors'])} (they cannot approve)")
         return "\n".join(lines)
 
     out.emit(doc, text, ok=not decision.denials)

@@ -68,7 +68,7 @@ def judge_attempt(
     if attempt.channel not in spec.channels and not (attempt.channel == "api" and "cli" in spec.channels):
         return f"gate {spec.name} does not accept the {attempt.channel} channel (allowed: {', '.join(spec.channels)})"
     if who in forbidden:
-        return "the requester (or the person the agent acts for) cannot approve their own release"
+        return f"{who} cannot approve this release: its requester, the person an agent acts for, co-requesters and the commit authors never approve their own change"
     if attempt.digest and current_digest and attempt.digest != current_digest:
         return (
             f"you reviewed artifact {attempt.digest[:19]}…, but the release now ships {current_digest[:19]}…; "

@@ -111,6 +111,8 @@ class ChangeInfo(Strict):
     paths: list[str] = Field(default_factory=list)
     commit: str | None = None
     co_requested_by: list[str] = Field(default_factory=list)
+    repository: str | None = Field(default=None, description="local Git checkout (relative to the release file) signoff derives paths and authors from")
+    base: str | None = Field(default=None, description="compare against this commit (default: the commit's first parent)")
 
     @field_validator("co_requested_by")
     @classmethod
@@ -462,6 +464,7 @@ class ReleaseStatus(Open):
     started_by: dict[str, Any] | None = Field(default=None, description="the authenticated principal that started it")
     refusals: list[RefusalRecord] = Field(default_factory=list, description="refused starts, promotes and aborts (gate refusals are in gates)")
     sandbox: dict[str, str] = Field(default_factory=dict, description="the sandbox profile each release command ran in (build, test)")
+    change: ChangeFacts | None = Field(default=None, description="what the commit really changes (from Git), when the release names its repository")
     started_at: datetime | None = None
     updated_at: datetime | None = None
     workflow_id: str | None = None
@@ -510,6 +513,7 @@ class Evidence(Open):
 
     release_id: str
     spec: ReleaseFile
+    base_dir: str | None = Field(default=None, description="where the release file's relative paths (change.repository) resolve")
     start_proof: Proof | None = None
     tests: TestSummary | None = None
     provenance: ProvenanceResult | None = None
@@ -639,6 +643,34 @@ class BuildRequest(CommandRequest):
 class TargetRequest(Open):
     service: str
     target: DeploySpec = Field(default_factory=DeploySpec)
+
+
+class PathChange(Open):
+    path: str
+    status: str = Field(description="git's status letter: A, M, D, R (renamed), C, T")
+
+
+class ChangeFacts(Open):
+    """What a commit really changes, read from Git by signoff (never taken from the release file)."""
+
+    repository: str
+    commit: str
+    base: str
+    paths: list[PathChange] = Field(default_factory=list)
+    insertions: int = 0
+    deletions: int = 0
+    commits: int = 0
+    authors: list[str] = Field(default_factory=list)
+    committers: list[str] = Field(default_factory=list)
+    signatures: list[str] = Field(default_factory=list, description="git's %G? per commit (G good, U unknown validity, N none, …)")
+    signed: bool = False
+
+
+class ChangeRequest(Open):
+    repository: str
+    commit: str
+    base: str | None = None
+    base_dir: str
 
 
 class ProvenanceRequest(Open):

@@ -275,6 +275,30 @@ def evaluate_release_file(
     return evaluate(document, policy_dir=policy_dir, opa_url=opa_url)
 
 
+def preview_release_file(
+    path: Path | str, *, policy_dir: Path | str | None = None, now: datetime | None = None, opa_url: str | None = None
+) -> tuple[PolicyDecision, dict[str, Any]]:
+    """(decision with the gates the release will really wait at, the facts decided on).
+
+    Like the workflow: paths and authors come from Git when the file names its repository and
+    commit, and the policy's gates are merged with the file's (tightened, never loosened).
+    """
+    from activities.git import derive_change, repository_path
+    from signoff.gates import merge_gates
+    from signoff.policy_input import build_policy_input
+    from signoff.releasefile import load_release_file
+
+    spec, base_dir = load_release_file(path)
+    change = None
+    if spec.change.repository and spec.change.commit:
+        change = derive_change(repository_path(base_dir, spec.change.repository), spec.change.commit, spec.change.base)
+    document = build_policy_input(
+        spec, digest=spec.artifact, tests=None, provenance=None, now=now or datetime.now(timezone.utc), change=change
+    )
+    decision = evaluate(document, policy_dir=policy_dir, opa_url=opa_url)
+    return decision.model_copy(update={"gates": merge_gates(spec.gates, decision.gates)}), document
+
+
 def evaluate_query(query: str, document: dict[str, Any], *, policy_dir: Path | str | None = None) -> Any:
     """The value of one Rego query over the policies in `policy_dir` (None when undefined)."""
     files = read_policy_files(policy_dir)

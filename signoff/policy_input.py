@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from signoff.models import ProvenanceResult, ReleaseFile, TestSummary
+from signoff.models import ChangeFacts, ProvenanceResult, ReleaseFile, TestSummary
 
 INPUT_VERSION = 1
 
@@ -37,6 +37,23 @@ def _coverage_threshold(spec: ReleaseFile, configured: Any) -> float | None:
     return float(max(candidates)) if candidates else None
 
 
+def _change(spec: ReleaseFile, change: ChangeFacts | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"summary": spec.change.summary, "commit": spec.change.commit}
+    if change is not None:
+        doc.update(
+            commit=change.commit,
+            base=change.base,
+            authors=list(change.authors),
+            committers=list(change.committers),
+            signed=change.signed,
+            commits=change.commits,
+            insertions=change.insertions,
+            deletions=change.deletions,
+            statuses={normalize_path(p.path): p.status for p in change.paths},
+        )
+    return doc
+
+
 def build_policy_input(
     spec: ReleaseFile,
     *,
@@ -46,6 +63,7 @@ def build_policy_input(
     now: datetime,
     config: dict[str, Any] | None = None,
     sandbox: dict[str, str] | None = None,
+    change: ChangeFacts | None = None,
 ) -> dict[str, Any]:
     """The facts about one release that the policy decides on (see policies/README.md).
 
@@ -58,12 +76,15 @@ def build_policy_input(
     return {
         "version": INPUT_VERSION,
         "service": spec.service,
-        "environment": spec.environment,
+        "environment": spec.environment.strip().lower(),
         "requester": spec.requested_by,
         "agent": None if agent is None else {"id": agent.id, "model": agent.model, "prompt_sha256": agent.prompt_sha256},
         "co_requesters": list(spec.change.co_requested_by),
-        "change": {"summary": spec.change.summary, "commit": spec.change.commit},
-        "paths": [normalize_path(p) for p in spec.change.paths],
+        "change": _change(spec, change),
+        # Derived from Git when the release names its repository; otherwise what the file declares.
+        "paths": [normalize_path(p.path) for p in change.paths] if change else [normalize_path(p) for p in spec.change.paths],
+        "declared_paths": [normalize_path(p) for p in spec.change.paths],
+        "paths_source": "git" if change else "declared",
         "tests": None
         if tests is None
         else {

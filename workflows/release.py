@@ -36,6 +36,8 @@ with workflow.unsafe.imports_passed_through():
         BuildRequest,
         BuildResult,
         CanaryStatus,
+        ChangeFacts,
+        ChangeRequest,
         ChatRef,
         DeployRequest,
         DeploymentState,
@@ -265,9 +267,33 @@ class ReleaseWorkflow:
         if not result.verified:
             raise Stop(Phase.denied, f"provenance did not verify: {result.reason}")
 
+    async def derive(self) -> None:
+        """What the commit really changes, from Git: the paths, the authors, the signatures."""
+        change = self.spec.change
+        if not change.repository or not change.commit:
+            return
+        facts: ChangeFacts = await self.act(
+            "derive_change",
+            ChangeRequest(repository=change.repository, commit=change.commit, base=change.base, base_dir=self.args.base_dir),
+            ChangeFacts,
+            timeout=timedelta(seconds=90),
+            failure_phase=Phase.failed,
+            what="reading the change from Git",
+        )
+        self.status.change = facts
+        self.record(
+            "change",
+            "derived",
+            [f"{len(facts.paths)} path(s) by {', '.join(facts.authors) or 'nobody'} in {facts.base[:12]}..{facts.commit[:12]}"],
+            {"commit": facts.commit, "base": facts.base, "paths": [p.path for p in facts.paths[:200]], "authors": facts.authors, "signed": facts.signed},
+        )
+
     async def decide(self) -> None:
         """Ask the policy for the risk tier, the gates and any denials."""
         self.set_phase(Phase.deciding)
+        # No patch needed: only releases naming change.repository (a field older histories never
+        # had) read Git, so histories from before replay unchanged.
+        await self.derive()
         policy_input = build_policy_input(
             self.spec,
             digest=self.status.artifact_digest,
@@ -275,6 +301,7 @@ class ReleaseWorkflow:
             provenance=self.status.provenance,
             now=workflow.now(),
             sandbox=self.status.sandbox,
+            change=self.status.change,
         )
         decision: PolicyDecision = await self.act(
             "evaluate_policy",
@@ -296,7 +323,7 @@ class ReleaseWorkflow:
         )
         if decision.denials:
             raise Stop(Phase.denied, "; ".join(decision.denials))
-        forbidden = forbidden_approvers(self.spec.requested_by, self.spec)
+        forbidden = forbidden_approvers(self.spec.requested_by, self.spec, self.status.change.authors if self.status.change else None)
         for spec in gates:
             gate = ApprovalGate.create(
                 spec,
@@ -673,6 +700,7 @@ class ReleaseWorkflow:
         policy decided on, and every accepted approval's proof."""
         return Evidence(
             release_id=self.args.release_id,
+            base_dir=self.args.base_dir,
             spec=self.spec,
             start_proof=self.args.proof,
             tests=self.status.tests,

@@ -87,12 +87,23 @@ class DeployActivities:
             sandbox["build"] = self.verified_build_profile(req.digest)
         if req.evidence.tests is not None and req.evidence.tests.profile:
             sandbox["test"] = req.evidence.tests.profile
+        change = None
+        spec_change = req.evidence.spec.change
+        if spec_change.repository and spec_change.commit:
+            # The facts the policy decides on are read from Git again here, not taken from the workflow.
+            from activities.git import ChangeError, derive_change, repository_path
+
+            try:
+                change = derive_change(repository_path(req.evidence.base_dir or ".", spec_change.repository), spec_change.commit, spec_change.base)
+            except ChangeError as e:
+                raise EvidenceRefused(f"refused to ship {req.digest[:19]}…: the change cannot be read from Git again ({e})") from e
         return check_evidence(
             req.evidence,
             digest=req.digest,
             registry=self.trust.current(),
             decide=lambda facts: self.policy.decide(PolicyRequest(input=facts)),
             sandbox=sandbox,
+            change=change,
         )
 
     def verified_build_profile(self, digest: str) -> str:

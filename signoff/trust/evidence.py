@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from signoff.errors import Refused
 from signoff.gates import eligible_groups, merge_gates, quorum_met
-from signoff.models import AgentEntry, Evidence, PolicyDecision, ReleaseFile, StartRunbook
+from signoff.models import AgentEntry, ChangeFacts, Evidence, PolicyDecision, ReleaseFile, StartRunbook
 from signoff.policy_input import build_policy_input
 from signoff.trust.proofs import body_digest
 from signoff.trust.registry import Registry
@@ -89,6 +89,7 @@ def check_evidence(
     decide: Callable[[dict[str, Any]], PolicyDecision],
     now: datetime | None = None,
     sandbox: dict[str, str] | None = None,
+    change: ChangeFacts | None = None,
 ) -> str:
     """None-raising when shipping `digest` is allowed; returns a one-line summary for the log."""
     spec = evidence.spec
@@ -100,13 +101,13 @@ def check_evidence(
     if why:
         raise EvidenceRefused(f"refused to ship {digest[:19]}…: {why}")
     facts = build_policy_input(
-        spec, digest=digest, tests=evidence.tests, provenance=evidence.provenance, now=now or datetime.now(timezone.utc), sandbox=sandbox
+        spec, digest=digest, tests=evidence.tests, provenance=evidence.provenance, now=now or datetime.now(timezone.utc), sandbox=sandbox, change=change
     )
     decision = decide(facts)
     if decision.denials:
         raise EvidenceRefused(f"refused to ship {digest[:19]}…: the worker's policy denies it ({'; '.join(decision.denials)})")
     gates = merge_gates(spec.gates, decision.gates)
-    forbidden = forbidden_approvers(requester, spec)
+    forbidden = forbidden_approvers(requester, spec, change.authors if change else None)
     seen_nonces: set[str] = set()
     per_gate: dict[str, dict[str, set[str]]] = {g.name: {} for g in gates}
     signed: dict[str, set[str]] = {g.name: set() for g in gates}

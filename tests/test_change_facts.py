@@ -1,0 +1,109 @@
+"""Facts derived, not declared: paths and authors read from a real Git repository made here,
+through the real ReleaseWorkflow and the real Rego policy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from activities.git import ChangeError, derive_change
+from signoff.models import ApprovalAttempt
+from tests.helpers import gated_spec, release_spec, running_worker, wait_for, wait_phase
+
+pytestmark = pytest.mark.asyncio
+
+
+def git(repo: Path, *args: str, author: str = "dana@example.com") -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": author, "GIT_COMMITTER_NAME": "c", "GIT_COMMITTER_EMAIL": "ci@example.com"}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout.strip()
+
+
+def repo_with(tmp_path: Path, files: dict[str, str], *, author: str = "dana@example.com") -> tuple[Path, str]:
+    """A repository with a base commit, then one commit by `author` writing `files`."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "README.md").write_text("base\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "base")
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "change", author=author)
+    return repo, git(repo, "rev-parse", "HEAD")
+
+
+def built(repo: Path, commit: str, **overrides: Any) -> Any:
+    """A release of this commit that signoff builds (so production needs no Sigstore bundle)."""
+    change = {"summary": "change", "paths": [], "repository": ".", "commit": commit, **overrides.pop("change", {})}
+    return release_spec(artifact=None, build={"command": "printf built > out.bin", "output": "out.bin"}, change=change, **overrides)
+
+
+def test_derive_change_reads_paths_statuses_authors_and_signatures(tmp_path: Path) -> None:
+    repo, commit = repo_with(tmp_path, {"src/a.py": "x = 1\n", "docs/b.md": "b\n"}, author="Alice@Example.com")
+    facts = derive_change(repo, commit)
+    assert sorted((p.path, p.status) for p in facts.paths) == [("docs/b.md", "A"), ("src/a.py", "A")]
+    assert facts.authors == ["alice@example.com"] and facts.committers == ["ci@example.com"]
+    assert facts.commits == 1 and facts.insertions == 2 and facts.signatures == ["N"] and facts.signed is False
+    with pytest.raises(ChangeError, match="is not a commit"):
+        derive_change(repo, "0" * 40)
+    with pytest.raises(ChangeError, match="is not a Git checkout"):
+        derive_change(tmp_path / "nowhere", commit)
+
+
+async def test_declared_paths_that_leave_out_a_touched_path_are_denied(client: Client, task_queue: str, tmp_path: Path) -> None:
+    repo, commit = repo_with(tmp_path, {".github/workflows/deploy.yml": "on: push\n", "docs/x.md": "x\n"})
+    async with running_worker(client, task_queue) as sc:
+        r = f"rel-facts-{uuid.uuid4().hex[:8]}"
+        await sc.start_release(built(repo, commit, change={"paths": ["docs/x.md"]}), release_id=r, base_dir=repo)
+        done = await wait_for(sc, r, lambda s: s.phase.is_final)
+    assert done.phase.value == "denied"
+    assert "leaves out .github/workflows/deploy.yml" in (done.reason or "")
+    assert done.change is not None and {p.path for p in done.change.paths} == {".github/workflows/deploy.yml", "docs/x.md"}
+
+
+async def test_docs_only_commit_is_low_risk(client: Client, task_queue: str, tmp_path: Path) -> None:
+    repo, commit = repo_with(tmp_path, {"docs/guide.md": "guide\n"})
+    async with running_worker(client, task_queue) as sc:
+        r = f"rel-facts-{uuid.uuid4().hex[:8]}"
+        # the file *claims* a CI change; git says docs only, and git is what the policy sees
+        await sc.start_release(built(repo, commit, environment="production", change={"paths": []}), release_id=r, base_dir=repo)
+        done = await wait_phase(sc, r, "succeeded")
+    assert done.tier == "low" and done.gates == []
+
+
+async def test_prod_spelled_differently_is_still_production(client: Client, task_queue: str) -> None:
+    """A digest signoff did not build needs a Sigstore bundle in production: a release that
+    writes `prod` or `Production ` gets the same answer, while `staging` does not."""
+    async with running_worker(client, task_queue) as sc:
+        ends = {}
+        for spelling in ("prod", "Production ", "staging"):
+            r = f"rel-facts-{uuid.uuid4().hex[:8]}"
+            await sc.start_release(release_spec(environment=spelling), release_id=r)
+            ends[spelling] = await wait_for(sc, r, lambda s: s.phase.is_final)
+    for spelling in ("prod", "Production "):
+        assert ends[spelling].phase.value == "denied" and "has no verified provenance" in (ends[spelling].reason or ""), spelling
+    assert ends["staging"].phase.value == "succeeded"
+
+
+async def test_the_commit_author_cannot_approve(client: Client, task_queue: str, tmp_path: Path) -> None:
+    repo, commit = repo_with(tmp_path, {"src/cart.py": "total = 1\n"}, author="alice@example.com")
+    spec = gated_spec()
+    spec = built(repo, commit, gates=[g.model_dump(mode="json") for g in spec.gates])
+    async with running_worker(client, task_queue) as sc:
+        r = f"rel-facts-{uuid.uuid4().hex[:8]}"
+        await sc.start_release(spec, release_id=r, base_dir=repo)
+        status = await wait_phase(sc, r, "awaiting_approval")
+        assert status.change is not None and status.change.authors == ["alice@example.com"]
+        alice = await sc.submit_approval(ApprovalAttempt(release_id=r, identity="alice@example.com", channel="cli"))
+        assert not alice.accepted and "commit authors never approve" in alice.reason
+        bob = await sc.submit_approval(ApprovalAttempt(release_id=r, identity="bob@example.com", channel="cli"))
+        assert bob.accepted and bob.gate is not None and [a.by for a in bob.gate.approvals] == ["bob@example.com"]
+        await sc.abort(r, identity="dana@example.com", reason="test done")
