@@ -511,8 +511,39 @@ class CommandActivities:
         launch, workdir, profile = self.confine(req, what="test", fresh=False)
         outcome = await run_command(req, what="test", launch=launch)
         summary = self.summarise(req, outcome, workdir)
+        first_failures = list(summary.failures)
+        # Failing tests are run again (the whole command) up to rerun_failures times; a test that
+        # failed and then passed is flaky, reported by name — the policy decides what that means.
+        while (summary.failed or summary.errors) and summary.runs <= req.rerun_failures:
+            launch, workdir, _ = self.confine(req, what="test", fresh=False)
+            rerun = self.summarise(req, await run_command(req, what="test", launch=launch), workdir)
+            rerun.runs = summary.runs + 1
+            rerun.flaky = sorted({*summary.flaky, *(name for name in first_failures if name not in rerun.failures)})
+            summary = rerun
+        summary.coverage = self.coverage(req, workdir, summary.coverage)
         summary.profile = profile
         return summary
+
+    @staticmethod
+    def coverage(req: TestRequest, workdir: Path, current: float | None) -> float | None:
+        """Line coverage in percent from the report the tests wrote (Cobertura XML or coverage.py
+        JSON) — measured by the test run, never a number the release file states."""
+        if not req.coverage_report:
+            return current
+        path = _inside(workdir, req.coverage_report, what="coverage report")
+        try:
+            text = path.read_text()
+        except OSError:
+            return None  # no report: coverage is unknown, and the policy treats unknown as it must
+        try:
+            if text.lstrip().startswith("{"):
+                doc = json.loads(text)
+                value = float(doc["totals"]["percent_covered"])
+            else:
+                value = float(ET.fromstring(text).get("line-rate", "nan")) * 100
+        except (ValueError, KeyError, TypeError, ET.ParseError):
+            return None
+        return round(value, 2) if value == value else None
 
     @staticmethod
     def summarise(req: TestRequest, outcome: CommandOutcome, workdir: Path) -> TestSummary:

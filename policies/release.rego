@@ -124,17 +124,32 @@ high_risk_reasons contains sprintf("production change authored by agent %s", [in
 	agent_authored
 }
 
+# Tests that failed and then passed on a re-run (signoff's own re-runs, by name).
+flaky contains name if {
+	is_object(input.tests)
+	some name in object.get(input.tests, "flaky", [])
+}
+
 tier := "high" if {
 	count(high_risk_reasons) > 0
 } else := "low" if {
 	docs_only
+	count(flaky) == 0
 } else := "medium"
 
 reasons := sort(high_risk_reasons) if tier == "high"
 
 reasons := ["only documentation and tests change"] if tier == "low"
 
-reasons := ["ordinary change: no sensitive paths and not an agent's production change"] if tier == "medium"
+reasons := ["ordinary change: no sensitive paths and not an agent's production change"] if {
+	tier == "medium"
+	count(flaky) == 0
+}
+
+reasons := [sprintf("flaky tests (failed, then passed on a re-run): %s", [concat(", ", sort(flaky))])] if {
+	tier == "medium"
+	count(flaky) > 0
+}
 
 # ---------------------------------------------------------------- gates
 

@@ -386,3 +386,14 @@ test_declaring_nothing_is_not_a_contradiction if {
 	doc := object.union(base, {"paths": ["src/a.py"], "declared_paths": [], "paths_source": "git", "change": {"commit": "abc"}})
 	count(release.undeclared_paths) == 0 with input as doc
 }
+
+test_flaky_tests_keep_a_docs_change_from_being_low_risk if {
+	doc := object.union(base, {"paths": ["docs/a.md"], "tests": {"passed": 3, "failed": 0, "skipped": 0, "errors": 0, "coverage": null, "flaky": ["t.test_sometimes"]}})
+	release.tier == "medium" with input as doc
+	release.flaky == {"t.test_sometimes"} with input as doc
+	contains(release.reasons[0], "t.test_sometimes") with input as doc
+}
+
+test_organisation_threshold_is_not_replaced_by_an_absent_one if {
+	release.config.coverage_threshold == 80 with input as object.union(base, {"config": {"coverage_threshold": 80}})
+}

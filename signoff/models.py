@@ -132,6 +132,8 @@ class TestSpec(Strict):
     command: str
     junit: str | None = Field(default=None, description="JUnit XML report written by the command")
     coverage: float | None = Field(default=None, ge=0, le=100)
+    coverage_report: str | None = Field(default=None, description="Cobertura XML or coverage.py JSON written by the command")
+    rerun_failures: int = Field(default=0, ge=0, le=5, description="re-run the tests up to N times when some fail; passing on a re-run is flaky")
     timeout_seconds: int = Field(default=900, gt=0)
     network: bool = Field(default=False, description="ask for the network; the policy decides")
 
@@ -419,6 +421,8 @@ class TestSummary(Open):
     failures: list[str] = Field(default_factory=list)
     coverage: float | None = None
     profile: str | None = Field(default=None, description="the sandbox profile the tests ran in")
+    flaky: list[str] = Field(default_factory=list, description="tests that failed, then passed on a re-run")
+    runs: int = 1
 
 
 class ProvenanceResult(Open):
@@ -499,6 +503,8 @@ class TestRequest(CommandRequest):
     __test__ = False
     junit: str | None = None
     coverage: float | None = None
+    coverage_report: str | None = None
+    rerun_failures: int = 0
 
 
 class ApprovalEvidence(Open):

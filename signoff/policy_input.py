@@ -71,7 +71,12 @@ def build_policy_input(
     they have not run yet); the policy then treats them as absent, not as passed.
     """
     merged_config: dict[str, Any] = dict(config or {})
-    merged_config["coverage_threshold"] = _coverage_threshold(spec, merged_config.get("coverage_threshold"))
+    threshold = _coverage_threshold(spec, merged_config.get("coverage_threshold"))
+    if threshold is None:
+        # Absent, not null: a null here would replace the organisation's threshold in the policy.
+        merged_config.pop("coverage_threshold", None)
+    else:
+        merged_config["coverage_threshold"] = threshold
     agent = spec.agent
     return {
         "version": INPUT_VERSION,
@@ -93,6 +98,7 @@ def build_policy_input(
             "skipped": tests.skipped,
             "errors": tests.errors,
             "coverage": tests.coverage,
+            "flaky": list(tests.flaky),
         },
         "provenance": None
         if provenance is None

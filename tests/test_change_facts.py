@@ -107,3 +107,50 @@ async def test_the_commit_author_cannot_approve(client: Client, task_queue: str,
         bob = await sc.submit_approval(ApprovalAttempt(release_id=r, identity="bob@example.com", channel="cli"))
         assert bob.accepted and bob.gate is not None and [a.by for a in bob.gate.approvals] == ["bob@example.com"]
         await sc.abort(r, identity="dana@example.com", reason="test done")
+
+
+COBERTURA_40 = '<?xml version="1.0"?>\n<coverage line-rate="0.4" branch-rate="0" version="7.0"><packages/></coverage>\n'
+JUNIT = """<?xml version="1.0"?>
+<testsuite name="t">
+  <testcase classname="t" name="test_steady"/>
+  <testcase classname="t" name="test_sometimes">{failure}</testcase>
+</testsuite>
+"""
+
+
+async def test_measured_coverage_under_the_threshold_is_denied_naming_the_figure(client: Client, task_queue: str, tmp_path: Path) -> None:
+    """The test command writes a Cobertura report at 40 %; the release asks for 80 %."""
+    (tmp_path / "cov.xml").write_text(COBERTURA_40)
+    spec = release_spec(
+        artifact=None,
+        build={"command": "printf x > out.bin", "output": "out.bin"},
+        test={"command": "cp cov.xml coverage.xml", "coverage": 80, "coverage_report": "coverage.xml"},
+    )
+    async with running_worker(client, task_queue) as sc:
+        r = f"rel-cov-{uuid.uuid4().hex[:8]}"
+        await sc.start_release(spec, release_id=r, base_dir=tmp_path)
+        done = await wait_for(sc, r, lambda s: s.phase.is_final)
+    assert done.tests is not None and done.tests.coverage == 40.0
+    assert done.phase.value == "denied" and "coverage 40% is under the required 80%" in (done.reason or "")
+
+
+async def test_a_test_that_fails_once_and_passes_on_a_rerun_is_reported_flaky(client: Client, task_queue: str, tmp_path: Path) -> None:
+    (tmp_path / "fail.xml").write_text(JUNIT.format(failure='<failure message="boom"/>'))
+    (tmp_path / "pass.xml").write_text(JUNIT.format(failure=""))
+    # the first run fails test_sometimes; every later run passes it (the workspace remembers)
+    command = "if [ -f ran-once ]; then cp pass.xml junit.xml; else touch ran-once; cp fail.xml junit.xml; exit 1; fi"
+    spec = release_spec(
+        artifact=None,
+        build={"command": "printf x > out.bin", "output": "out.bin"},
+        change={"summary": "docs", "paths": ["docs/a.md"]},
+        test={"command": command, "junit": "junit.xml", "rerun_failures": 2},
+    )
+    async with running_worker(client, task_queue) as sc:
+        r = f"rel-flaky-{uuid.uuid4().hex[:8]}"
+        await sc.start_release(spec, release_id=r, base_dir=tmp_path)
+        done = await wait_for(sc, r, lambda s: s.phase.is_final or s.phase.value == "awaiting_approval")
+        await sc.abort(r, identity="dana@example.com", reason="test done")
+    assert done.tests is not None and done.tests.flaky == ["t.test_sometimes"] and done.tests.runs == 2
+    assert (done.tests.passed, done.tests.failed) == (2, 0)
+    # the policy decides: a docs change with a flaky test is no longer low risk, and says why
+    assert done.tier == "medium" and done.policy is not None and "t.test_sometimes" in done.policy.reasons[0]

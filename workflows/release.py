@@ -218,6 +218,8 @@ class ReleaseWorkflow:
                 workdir=self.workdir(),
                 junit=self.spec.test.junit,
                 coverage=self.spec.test.coverage,
+                coverage_report=self.spec.test.coverage_report,
+                rerun_failures=self.spec.test.rerun_failures,
                 timeout_seconds=self.spec.test.timeout_seconds,
                 checkout=self.args.base_dir,
                 facts=self.sandbox_facts("test", self.spec.test.network),
