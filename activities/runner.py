@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -44,7 +45,7 @@ from activities import sandbox
 from activities.artifacts import ArtifactStore, store_for
 from signoff.config import Settings
 from signoff.errors import SignoffError
-from signoff.models import BuildRequest, BuildResult, CommandRequest, TestSummary, TestRequest
+from signoff.models import BuildRequest, BuildResult, CommandRequest, Finding, ScanRequest, ScanResult, TestSummary, TestRequest
 
 #: Variables a build may inherit from the worker. Everything else (SLACK_*, JIRA_*, SIGNOFF_*,
 #: cloud credentials, ...) is dropped; the release can add its own through ``req.env``.
@@ -524,6 +525,43 @@ class CommandActivities:
         summary.profile = profile
         return summary
 
+    @activity.defn(name="run_scan")
+    async def run_scan(self, req: ScanRequest) -> ScanResult:
+        """Run a scanner in the release's workspace (sandboxed) and count its SARIF findings.
+
+        A scanner's own exit code says little (bandit exits 1 when it finds something); the SARIF
+        file is the result, and a scan that writes none fails the release with one sentence.
+        """
+        launch, workdir, profile = self.confine(req, what=f"{req.name} scan", fresh=False)
+        outcome = await run_command(req, what=f"{req.name} scan", launch=launch)
+        path = _inside(workdir, req.sarif, what="SARIF report")
+        try:
+            raw = path.read_bytes()
+            doc = json.loads(raw)
+        except (OSError, ValueError) as e:
+            raise ApplicationError(
+                f"the {req.name} scan wrote no readable SARIF at {req.sarif} (exit code {outcome.exit_code}, last output: {outcome.last_line}); fix the scan command",
+                type="ScanFailed",
+                non_retryable=True,
+            ) from e
+        result = ScanResult(name=req.name, profile=profile, sarif_sha256="sha256:" + hashlib.sha256(raw).hexdigest())
+        for run in doc.get("runs") or [] if isinstance(doc, dict) else []:
+            rules = {r.get("id"): r for r in (((run.get("tool") or {}).get("driver") or {}).get("rules") or []) if isinstance(r, dict)}
+            for item in run.get("results") or []:
+                if not isinstance(item, dict):
+                    continue
+                rule = str(item.get("ruleId") or "unknown")
+                default = ((rules.get(rule) or {}).get("defaultConfiguration") or {}).get("level")
+                level = item.get("level") or default or "warning"  # SARIF's default level
+                level = level if level in ("error", "warning", "note", "none") else "warning"
+                where = ((item.get("locations") or [{}])[0].get("physicalLocation") or {})
+                location = f"{(where.get('artifactLocation') or {}).get('uri', '')}:{(where.get('region') or {}).get('startLine', '')}"
+                result.findings.append(Finding(rule=rule, level=level, message=str((item.get("message") or {}).get("text", ""))[:300], location=location))
+        result.errors = sum(f.level == "error" for f in result.findings)
+        result.warnings = sum(f.level == "warning" for f in result.findings)
+        result.notes = sum(f.level == "note" for f in result.findings)
+        return result
+
     @staticmethod
     def coverage(req: TestRequest, workdir: Path, current: float | None) -> float | None:
         """Line coverage in percent from the report the tests wrote (Cobertura XML or coverage.py
@@ -580,4 +618,4 @@ class CommandActivities:
 def activities_from_settings(settings: Settings) -> list:
     """The bound build/test activities for the worker."""
     acts = CommandActivities(settings)
-    return [acts.run_build, acts.run_tests]
+    return [acts.run_build, acts.run_tests, acts.run_scan]

@@ -130,6 +130,13 @@ flaky contains name if {
 	some name in object.get(input.tests, "flaky", [])
 }
 
+# Scanner findings (SARIF): any error denies (below); warnings raise the tier.
+finding_rules(level) := sort({sprintf("%s %s", [f.scan, f.rule]) | some f in object.get(object.get(input, "findings", {}), "rules", []); f.level == level})
+
+high_risk_reasons contains sprintf("scanner warnings: %s", [concat(", ", finding_rules("warning"))]) if {
+	count(finding_rules("warning")) > 0
+}
+
 tier := "high" if {
 	count(high_risk_reasons) > 0
 } else := "low" if {
@@ -241,6 +248,11 @@ denials contains sprintf("agent %s changes CI configuration (%s) without a human
 
 denials contains sprintf("the release declares its paths but leaves out %s, which commit %s touches; declare every touched path, or none", [p, object.get(input.change, "commit", "?")]) if {
 	some p in undeclared_paths
+}
+
+denials contains sprintf("scan %s found %s (error) at %s: %s blocks the release", [f.scan, f.rule, f.location, f.rule]) if {
+	some f in object.get(object.get(input, "findings", {}), "rules", [])
+	f.level == "error"
 }
 
 # ---------------------------------------------------------------- canary

@@ -397,3 +397,15 @@ test_flaky_tests_keep_a_docs_change_from_being_low_risk if {
 test_organisation_threshold_is_not_replaced_by_an_absent_one if {
 	release.config.coverage_threshold == 80 with input as object.union(base, {"config": {"coverage_threshold": 80}})
 }
+
+test_a_scanner_error_denies_naming_the_rule if {
+	doc := object.union(base, {"findings": {"errors": 1, "warnings": 0, "rules": [{"scan": "bandit", "rule": "B602", "level": "error", "location": "bad.py:3"}]}})
+	some d in release.denials with input as doc
+	contains(d, "B602")
+}
+
+test_scanner_warnings_raise_the_tier if {
+	doc := object.union(base, {"paths": ["docs/a.md"], "findings": {"errors": 0, "warnings": 1, "rules": [{"scan": "bandit", "rule": "B310", "level": "warning", "location": "x.py:1"}]}})
+	release.tier == "high" with input as doc
+	release.finding_rules("warning") == ["bandit B310"] with input as doc
+}

@@ -138,6 +138,15 @@ class TestSpec(Strict):
     network: bool = Field(default=False, description="ask for the network; the policy decides")
 
 
+class ScanSpec(Strict):
+    """A scanner the release runs on its workspace (in the sandbox); it writes SARIF, any tool."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,40}$")
+    command: str
+    sarif: str = Field(description="the SARIF file the command writes (relative to the working directory)")
+    timeout_seconds: int = Field(default=600, gt=0)
+
+
 class ProvenanceSpec(Strict):
     bundle: str = Field(description="Sigstore bundle file (relative to the release file)")
     artifact: str | None = Field(default=None, description="file to verify; default: the built artifact")
@@ -269,6 +278,7 @@ class ReleaseFile(Strict):
     artifact: str | None = None
     build: BuildSpec | None = None
     test: TestSpec | None = None
+    scans: list[ScanSpec] = Field(default_factory=list)
     provenance: ProvenanceSpec | None = None
     deploy: DeploySpec = Field(default_factory=DeploySpec)
     gates: list[GateSpec] = Field(default_factory=list)
@@ -469,6 +479,7 @@ class ReleaseStatus(Open):
     refusals: list[RefusalRecord] = Field(default_factory=list, description="refused starts, promotes and aborts (gate refusals are in gates)")
     sandbox: dict[str, str] = Field(default_factory=dict, description="the sandbox profile each release command ran in (build, test)")
     change: ChangeFacts | None = Field(default=None, description="what the commit really changes (from Git), when the release names its repository")
+    scans: list[ScanResult] = Field(default_factory=list, description="what each scanner found (SARIF), in the sandbox")
     started_at: datetime | None = None
     updated_at: datetime | None = None
     workflow_id: str | None = None
@@ -523,7 +534,32 @@ class Evidence(Open):
     start_proof: Proof | None = None
     tests: TestSummary | None = None
     provenance: ProvenanceResult | None = None
+    scans: list[ScanResult] = Field(default_factory=list)
     approvals: list[ApprovalEvidence] = Field(default_factory=list)
+
+
+class ScanRequest(CommandRequest):
+    name: str
+    sarif: str
+
+
+class Finding(Open):
+    rule: str
+    level: Literal["error", "warning", "note", "none"] = "warning"
+    message: str = ""
+    location: str = ""
+
+
+class ScanResult(Open):
+    """A scanner's SARIF, counted: what the policy decides on (`findings`)."""
+
+    name: str
+    profile: str = ""
+    errors: int = 0
+    warnings: int = 0
+    notes: int = 0
+    findings: list[Finding] = Field(default_factory=list)
+    sarif_sha256: str = ""
 
 
 class DeployRequest(Open):

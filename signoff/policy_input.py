@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from signoff.models import ChangeFacts, ProvenanceResult, ReleaseFile, TestSummary
+from signoff.models import ChangeFacts, ProvenanceResult, ReleaseFile, ScanResult, TestSummary
 
 INPUT_VERSION = 1
 
@@ -54,6 +54,23 @@ def _change(spec: ReleaseFile, change: ChangeFacts | None) -> dict[str, Any]:
     return doc
 
 
+def _findings(scans: list[ScanResult]) -> dict[str, Any]:
+    """Severity counts and rule ids across every scanner's SARIF (see policies/README.md)."""
+    rules = [
+        {"scan": s.name, "rule": f.rule, "level": f.level, "location": f.location}
+        for s in scans
+        for f in s.findings
+        if f.level in ("error", "warning")
+    ]
+    return {
+        "scans": [s.name for s in scans],
+        "errors": sum(s.errors for s in scans),
+        "warnings": sum(s.warnings for s in scans),
+        "notes": sum(s.notes for s in scans),
+        "rules": rules[:200],
+    }
+
+
 def build_policy_input(
     spec: ReleaseFile,
     *,
@@ -64,6 +81,7 @@ def build_policy_input(
     config: dict[str, Any] | None = None,
     sandbox: dict[str, str] | None = None,
     change: ChangeFacts | None = None,
+    scans: list[ScanResult] | None = None,
 ) -> dict[str, Any]:
     """The facts about one release that the policy decides on (see policies/README.md).
 
@@ -110,6 +128,7 @@ def build_policy_input(
         },
         "artifact_digest": digest,
         "built_by_signoff": spec.build is not None,
+        "findings": _findings(scans or []),
         "sandbox": dict(sandbox or {}),
         "time": _iso_utc(now),
         "config": merged_config,

@@ -154,3 +154,34 @@ async def test_a_test_that_fails_once_and_passes_on_a_rerun_is_reported_flaky(cl
     assert (done.tests.passed, done.tests.failed) == (2, 0)
     # the policy decides: a docs change with a flaky test is no longer low risk, and says why
     assert done.tier == "medium" and done.policy is not None and "t.test_sometimes" in done.policy.reasons[0]
+
+
+async def test_a_sarif_error_from_bandit_denies_naming_the_rule(client: Client, task_queue: str, tmp_path: Path) -> None:
+    """bandit (a real scanner, from PyPI) runs in the sandbox on the release's workspace."""
+    (tmp_path / "app.py").write_text("import subprocess\n\n\ndef run(cmd):\n    subprocess.call(cmd, shell=True)\n")
+    spec = release_spec(
+        artifact=None,
+        build={"command": "printf x > out.bin", "output": "out.bin"},
+        scans=[{"name": "bandit", "command": "python3 -m bandit -q -r app.py -f sarif -o bandit.sarif", "sarif": "bandit.sarif"}],
+    )
+    async with running_worker(client, task_queue) as sc:
+        r = f"rel-scan-{uuid.uuid4().hex[:8]}"
+        await sc.start_release(spec, release_id=r, base_dir=tmp_path)
+        done = await wait_for(sc, r, lambda s: s.phase.is_final)
+    assert done.phase.value == "denied" and "scan bandit found B602 (error)" in (done.reason or "")
+    (scan,) = done.scans
+    assert scan.errors == 1 and scan.profile == "hermetic" and {f.rule for f in scan.findings} >= {"B602"}
+
+
+async def test_a_scan_that_writes_no_sarif_fails_with_one_sentence(client: Client, task_queue: str, tmp_path: Path) -> None:
+    spec = release_spec(
+        artifact=None,
+        build={"command": "printf x > out.bin", "output": "out.bin"},
+        scans=[{"name": "broken", "command": "echo nothing to see", "sarif": "missing.sarif"}],
+    )
+    async with running_worker(client, task_queue) as sc:
+        r = f"rel-scan-{uuid.uuid4().hex[:8]}"
+        await sc.start_release(spec, release_id=r, base_dir=tmp_path)
+        done = await wait_for(sc, r, lambda s: s.phase.is_final)
+    assert done.phase.value == "failed" and "the broken scan wrote no readable SARIF at missing.sarif" in (done.reason or "")
+    assert "\n" not in (done.reason or "")

@@ -51,6 +51,8 @@ with workflow.unsafe.imports_passed_through():
         ProvenanceResult,
         ReleaseStatus,
         RollbackRequest,
+        ScanRequest,
+        ScanResult,
         StartRelease,
         StartRunbook,
         TargetRequest,
@@ -126,6 +128,7 @@ class ReleaseWorkflow:
                 await self.authenticate()
             await self.build()
             await self.test()
+            await self.scan()
             await self.verify()
             await self.decide()
             await self.ask()
@@ -239,6 +242,35 @@ class ReleaseWorkflow:
             names = ", ".join(summary.failures[:5]) or "see the test report"
             raise Stop(Phase.failed, f"{summary.failed + summary.errors} test(s) failed: {names}")
 
+    async def scan(self) -> None:
+        """Run the release's scanners (SARIF) in its workspace; the policy decides on findings."""
+        for spec in self.spec.scans:
+            result: ScanResult = await self.act(
+                "run_scan",
+                ScanRequest(
+                    release_id=self.args.release_id,
+                    command=spec.command,
+                    workdir=self.workdir(),
+                    timeout_seconds=spec.timeout_seconds,
+                    checkout=self.args.base_dir,
+                    facts=self.sandbox_facts("scan", False),
+                    name=spec.name,
+                    sarif=spec.sarif,
+                ),
+                ScanResult,
+                timeout=timedelta(seconds=spec.timeout_seconds + 30),
+                heartbeat=timedelta(seconds=10),
+                failure_phase=Phase.failed,
+                what=f"the {spec.name} scan",
+            )
+            self.status.scans.append(result)
+            self.record(
+                "scan",
+                "findings" if result.findings else "clean",
+                [f"{spec.name}: {result.errors} error(s), {result.warnings} warning(s), {result.notes} note(s)"],
+                {"scan": spec.name, "sarif_sha256": result.sarif_sha256, "rules": sorted({f.rule for f in result.findings}), "sandbox": result.profile},
+            )
+
     async def verify(self) -> None:
         """Check the artifact's Sigstore bundle against the pinned identity and issuer."""
         if self.spec.provenance is None:
@@ -304,6 +336,7 @@ class ReleaseWorkflow:
             now=workflow.now(),
             sandbox=self.status.sandbox,
             change=self.status.change,
+            scans=self.status.scans,
         )
         decision: PolicyDecision = await self.act(
             "evaluate_policy",
@@ -707,6 +740,7 @@ class ReleaseWorkflow:
             start_proof=self.args.proof,
             tests=self.status.tests,
             provenance=self.status.provenance,
+            scans=self.status.scans,
             approvals=[ApprovalEvidence(gate=g.spec.name, identity=who, proof=p) for g in self.gates for who, p in g.proofs.items()],
         )
 

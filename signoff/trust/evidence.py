@@ -101,7 +101,14 @@ def check_evidence(
     if why:
         raise EvidenceRefused(f"refused to ship {digest[:19]}…: {why}")
     facts = build_policy_input(
-        spec, digest=digest, tests=evidence.tests, provenance=evidence.provenance, now=now or datetime.now(timezone.utc), sandbox=sandbox, change=change
+        spec,
+        digest=digest,
+        tests=evidence.tests,
+        provenance=evidence.provenance,
+        now=now or datetime.now(timezone.utc),
+        sandbox=sandbox,
+        change=change,
+        scans=evidence.scans,
     )
     decision = decide(facts)
     if decision.denials:
