@@ -45,7 +45,19 @@ from activities import sandbox
 from activities.artifacts import ArtifactStore, store_for
 from signoff.config import Settings
 from signoff.errors import SignoffError
-from signoff.models import BuildRequest, BuildResult, CommandRequest, Finding, ScanRequest, ScanResult, TestSummary, TestRequest
+from signoff.models import (
+    BuildRequest,
+    BuildResult,
+    CommandRequest,
+    Component,
+    Finding,
+    SbomRequest,
+    SbomResult,
+    ScanRequest,
+    ScanResult,
+    TestRequest,
+    TestSummary,
+)
 
 #: Variables a build may inherit from the worker. Everything else (SLACK_*, JIRA_*, SIGNOFF_*,
 #: cloud credentials, ...) is dropped; the release can add its own through ``req.env``.
@@ -562,6 +574,41 @@ class CommandActivities:
         result.notes = sum(f.level == "note" for f in result.findings)
         return result
 
+    @activity.defn(name="read_sbom")
+    async def read_sbom(self, req: SbomRequest) -> SbomResult:
+        """The artifact's CycloneDX JSON SBOM from the release's workspace (generated there first,
+        in the sandbox, when the release gives a command): components and their licences."""
+        launch, workdir, _ = self.confine(req, what="SBOM", fresh=False)
+        if req.command:
+            outcome = await run_command(req, what="SBOM", launch=launch)
+            if outcome.exit_code != 0:
+                raise ApplicationError(
+                    f"the SBOM command exited with code {outcome.exit_code} (last output: {outcome.last_line}); fix sbom.command",
+                    type="SbomFailed",
+                    non_retryable=True,
+                )
+        path = _inside(workdir, req.path, what="SBOM")
+        try:
+            raw = path.read_bytes()
+            doc = json.loads(raw)
+        except (OSError, ValueError) as e:
+            raise ApplicationError(f"there is no readable CycloneDX JSON SBOM at {req.path}; make the build write it or fix sbom.path", type="SbomFailed", non_retryable=True) from e
+        if not isinstance(doc, dict) or doc.get("bomFormat") != "CycloneDX":
+            raise ApplicationError(f"{req.path} is not a CycloneDX JSON SBOM (bomFormat is not CycloneDX); write CycloneDX JSON", type="SbomFailed", non_retryable=True)
+        components = []
+        for item in doc.get("components") or []:
+            if not isinstance(item, dict):
+                continue
+            licenses = []
+            for entry in item.get("licenses") or []:
+                lic = (entry or {}).get("license") or {}
+                value = lic.get("id") or lic.get("name") or (entry or {}).get("expression")
+                if value:
+                    licenses.append(str(value))
+            supplier = (item.get("supplier") or {}).get("name") or item.get("publisher") or ""
+            components.append(Component(name=str(item.get("name", "?")), version=str(item.get("version", "")), licenses=licenses, supplier=str(supplier)))
+        return SbomResult(sha256="sha256:" + hashlib.sha256(raw).hexdigest(), components=components)
+
     @staticmethod
     def coverage(req: TestRequest, workdir: Path, current: float | None) -> float | None:
         """Line coverage in percent from the report the tests wrote (Cobertura XML or coverage.py
@@ -618,4 +665,4 @@ class CommandActivities:
 def activities_from_settings(settings: Settings) -> list:
     """The bound build/test activities for the worker."""
     acts = CommandActivities(settings)
-    return [acts.run_build, acts.run_tests, acts.run_scan]
+    return [acts.run_build, acts.run_tests, acts.run_scan, acts.read_sbom]

@@ -18,6 +18,10 @@ default_config := {
 	"production_environments": ["production"],
 	# Environments known *not* to be production; any other name (prod, Production, a typo) is
 	# treated as production, so a spelling can never lower the bar.
+	# Licences (SPDX ids) an artifact's components may carry; a component with another one is
+	# denied. Components without a licence are not judged here.
+	"allowed_licenses": ["MIT", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "ISC", "PSF-2.0", "Python-2.0", "MPL-2.0", "0BSD", "Unlicense", "Zlib"],
+	"denied_suppliers": [],
 	"non_production_environments": ["staging", "development", "dev", "test", "qa", "sandbox", "preview"],
 	"allow_cli_approvals": true,
 	"gate_timeout": "PT24H",
@@ -253,6 +257,26 @@ denials contains sprintf("the release declares its paths but leaves out %s, whic
 denials contains sprintf("scan %s found %s (error) at %s: %s blocks the release", [f.scan, f.rule, f.location, f.rule]) if {
 	some f in object.get(object.get(input, "findings", {}), "rules", [])
 	f.level == "error"
+}
+
+sbom_components contains c if {
+	is_object(input.sbom)
+	some c in object.get(input.sbom, "components", [])
+}
+
+disallowed_components contains sprintf("%s %s (%s)", [c.name, c.version, license]) if {
+	some c in sbom_components
+	some license in object.get(c, "licenses", [])
+	not license in config.allowed_licenses
+}
+
+denials contains sprintf("component %s uses a licence that is not on the allow-list; replace it or have the allow-list changed", [d]) if {
+	some d in disallowed_components
+}
+
+denials contains sprintf("component %s comes from supplier %s, which is not allowed", [c.name, c.supplier]) if {
+	some c in sbom_components
+	c.supplier in config.denied_suppliers
 }
 
 # ---------------------------------------------------------------- canary

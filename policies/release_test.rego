@@ -409,3 +409,17 @@ test_scanner_warnings_raise_the_tier if {
 	release.tier == "high" with input as doc
 	release.finding_rules("warning") == ["bandit B310"] with input as doc
 }
+
+test_sbom_component_with_a_disallowed_licence_is_denied if {
+	doc := object.union(base, {"sbom": {"sha256": "x", "components": [{"name": "left-pad", "version": "1.0", "licenses": ["MIT"], "supplier": ""}, {"name": "gpl-thing", "version": "2.1", "licenses": ["GPL-3.0-only"], "supplier": ""}]}})
+	release.disallowed_components == {"gpl-thing 2.1 (GPL-3.0-only)"} with input as doc
+	some d in release.denials with input as doc
+	contains(d, "gpl-thing")
+	count(release.sbom_components) == 2 with input as doc
+}
+
+test_sbom_supplier_deny_list if {
+	doc := object.union(base, {"config": {"denied_suppliers": ["Evil Corp"]}, "sbom": {"sha256": "x", "components": [{"name": "x", "version": "1", "licenses": [], "supplier": "Evil Corp"}]}})
+	some d in release.denials with input as doc
+	contains(d, "Evil Corp")
+}

@@ -147,6 +147,15 @@ class ScanSpec(Strict):
     timeout_seconds: int = Field(default=600, gt=0)
 
 
+class SbomSpec(Strict):
+    """A CycloneDX JSON SBOM of the artifact: read from the build's workspace (`path`), written
+    there first by `command` (e.g. `cyclonedx-py requirements …`), run in the sandbox."""
+
+    path: str
+    command: str | None = None
+    timeout_seconds: int = Field(default=300, gt=0)
+
+
 class ProvenanceSpec(Strict):
     bundle: str = Field(description="Sigstore bundle file (relative to the release file)")
     artifact: str | None = Field(default=None, description="file to verify; default: the built artifact")
@@ -279,6 +288,7 @@ class ReleaseFile(Strict):
     build: BuildSpec | None = None
     test: TestSpec | None = None
     scans: list[ScanSpec] = Field(default_factory=list)
+    sbom: SbomSpec | None = None
     provenance: ProvenanceSpec | None = None
     deploy: DeploySpec = Field(default_factory=DeploySpec)
     gates: list[GateSpec] = Field(default_factory=list)
@@ -480,6 +490,7 @@ class ReleaseStatus(Open):
     sandbox: dict[str, str] = Field(default_factory=dict, description="the sandbox profile each release command ran in (build, test)")
     change: ChangeFacts | None = Field(default=None, description="what the commit really changes (from Git), when the release names its repository")
     scans: list[ScanResult] = Field(default_factory=list, description="what each scanner found (SARIF), in the sandbox")
+    sbom: SbomResult | None = Field(default=None, description="the artifact's CycloneDX SBOM, as read by signoff")
     started_at: datetime | None = None
     updated_at: datetime | None = None
     workflow_id: str | None = None
@@ -535,6 +546,7 @@ class Evidence(Open):
     tests: TestSummary | None = None
     provenance: ProvenanceResult | None = None
     scans: list[ScanResult] = Field(default_factory=list)
+    sbom: SbomResult | None = None
     approvals: list[ApprovalEvidence] = Field(default_factory=list)
 
 
@@ -560,6 +572,23 @@ class ScanResult(Open):
     notes: int = 0
     findings: list[Finding] = Field(default_factory=list)
     sarif_sha256: str = ""
+
+
+class SbomRequest(CommandRequest):
+    path: str
+
+
+class Component(Open):
+    name: str
+    version: str = ""
+    licenses: list[str] = Field(default_factory=list)
+    supplier: str = ""
+
+
+class SbomResult(Open):
+    sha256: str
+    format: str = "CycloneDX"
+    components: list[Component] = Field(default_factory=list)
 
 
 class DeployRequest(Open):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from signoff.models import ChangeFacts, ProvenanceResult, ReleaseFile, ScanResult, TestSummary
+from signoff.models import ChangeFacts, ProvenanceResult, ReleaseFile, SbomResult, ScanResult, TestSummary
 
 INPUT_VERSION = 1
 
@@ -82,6 +82,7 @@ def build_policy_input(
     sandbox: dict[str, str] | None = None,
     change: ChangeFacts | None = None,
     scans: list[ScanResult] | None = None,
+    sbom: SbomResult | None = None,
 ) -> dict[str, Any]:
     """The facts about one release that the policy decides on (see policies/README.md).
 
@@ -129,6 +130,12 @@ def build_policy_input(
         "artifact_digest": digest,
         "built_by_signoff": spec.build is not None,
         "findings": _findings(scans or []),
+        "sbom": None
+        if sbom is None
+        else {
+            "sha256": sbom.sha256,
+            "components": [{"name": c.name, "version": c.version, "licenses": list(c.licenses), "supplier": c.supplier} for c in sbom.components[:500]],
+        },
         "sandbox": dict(sandbox or {}),
         "time": _iso_utc(now),
         "config": merged_config,

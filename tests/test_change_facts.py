@@ -185,3 +185,29 @@ async def test_a_scan_that_writes_no_sarif_fails_with_one_sentence(client: Clien
         done = await wait_for(sc, r, lambda s: s.phase.is_final)
     assert done.phase.value == "failed" and "the broken scan wrote no readable SARIF at missing.sarif" in (done.reason or "")
     assert "\n" not in (done.reason or "")
+
+
+async def test_an_sbom_component_with_a_disallowed_licence_is_denied_naming_it(client: Client, task_queue: str, tmp_path: Path) -> None:
+    import json
+
+    sbom = {
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "components": [
+            {"type": "library", "name": "requests", "version": "2.32.3", "licenses": [{"license": {"id": "Apache-2.0"}}]},
+            {"type": "library", "name": "copyleft-lib", "version": "3.1", "licenses": [{"license": {"id": "AGPL-3.0-only"}}]},
+        ],
+    }
+    (tmp_path / "sbom-src.json").write_text(json.dumps(sbom))
+    spec = release_spec(
+        artifact=None,
+        # the build writes the SBOM next to the artifact; signoff reads it from the workspace
+        build={"command": "printf x > out.bin && cp sbom-src.json sbom.json", "output": "out.bin"},
+        sbom={"path": "sbom.json"},
+    )
+    async with running_worker(client, task_queue) as sc:
+        r = f"rel-sbom-{uuid.uuid4().hex[:8]}"
+        await sc.start_release(spec, release_id=r, base_dir=tmp_path)
+        done = await wait_for(sc, r, lambda s: s.phase.is_final)
+    assert done.sbom is not None and [c.name for c in done.sbom.components] == ["requests", "copyleft-lib"]
+    assert done.phase.value == "denied" and "component copyleft-lib 3.1 (AGPL-3.0-only) uses a licence that is not on the allow-list" in (done.reason or "")

@@ -51,6 +51,8 @@ with workflow.unsafe.imports_passed_through():
         ProvenanceResult,
         ReleaseStatus,
         RollbackRequest,
+        SbomRequest,
+        SbomResult,
         ScanRequest,
         ScanResult,
         StartRelease,
@@ -129,6 +131,7 @@ class ReleaseWorkflow:
             await self.build()
             await self.test()
             await self.scan()
+            await self.inventory()
             await self.verify()
             await self.decide()
             await self.ask()
@@ -271,6 +274,30 @@ class ReleaseWorkflow:
                 {"scan": spec.name, "sarif_sha256": result.sarif_sha256, "rules": sorted({f.rule for f in result.findings}), "sandbox": result.profile},
             )
 
+    async def inventory(self) -> None:
+        """Read the artifact's CycloneDX SBOM: its components and licences are policy inputs."""
+        if self.spec.sbom is None:
+            return
+        sbom: SbomResult = await self.act(
+            "read_sbom",
+            SbomRequest(
+                release_id=self.args.release_id,
+                command=self.spec.sbom.command or "",
+                workdir=self.workdir(),
+                timeout_seconds=self.spec.sbom.timeout_seconds,
+                checkout=self.args.base_dir,
+                facts=self.sandbox_facts("sbom", False),
+                path=self.spec.sbom.path,
+            ),
+            SbomResult,
+            timeout=timedelta(seconds=self.spec.sbom.timeout_seconds + 30),
+            heartbeat=timedelta(seconds=10) if self.spec.sbom.command else None,
+            failure_phase=Phase.failed,
+            what="reading the SBOM",
+        )
+        self.status.sbom = sbom
+        self.record("sbom", "read", [f"{len(sbom.components)} component(s)"], {"sbom_sha256": sbom.sha256, "components": len(sbom.components)})
+
     async def verify(self) -> None:
         """Check the artifact's Sigstore bundle against the pinned identity and issuer."""
         if self.spec.provenance is None:
@@ -337,6 +364,7 @@ class ReleaseWorkflow:
             sandbox=self.status.sandbox,
             change=self.status.change,
             scans=self.status.scans,
+            sbom=self.status.sbom,
         )
         decision: PolicyDecision = await self.act(
             "evaluate_policy",
@@ -741,6 +769,7 @@ class ReleaseWorkflow:
             tests=self.status.tests,
             provenance=self.status.provenance,
             scans=self.status.scans,
+            sbom=self.status.sbom,
             approvals=[ApprovalEvidence(gate=g.spec.name, identity=who, proof=p) for g in self.gates for who, p in g.proofs.items()],
         )
 

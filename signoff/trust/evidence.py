@@ -109,6 +109,7 @@ def check_evidence(
         sandbox=sandbox,
         change=change,
         scans=evidence.scans,
+        sbom=evidence.sbom,
     )
     decision = decide(facts)
     if decision.denials:
