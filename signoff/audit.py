@@ -54,6 +54,15 @@ if TYPE_CHECKING:
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://signoff.dev/decision/v1"
+#: Evidence recorded as its own in-toto predicate type (about the artifact digest), signed and
+#: chained like every decision; the signoff fields (kind, sequence, …) sit beside its own.
+ATTESTATION_TYPES = {
+    "https://in-toto.io/attestation/test-result/v0.1",
+    "https://in-toto.io/attestation/vulns/v0.1",
+    "https://cyclonedx.org/bom",
+    "https://slsa.dev/provenance/v1",
+    "https://slsa.dev/verification_summary/v1",
+}
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 EXPORT_FORMAT = "https://signoff.dev/audit-export/v1"
 GENESIS_HASH = "0" * 64
@@ -141,11 +150,15 @@ def build_statement(decision: DecisionInput) -> dict[str, Any]:
             f"the decision's subject digest {decision.subject_digest!r} is not of the form sha256:<64 lowercase hex>"
         )
     dumped = decision.model_dump(mode="json")
+    predicate_type, own = PREDICATE_TYPE, {}
+    if decision.kind == "attestation" and decision.evidence.get("predicateType") in ATTESTATION_TYPES:
+        predicate_type, own = decision.evidence["predicateType"], _json_safe(dict(decision.evidence.get("predicate") or {}))
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": decision.subject_name, "digest": {"sha256": decision.subject_digest.split(":", 1)[1]}}],
-        "predicateType": PREDICATE_TYPE,
+        "predicateType": predicate_type,
         "predicate": {
+            **own,
             "kind": decision.kind,
             "outcome": decision.outcome,
             "reasons": _json_safe(list(dumped["reasons"])),
@@ -751,8 +764,8 @@ def _check_statement(entry: dict[str, Any], statement: dict[str, Any]) -> list[s
     wrong: list[str] = []
     if statement.get("_type") != STATEMENT_TYPE:
         wrong.append(f"is not an in-toto Statement v1 (_type {statement.get('_type')!r})")
-    if statement.get("predicateType") != PREDICATE_TYPE:
-        wrong.append(f"has predicate type {statement.get('predicateType')!r}, not {PREDICATE_TYPE}")
+    if statement.get("predicateType") != PREDICATE_TYPE and statement.get("predicateType") not in ATTESTATION_TYPES:
+        wrong.append(f"has predicate type {statement.get('predicateType')!r}, not {PREDICATE_TYPE} or a known attestation type")
     predicate = statement.get("predicate")
     if not isinstance(predicate, dict):
         wrong.append("has no predicate")

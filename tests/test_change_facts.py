@@ -211,3 +211,50 @@ async def test_an_sbom_component_with_a_disallowed_licence_is_denied_naming_it(c
         done = await wait_for(sc, r, lambda s: s.phase.is_final)
     assert done.sbom is not None and [c.name for c in done.sbom.components] == ["requests", "copyleft-lib"]
     assert done.phase.value == "denied" and "component copyleft-lib 3.1 (AGPL-3.0-only) uses a licence that is not on the allow-list" in (done.reason or "")
+
+
+async def test_a_successful_release_logs_its_attestations_and_a_vsa_that_verifies_offline(client: Client, task_queue: str, tmp_path: Path) -> None:
+    import base64
+    import json
+
+    from signoff.audit import export, public_key_from_settings, show, store_from_settings, verify_export
+    from signoff.config import Settings
+    from signoff.trust.registry import TrustStore
+
+    (tmp_path / "junit-src.xml").write_text(JUNIT.format(failure=""))
+    spec = release_spec(
+        artifact=None,
+        build={"command": "printf x > out.bin", "output": "out.bin"},
+        test={"command": "cp junit-src.xml junit.xml", "junit": "junit.xml"},
+        change={"summary": "docs", "paths": ["docs/a.md"]},
+    )
+    async with running_worker(client, task_queue) as sc:
+        r = f"rel-vsa-{uuid.uuid4().hex[:8]}"
+        await sc.start_release(spec, release_id=r, base_dir=tmp_path)
+        done = await wait_phase(sc, r, "succeeded")
+        await sc.wait(r)
+    settings = Settings.from_env()
+    rows = show(r, store_from_settings(settings))
+    kinds = [(row["kind"], row["outcome"]) for row in rows if row["kind"] == "attestation"]
+    assert kinds == [("attestation", "provenance"), ("attestation", "test-result"), ("attestation", "verification-summary")]
+    policy_row = next(row for row in rows if row["kind"] == "policy")
+    assert policy_row["evidence"]["input"]["paths"] == ["docs/a.md"] and len(policy_row["evidence"]["attestations"]) == 2
+    out = tmp_path / "export.json"
+    export(r, store_from_settings(settings), public_key_from_settings(settings), out, registry=TrustStore(settings.directory_path, settings.agents_path).current())
+    document = json.loads(out.read_text())
+    statements = [json.loads(base64.b64decode(e["payload"])) for e in document["envelopes"]]
+    (vsa,) = [st for st in statements if st["predicateType"] == "https://slsa.dev/verification_summary/v1"]
+    assert vsa["subject"][0]["digest"]["sha256"] == (done.artifact_digest or "").split(":", 1)[1]
+    predicate = vsa["predicate"]
+    assert predicate["verifier"]["id"] == "https://signoff.dev/worker" and predicate["verificationResult"] == "PASSED"
+    assert predicate["policy"]["digest"]["sha256"] == done.policy.policy_sha256  # type: ignore[union-attr]
+    assert [a["uri"].rsplit("#", 1)[1] for a in predicate["inputAttestations"]] == ["https://slsa.dev/provenance/v1", "https://in-toto.io/attestation/test-result/v0.1"]
+    assert verify_export(document)["ok"]
+    # one changed field of the VSA (the verdict) and the export no longer verifies
+    for entry in document["chain"]:
+        statement = json.loads(base64.b64decode(entry["envelope"]["payload"]))
+        if statement["predicateType"].endswith("verification_summary/v1"):
+            statement["predicate"]["verificationResult"] = "FAILED"
+            entry["envelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    tampered = verify_export(document)
+    assert not tampered["ok"] and any("not signed by the orchestrator key" in p for p in tampered["problems"])

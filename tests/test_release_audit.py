@@ -41,6 +41,7 @@ async def test_gated_release_records_verify(client: Client, task_queue: str, tmp
         ("approval_attempt", "accepted"),
         ("approval_attempt", "accepted"),
         ("gate_outcome", "approved"),
+        ("attestation", "verification-summary"),  # the SLSA VSA written at promotion
         ("deploy", "deployed"),
         ("promotion", "started"),
         ("promotion", "stable"),

@@ -69,6 +69,17 @@ from workflows.canary import CanaryRunner
 from workflows.outbox import PATIENT, DecisionLog, Outbox
 from workflows.gate import ApprovalGate, merge_gates
 
+TEST_RESULT = "https://in-toto.io/attestation/test-result/v0.1"
+VULNS = "https://in-toto.io/attestation/vulns/v0.1"
+CYCLONEDX = "https://cyclonedx.org/bom"
+SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
+VSA = "https://slsa.dev/verification_summary/v1"
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 ONCE_MORE = RetryPolicy(maximum_attempts=3, non_retryable_error_types=["BadCommand", "BuildFailed", "Timeout", "VerificationFailed"])
 
 
@@ -116,6 +127,8 @@ class ReleaseWorkflow:
         self.provenance_path: str | None = None
         self.used_nonces: set[str] = set()
         self.starter: AuthResult | None = None
+        self.attestations: list[dict[str, Any]] = []
+        self.attesting = False
 
     # ================================================================== the plan
 
@@ -125,6 +138,8 @@ class ReleaseWorkflow:
         self.status.workflow_id, self.status.run_id = info.workflow_id, info.run_id
         self.status.started_at = workflow.now()
         drains = [asyncio.create_task(box.run(lambda: self.finished)) for box in (self.audit, self.slack, self.jira)]
+        # Histories from before evidence attestations replay without them.
+        self.attesting = workflow.patched("evidence-attestations")
         try:
             if workflow.patched("authenticated-start"):
                 await self.authenticate()
@@ -204,6 +219,8 @@ class ReleaseWorkflow:
         self.provenance_path = result.provenance_path
         if result.profile:
             self.status.sandbox["build"] = result.profile
+        if result.provenance_envelope:
+            self.attest(SLSA_PROVENANCE, {"envelope_sha256": _sha256(str(result.provenance_envelope.get("payload", ""))), "sandbox": result.profile})
         self.record(
             "build",
             "succeeded",
@@ -241,6 +258,19 @@ class ReleaseWorkflow:
             self.status.sandbox["test"] = summary.profile
         outcome = "failed" if summary.failed or summary.errors else "passed"
         self.record("tests", outcome, summary.failures[:20], summary.model_dump(mode="json"))
+        self.attest(
+            TEST_RESULT,
+            {
+                "result": "FAILED" if outcome == "failed" else "PASSED",
+                "configuration": [{"name": "test.command", "uri": "signoff:release-file#test", "digest": {"sha256": _sha256(self.spec.test.command)}}],
+                "passedTests": [],
+                "failedTests": summary.failures[:200],
+                "warnedTests": summary.flaky,
+                "counts": {"passed": summary.passed, "failed": summary.failed, "errors": summary.errors, "skipped": summary.skipped},
+                "coverage": summary.coverage,
+                "sandbox": summary.profile,
+            },
+        )
         if outcome == "failed":
             names = ", ".join(summary.failures[:5]) or "see the test report"
             raise Stop(Phase.failed, f"{summary.failed + summary.errors} test(s) failed: {names}")
@@ -267,6 +297,13 @@ class ReleaseWorkflow:
                 what=f"the {spec.name} scan",
             )
             self.status.scans.append(result)
+            self.attest(
+                VULNS,
+                {
+                    "scanner": {"uri": f"signoff:scan/{spec.name}", "result": [{"id": f.rule, "severity": [{"method": "sarif", "score": f.level}]} for f in result.findings[:200]]},
+                    "metadata": {"sarif_sha256": result.sarif_sha256, "errors": result.errors, "warnings": result.warnings, "notes": result.notes},
+                },
+            )
             self.record(
                 "scan",
                 "findings" if result.findings else "clean",
@@ -296,6 +333,7 @@ class ReleaseWorkflow:
             what="reading the SBOM",
         )
         self.status.sbom = sbom
+        self.attest(CYCLONEDX, {"sha256": sbom.sha256, "components": len(sbom.components), "licenses": sorted({lic for c in sbom.components for lic in c.licenses})})
         self.record("sbom", "read", [f"{len(sbom.components)} component(s)"], {"sbom_sha256": sbom.sha256, "components": len(sbom.components)})
 
     async def verify(self) -> None:
@@ -382,7 +420,12 @@ class ReleaseWorkflow:
             "policy",
             "denied" if decision.denials else "allowed",
             decision.denials or decision.reasons,
-            {"policy_sha256": decision.policy_sha256, "tier": decision.tier, "gates": [g.model_dump(mode="json") for g in gates]},
+            {
+                "policy_sha256": decision.policy_sha256,
+                "tier": decision.tier,
+                "gates": [g.model_dump(mode="json") for g in gates],
+                **({"input": policy_input, "attestations": list(self.attestations)} if self.attesting else {}),
+            },
         )
         if decision.denials:
             raise Stop(Phase.denied, "; ".join(decision.denials))
@@ -435,6 +478,19 @@ class ReleaseWorkflow:
             self.status.previous_digest = current.stable
         else:
             self.status.previous_digest = current.detail.get("previous") or current.stable
+        self.attest(
+            VSA,
+            {
+                "verifier": {"id": "https://signoff.dev/worker"},
+                "timeVerified": workflow.now().isoformat().replace("+00:00", "Z"),
+                "resourceUri": f"signoff:{self.spec.service}@{self.digest()}",
+                "policy": {"uri": "signoff:policies/release.rego", "digest": {"sha256": self.status.policy.policy_sha256 if self.status.policy else ""}},
+                "inputAttestations": [{"uri": f"signoff:{self.args.release_id}#{a['predicateType']}", "digest": {"sha256": a["sha256"]}} for a in self.attestations],
+                "verificationResult": "PASSED",
+                "verifiedLevels": [f"SIGNOFF_TIER_{(self.status.tier or 'none').upper()}"] + (["SLSA_BUILD_LEVEL_2"] if self.spec.build else []),
+                "approvals": [{"gate": g.spec.name, "by": sorted(a.by for a in g.status.approvals)} for g in self.gates],
+            },
+        )
         if self.spec.canary is None or not self.spec.canary.steps:
             await self.deploy(100)
         self.record("promotion", "started", [], {"previous": self.status.previous_digest})
@@ -757,6 +813,15 @@ class ReleaseWorkflow:
         if self.status.canary is not None:
             self.status.canary.weight = weight
         self.record("deploy", "deployed", [f"weight {weight}"], {"weight": weight, "stable": state.stable, "canary": state.canary})
+
+    def attest(self, predicate_type: str, predicate: dict[str, Any]) -> None:
+        """Record one piece of evidence as its own in-toto statement about the artifact (signed
+        and chained in the log like every decision); the VSA at promotion lists them."""
+        if not self.attesting:
+            return
+        self.attestations.append({"predicateType": predicate_type, "sha256": _sha256(repr(sorted(predicate.items())))})
+        names = {TEST_RESULT: "test-result", VULNS: "vulns", CYCLONEDX: "sbom", SLSA_PROVENANCE: "provenance", VSA: "verification-summary"}
+        self.record("attestation", names.get(predicate_type, "evidence"), [], {"predicateType": predicate_type, "predicate": predicate})
 
     def evidence(self) -> Evidence:
         """What the deploy activity re-verifies before shipping: the signed start, the facts the
