@@ -360,3 +360,12 @@ async def test_release_lifecycle_through_the_cli(dev_env: WorkflowEnvironment, c
     missing = await signoff("release", "status", "rel-does-not-exist-42", "--json", env=env)
     assert missing.code == 1 and "no release rel-does-not-exist-42" in one_sentence(missing.json()["error"])
     assert not deploys.exists()  # aborted before promotion: nothing was deployed
+
+
+async def test_policy_eval_of_the_gated_example_shows_the_gate_it_will_wait_at() -> None:
+    """The policy's gates merged with the file's: release-gated.yaml waits for 2 release managers."""
+    run = await signoff("policy", "eval", str(REPO / "examples" / "release-gated.yaml"), "--json")
+    assert run.code == 0, run.stderr
+    doc = run.json()
+    assert [(g["name"], g["required"], g["from_groups"]) for g in doc["gates"]] == [("production", 2, ["release-managers"])]
+    assert doc["facts"]["paths"] == ["docs/checkout.md"] and doc["facts"]["paths_source"] == "declared"
