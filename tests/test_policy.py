@@ -322,10 +322,14 @@ def test_build_policy_input_is_the_documented_document() -> None:
         "co_requesters": ["erin@example.com"],
         "change": {"summary": "bump", "commit": None},
         "paths": ["src/a.py", "docs/x.md"],
-        "tests": {"passed": 5, "failed": 1, "skipped": 2, "errors": 0, "coverage": 75.5},
+        "declared_paths": ["src/a.py", "docs/x.md"],
+        "paths_source": "declared",
+        "tests": {"passed": 5, "failed": 1, "skipped": 2, "errors": 0, "coverage": 75.5, "flaky": []},
         "provenance": {"verified": False, "reason": "wrong issuer", "identity": None, "issuer": None},
         "artifact_digest": DIGEST,
         "built_by_signoff": False,
+        "findings": {"scans": [], "errors": 0, "warnings": 0, "notes": 0, "rules": []},
+        "sbom": None,
         "sandbox": {},
         "time": "2025-03-01T12:00:00Z",
         "config": {"coverage_threshold": 80.0, "require_provenance": True},
@@ -342,7 +346,8 @@ def test_release_file_cannot_lower_the_configured_coverage_threshold() -> None:
     spec = release_spec(test={"command": "pytest", "coverage": 50})
     doc = build_policy_input(spec, digest=DIGEST, tests=None, provenance=None, now=NOW, config={"coverage_threshold": 85})
     assert doc["config"]["coverage_threshold"] == 85.0
-    assert build_policy_input(release_spec(), digest=None, tests=None, provenance=None, now=NOW)["config"] == {"coverage_threshold": None}
+    # no threshold anywhere: absent, so the organisation's own (in the policy) is never nulled
+    assert build_policy_input(release_spec(), digest=None, tests=None, provenance=None, now=NOW)["config"] == {}
 
 
 def test_build_policy_input_is_deterministic() -> None:

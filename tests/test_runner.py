@@ -220,7 +220,7 @@ async def test_cancellation_kills_the_whole_process_group(acts: CommandActivitie
 
 def test_activities_from_settings_names(settings: Settings) -> None:
     names = sorted(getattr(a, "__temporal_activity_definition").name for a in activities_from_settings(settings))
-    assert names == ["run_build", "run_tests"]
+    assert names == ["read_sbom", "run_build", "run_scan", "run_tests"]
 
 
 async def test_retry_stops_the_process_group_a_crashed_attempt_left(acts: CommandActivities, workdir: Path) -> None:
