@@ -37,7 +37,7 @@ from signoff.models import (
 from signoff.releasefile import default_release_id, load_release_file
 from signoff.search_attributes import KIND, PHASE, REQUESTER, SERVICE
 from signoff.trust.credentials import Credential, resolve_credential
-from signoff.trust.evidence import spec_sha256
+from signoff.trust.evidence import start_body
 from signoff.trust.proofs import new_request, request_of
 
 RELEASE_WORKFLOW = "ReleaseWorkflow"
@@ -184,7 +184,7 @@ class SignoffClient:
             spec, directory = load_release_file(source)
         rid = release_id or default_release_id(spec)
         kind, ident = ("agent", spec.agent.id) if spec.agent else ("person", spec.requested_by)
-        proof = self.sign(kind, ident, action="start_release", subject=rid, body={"spec_sha256": spec_sha256(spec)})
+        proof = self.sign(kind, ident, action="start_release", subject=rid, body=start_body(spec, str(directory)))
         args = StartRelease(
             release_id=rid,
             spec=spec,

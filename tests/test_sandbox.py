@@ -253,12 +253,12 @@ async def test_the_actuator_reads_the_build_profile_from_signed_provenance_only(
     result, error = await run_build(settings, req)
     assert error is None and result is not None
     spec = release_spec(artifact=None, build={"command": req.command, "output": "out.bin"})
-    from signoff.trust.evidence import spec_sha256
+    from signoff.trust.evidence import start_body
 
-    start = signed("dana@example.com", action="start_release", subject=req.release_id, body={"spec_sha256": spec_sha256(spec)}, channel="api")
+    start = signed("dana@example.com", action="start_release", subject=req.release_id, body=start_body(spec, str(checkout)), channel="api")
     deploy = DeployRequest(
         release_id=req.release_id, service="checkout", digest=result.digest, weight=100,  # type: ignore[union-attr]
-        target=spec.deploy, evidence=Evidence(release_id=req.release_id, spec=spec, start_proof=start),
+        target=spec.deploy, evidence=Evidence(release_id=req.release_id, spec=spec, base_dir=str(checkout), start_proof=start),
     )
     actuator = DeployActivities(settings)
     assert "evidence verified" in actuator.check_evidence(deploy)

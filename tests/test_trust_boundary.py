@@ -29,7 +29,7 @@ from signoff.config import Settings
 from signoff.errors import Refused
 from signoff.models import ApprovalAttempt, ApprovalResult, DeploymentState, DeployRequest, DeploySpec, Evidence, StartRelease, StartRunbook
 from signoff.trust.credentials import Credential, dev_key_path
-from signoff.trust.evidence import run_expectations, spec_sha256
+from signoff.trust.evidence import run_expectations, start_body
 from signoff.trust.keys import write_private_key
 from signoff.trust.proofs import new_request, sign_request
 from signoff.trust.registry import TrustStore
@@ -272,7 +272,7 @@ async def test_caller_chosen_policy_and_directory_are_ignored(client: Client, ta
     async with running_worker(client, task_queue) as sc:
         r = rid()
         spec = release_spec(agent={"id": "release-bot"}, change={"summary": "agent edits auth", "paths": ["auth/login.py"]})
-        proof = signed("release-bot", kind="agent", action="start_release", subject=r, body={"spec_sha256": spec_sha256(spec)}, channel="api")
+        proof = signed("release-bot", kind="agent", action="start_release", subject=r, body=start_body(spec, str(tmp_path)), channel="api")
         args = StartRelease(release_id=r, spec=spec, base_dir=str(tmp_path), policy_dir=str(permissive), directory_path=str(evil_directory), proof=proof)
         await client.start_workflow("ReleaseWorkflow", args, id=r, task_queue=task_queue)
         status = await wait_phase(sc, r, "awaiting_approval")
@@ -319,6 +319,20 @@ async def test_promote_and_abort_need_an_authenticated_permitted_person(client: 
         await wait_phase(sc, r, "aborted")
 
 
+async def test_captured_start_proof_cannot_start_the_release_from_another_checkout(client: Client, task_queue: str, tmp_path: Path) -> None:
+    """dana's signed start, captured before it was used, replayed with an attacker's source tree."""
+    spec = release_spec(artifact=None, build={"command": "printf x > out.bin", "output": "out.bin"})
+    r = rid()
+    proof = signed(DANA, action="start_release", subject=r, body=start_body(spec, str(tmp_path / "danas-checkout")), channel="api")
+    evil = tmp_path / "evil-checkout"
+    evil.mkdir()
+    async with running_worker(client, task_queue) as sc:
+        await client.start_workflow("ReleaseWorkflow", StartRelease(release_id=r, spec=spec, base_dir=str(evil), proof=proof), id=r, task_queue=task_queue)
+        status = await wait_phase(sc, r, "denied")
+    assert "the proof was made for body" in (status.reason or "") and status.artifact_digest is None
+    assert not (Settings.from_env().state_dir / "workspaces" / r).exists()  # nothing was built
+
+
 async def test_made_up_remediation_trigger_does_not_skip_the_group_check(client: Client, task_queue: str) -> None:
     """dana (a developer, not on-call) names a release as the trigger to run a certified runbook."""
     async with running_worker(client, task_queue) as sc:
@@ -362,7 +376,7 @@ async def test_rogue_workflow_cannot_make_the_deploy_activity_ship(client: Clien
 
     settings = Settings.from_env()
     r = rid("rel-rogue")
-    start = signed(DANA, action="start_release", subject=r, body={"spec_sha256": spec_sha256(spec)}, channel="api")
+    start = signed(DANA, action="start_release", subject=r, body=start_body(spec, "/checkout"), channel="api")
     forged_key = tmp_path / "forged.ed25519"
     write_private_key(forged_key, Ed25519PrivateKey.generate())
     from signoff.models import ApprovalEvidence
@@ -372,10 +386,10 @@ async def test_rogue_workflow_cannot_make_the_deploy_activity_ship(client: Clien
     requester_self = [ApprovalEvidence(gate="production", identity=who, proof=approve_proof(r, who)) for who in (ALICE, DANA)]
     cases = {
         "no evidence": None,
-        "forged approvals": Evidence(release_id=r, spec=spec, start_proof=start, approvals=forged),
-        "one of two approvals": Evidence(release_id=r, spec=spec, start_proof=start, approvals=only_one),
-        "the requester's own approval": Evidence(release_id=r, spec=spec, start_proof=start, approvals=requester_self),
-        "an unsigned start": Evidence(release_id=r, spec=spec, start_proof=None, approvals=[]),
+        "forged approvals": Evidence(release_id=r, spec=spec, base_dir="/checkout", start_proof=start, approvals=forged),
+        "one of two approvals": Evidence(release_id=r, spec=spec, base_dir="/checkout", start_proof=start, approvals=only_one),
+        "the requester's own approval": Evidence(release_id=r, spec=spec, base_dir="/checkout", start_proof=start, approvals=requester_self),
+        "an unsigned start": Evidence(release_id=r, spec=spec, base_dir="/checkout", start_proof=None, approvals=[]),
     }
     async with build_worker(client, settings, task_queue=task_queue, workflows=[RogueRelease]):
         for name, evidence in cases.items():
@@ -385,7 +399,7 @@ async def test_rogue_workflow_cannot_make_the_deploy_activity_ship(client: Clien
         assert not marker.exists()  # nothing was ever deployed
         # The same activity ships when the evidence is real: two registered approvers, signed.
         genuine = [ApprovalEvidence(gate="production", identity=who, proof=approve_proof(r, who)) for who in (ALICE, BOB)]
-        ok = DeployRequest(release_id=r, service="checkout", digest=DIGEST_A, weight=100, target=target, evidence=Evidence(release_id=r, spec=spec, start_proof=start, approvals=genuine))
+        ok = DeployRequest(release_id=r, service="checkout", digest=DIGEST_A, weight=100, target=target, evidence=Evidence(release_id=r, spec=spec, base_dir="/checkout", start_proof=start, approvals=genuine))
         assert await client.execute_workflow("RogueRelease", ok, id=f"rogue-{uuid.uuid4().hex[:8]}", task_queue=task_queue, result_type=str) == "shipped"
         assert marker.read_text().split() == [DIGEST_A, "100"]
 

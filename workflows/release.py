@@ -167,7 +167,7 @@ class ReleaseWorkflow:
         the person who signed, or the registry's owner of the agent that signed; a release file
         that says otherwise is refused before anything runs."""
         auth = await self.authenticate_proof(
-            self.args.proof, start_expectations(self.args.release_id, self.spec), at=workflow.info().start_time
+            self.args.proof, start_expectations(self.args.release_id, self.spec, self.args.base_dir), at=workflow.info().start_time
         )
         why = auth.reason if not auth.ok else judge_start(auth.kind, auth.id, auth.agent, self.spec)[1]
         if why:

@@ -31,8 +31,14 @@ def spec_sha256(spec: ReleaseFile) -> str:
     return body_digest(ReleaseFile.model_validate(spec.model_dump(mode="json")).model_dump(mode="json"))
 
 
-def start_expectations(release_id: str, spec: ReleaseFile) -> dict[str, Any]:
-    return {"action": "start_release", "subject": release_id, "body": {"spec_sha256": spec_sha256(spec)}}
+def start_body(spec: ReleaseFile, checkout: str | None) -> dict[str, Any]:
+    """What a start proof signs about the release: the spec, and the checkout it is built from
+    (a captured proof cannot start the same release from someone else's source tree)."""
+    return {"spec_sha256": spec_sha256(spec), "checkout": checkout}
+
+
+def start_expectations(release_id: str, spec: ReleaseFile, checkout: str | None) -> dict[str, Any]:
+    return {"action": "start_release", "subject": release_id, "body": start_body(spec, checkout)}
 
 
 def run_expectations(args: StartRunbook) -> dict[str, Any]:
@@ -94,7 +100,7 @@ def check_evidence(
     """None-raising when shipping `digest` is allowed; returns a one-line summary for the log."""
     spec = evidence.spec
     try:
-        start = verify_proof(evidence.start_proof, expect=start_expectations(evidence.release_id, spec), registry=registry, now=None)
+        start = verify_proof(evidence.start_proof, expect=start_expectations(evidence.release_id, spec, evidence.base_dir), registry=registry, now=None)
     except ProofRefused as e:
         raise EvidenceRefused(f"refused to ship {digest[:19]}…: the release's start proof does not verify ({e})") from e
     requester, why = judge_start(start.kind, start.id, start.agent, spec)
