@@ -377,7 +377,7 @@ class RunbookActivities:
         except sandbox.SandboxUnavailable as e:
             raise _fail(str(e), "SandboxUnavailable") from e
         state = Path(self.settings.state_dir).resolve()
-        hidden = sorted({state, Path(self.settings.key_path).resolve().parent})
+        hidden = sandbox.hidden_paths(self.settings)
         workspace = state / "workspaces" / f"{request.run_id}-{request.step.name}"
         sandbox.prepare_workspace(base, workspace, hidden=hidden, fresh=True)
         copy = workspace / args.path

@@ -418,13 +418,6 @@ class CommandActivities:
             raise ApplicationError(str(e), type="PolicyError", non_retryable=True) from e
         return chosen if chosen in sandbox.PROFILES else sandbox.HERMETIC
 
-    def hidden_paths(self) -> list[Path]:
-        """What no release command may see even when it lies inside its checkout."""
-        paths = {Path(self.settings.state_dir).resolve(), Path(self.settings.key_path).resolve().parent, Path(self.settings.audit_log).resolve().parent}
-        if self.settings.gateway_key_path:
-            paths.add(Path(self.settings.gateway_key_path).resolve().parent)
-        return sorted(paths)
-
     def confine(self, req: CommandRequest, *, what: str, fresh: bool) -> tuple[Launch, Path, str]:
         """(how to launch, the working directory inside the workspace, the profile)."""
         checkout = Path(req.checkout or req.workdir).resolve()
@@ -446,7 +439,7 @@ class CommandActivities:
             profile = sandbox.choose_profile(self.profile_for(req))
         except sandbox.SandboxUnavailable as e:
             raise ApplicationError(str(e), type="SandboxUnavailable", non_retryable=True) from e
-        hidden = self.hidden_paths()
+        hidden = sandbox.hidden_paths(self.settings)
         workspace = Path(self.settings.state_dir).resolve() / "workspaces" / req.release_id
         sandbox.prepare_workspace(checkout, workspace, hidden=hidden, fresh=fresh)
         cwd = workspace / workdir.relative_to(checkout)

@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from signoff.errors import ConfigError
 
@@ -77,6 +77,15 @@ class Limits:
             file_size=get("SIGNOFF_SANDBOX_FILE_BYTES", base.file_size),
             processes=get("SIGNOFF_SANDBOX_PROCESSES", base.processes),
         )
+
+
+def hidden_paths(settings: Any) -> list[Path]:
+    """What no release command may see, even when it lies inside the tree it runs on: the
+    worker's state, its key and audit directories, the gateway's key directory."""
+    paths = {Path(settings.state_dir).resolve(), Path(settings.key_path).resolve().parent, Path(settings.audit_log).resolve().parent}
+    if settings.gateway_key_path:
+        paths.add(Path(settings.gateway_key_path).resolve().parent)
+    return sorted(paths)
 
 
 def bwrap_path() -> str | None:

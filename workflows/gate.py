@@ -258,8 +258,6 @@ class ApprovalGate:
             current_digest=self.current_digest(),
         )
         if reason is not None:
-            if auth is None:
-                return self._refuse_legacy(attempt, reason, snap)
             return self._refuse(attempt, reason, snap, auth)
         self._count(attempt, "accepted")
         now = workflow.now()
@@ -347,14 +345,6 @@ class ApprovalGate:
             return str(request_of(proof).get("subject"))
         except ValueError:
             return None
-
-    def _refuse_legacy(self, attempt: ApprovalAttempt, reason: str, snap: DirectorySnapshot) -> ApprovalResult:
-        """Refusals exactly as histories from before proofs recorded them (replay)."""
-        who = attempt.identity.lower()
-        self._count(attempt, "refused")
-        self.status.refusals.append(RefusalRecord(by=who, channel=attempt.channel, at=workflow.now(), decision=attempt.decision, reason=reason))
-        self.record("approval_attempt", "refused", [reason], {"attempt": attempt.model_dump(mode="json"), **self._evidence(attempt, snap, None)})
-        return ApprovalResult(accepted=False, reason=reason, gate=self.status)
 
     def _close(self, state: str, now: datetime) -> None:
         self.status.state = state  # type: ignore[assignment]
