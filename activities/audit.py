@@ -23,6 +23,8 @@ from temporalio.exceptions import ApplicationError
 from signoff.audit import (
     AuditLogBusy,
     AuditLogCorrupt,
+    CheckpointPolicy,
+    CheckpointStore,
     DecisionSigner,
     FileLogStore,
     KeyExistsError,
@@ -30,9 +32,11 @@ from signoff.audit import (
     RecordConflict,
     SigstoreIdentityMissing,
     append_record,
+    checkpoint_path,
     init_keys,
     signer_from_settings,
     sigstore_enabled,
+    write_checkpoint,
 )
 from signoff.config import Settings
 from signoff.errors import ConfigError
@@ -44,10 +48,20 @@ log = logging.getLogger(__name__)
 class AuditActivities:
     """Holds the log store and (lazily) the signer; tests hand in their own store."""
 
-    def __init__(self, settings: Settings, *, store: LogStore | None = None, signer: DecisionSigner | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: LogStore | None = None,
+        signer: DecisionSigner | None = None,
+        checkpoints: CheckpointStore | None = None,
+        checkpoint_policy: CheckpointPolicy | None = None,
+    ) -> None:
         self.settings = settings
         self.store: LogStore = store if store is not None else FileLogStore(settings.audit_log, incremental=True)
         self._signer = signer
+        self.checkpoints = checkpoints if checkpoints is not None or store is not None else CheckpointStore(checkpoint_path(settings))
+        self.checkpoint_policy = checkpoint_policy or CheckpointPolicy()
 
     def _ensure_signer(self) -> DecisionSigner:
         if self._signer is not None:
@@ -85,6 +99,13 @@ class AuditActivities:
             raise ApplicationError(str(e), type="AuditLogCorrupt") from e
         except AuditLogBusy as e:
             raise ApplicationError(str(e), type="AuditLogBusy") from e
+        if self.checkpoints is not None and self.checkpoint_policy.due(decision.kind):
+            # a checkpoint of the prefix this append produced: a true statement even if another
+            # writer has moved the head since; a failure here loses no record, so it only logs
+            try:
+                write_checkpoint(self.store, self.checkpoints, self._ensure_signer(), size=entry["index"] + 1, head_hash=entry["entry_hash"])
+            except OSError as e:
+                log.error("could not write an audit checkpoint to %s: %s", self.checkpoints.path, e)
         return {
             "index": entry["index"],
             "entry_hash": entry["entry_hash"],
@@ -107,3 +128,24 @@ class AuditActivities:
 def activities_from_settings(settings: Settings) -> list:
     return [AuditActivities(settings).append_decision]
 
+
+
+async def checkpoint_loop(settings: Settings, *, seconds: float | None = None) -> None:
+    """Every ``seconds`` (SIGNOFF_CHECKPOINT_SECONDS, default 60) sign a checkpoint if the log
+    grew since the last one, so records of workflows still running are covered within that time
+    even when nothing else is appended. Runs beside the worker until cancelled."""
+    import os
+
+    period = seconds if seconds is not None else float(os.environ.get("SIGNOFF_CHECKPOINT_SECONDS", "60"))
+    store = FileLogStore(settings.audit_log, incremental=True)
+    checkpoints = CheckpointStore(checkpoint_path(settings))
+    last_size = -1
+    while True:
+        await asyncio.sleep(max(1.0, period))
+        try:
+            entries = await asyncio.to_thread(store.entries)
+            if entries and len(entries) != last_size and settings.key_path.exists() and not sigstore_enabled():
+                await asyncio.to_thread(write_checkpoint, store, checkpoints, signer_from_settings(settings))
+                last_size = len(entries)
+        except (OSError, ConfigError) as e:
+            log.error("periodic audit checkpoint failed: %s", e)

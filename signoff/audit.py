@@ -33,7 +33,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -226,8 +226,15 @@ def public_pem(public_key: Ed25519PublicKey) -> str:
     ).decode("ascii")
 
 
+def trust_file_for(path: Path) -> Path:
+    """The trust file `init_keys` and `rotate_keys` keep beside a key unless SIGNOFF_AUDIT_TRUST says otherwise."""
+    configured = os.environ.get(AUDIT_TRUST_ENV)
+    return Path(configured) if configured else Path(path).with_name(Path(path).name + ".trust.json")
+
+
 def init_keys(path: Path, *, force: bool = False) -> PublicKeyInfo:
-    """Create the orchestrator's ed25519 key: PKCS#8 PEM at ``path`` (0600), public PEM beside it.
+    """Create the orchestrator's ed25519 key: PKCS#8 PEM at ``path`` (0600), public PEM beside it,
+    and pin its key id in the trust file (`trust_file_for`) that `audit verify` checks against.
 
     Refuses to overwrite an existing key unless ``force``, because records already signed by it
     would then no longer verify against the published key.
@@ -251,6 +258,7 @@ def init_keys(path: Path, *, force: bool = False) -> PublicKeyInfo:
         ) from e
     pub = key.public_key()
     _write_new_file(public_path_for(path), public_pem(pub).encode(), 0o644, replace=True)
+    pin_key(trust_file_for(path), pub)
     return PublicKeyInfo(keyid=keyid_for(pub), public_pem=public_pem(pub), path=path, public_path=public_path_for(path))
 
 
@@ -373,6 +381,35 @@ class SigstoreSigner:
         return SignedEnvelope(envelope=json.loads(envelope.to_json()), sigstore_bundle=json.loads(bundle.to_json()))
 
 
+class KeyFileSigner:
+    """The orchestrator key as it is on disk *now*: after `signoff keys rotate` replaces the
+    file, the next signature is by the new key, with no worker restart (one ``stat`` per sign)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._stamp: tuple[int, int, int] | None = None
+        self._signer: Ed25519Signer | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> Ed25519Signer:
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        with self._lock:
+            if self._signer is None or (stamp is not None and stamp != self._stamp):
+                self._signer, self._stamp = Ed25519Signer.from_path(self.path), stamp
+            return self._signer
+
+    @property
+    def keyid(self) -> str:
+        return self.current().keyid
+
+    def sign(self, payload: bytes) -> SignedEnvelope:
+        return self.current().sign(payload)
+
+
 def sigstore_enabled() -> bool:
     return os.environ.get(SIGSTORE_ENV, "") == "1"
 
@@ -381,11 +418,299 @@ def signer_from_settings(settings: Settings) -> DecisionSigner:
     """Keyless when ``SIGNOFF_SIGSTORE=1``, otherwise the orchestrator key at ``settings.key_path``."""
     if sigstore_enabled():
         return SigstoreSigner(staging=os.environ.get(SIGSTORE_STAGING_ENV, "") == "1")
-    return Ed25519Signer.from_path(settings.key_path)
+    signer = KeyFileSigner(settings.key_path)
+    signer.current()  # a missing or unreadable key is an error now, not at the first record
+    return signer
 
 
 def sign_decision(decision: DecisionInput, signer: DecisionSigner) -> SignedEnvelope:
     return signer.sign(canonical_json(build_statement(decision)))
+
+
+# --------------------------------------------------------------------------- pinned keys and rotation
+
+
+TRUST_FORMAT = "https://signoff.dev/audit-trust/v1"
+ROTATION_KIND = "key_rotation"
+KEYS_WORKFLOW = "signoff-keys"
+AUDIT_TRUST_ENV = "SIGNOFF_AUDIT_TRUST"
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    try:
+        at = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as e:
+        raise ConfigError(f"{value!r} is not an ISO 8601 time; write times like 2026-12-02T14:00:00Z.") from e
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class TrustedKey:
+    """An orchestrator key a verifier accepts, and when: records logged outside
+    ``[not_before, not_after)`` do not count as signed by it."""
+
+    keyid: str
+    public_key: Ed25519PublicKey | None = None
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    via: str = "pinned"
+
+    def valid_at(self, at: datetime | None) -> bool:
+        if at is None:
+            return self.not_before is None and self.not_after is None
+        return (self.not_before is None or at >= self.not_before) and (self.not_after is None or at < self.not_after)
+
+    def period(self) -> str:
+        start = _iso(self.not_before) if self.not_before else "the beginning"
+        end = _iso(self.not_after) if self.not_after else "now"
+        return f"{start} to {end}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "keyid": self.keyid,
+            "public_key_pem": public_pem(self.public_key) if self.public_key is not None else None,
+            "not_before": _iso(self.not_before) if self.not_before else None,
+            "not_after": _iso(self.not_after) if self.not_after else None,
+        }
+
+
+@dataclass
+class AuditTrust:
+    """The orchestrator keys a verifier expects, pinned by key id with validity periods.
+
+    Never taken from the key file beside the log: a swapped key and ``.pub`` then simply fail,
+    because their key id is not pinned. Public keys may come from anywhere (the trust file, the
+    ``.pub`` file, a rotation record), since a key is only used when it hashes to a pinned id.
+    """
+
+    keys: dict[str, TrustedKey]
+    source: str
+
+    @classmethod
+    def single(cls, public_key: Ed25519PublicKey, source: str = "the key given") -> "AuditTrust":
+        kid = keyid_for(public_key)
+        return cls({kid: TrustedKey(kid, public_key)}, source)
+
+    @classmethod
+    def load(cls, path: Path, *, extra_public_keys: Iterable[Path] = ()) -> "AuditTrust":
+        """A trust file: ``{"keys": [{"keyid", "public_key_pem"?, "not_before"?, "not_after"?}]}``
+        (JSON or YAML). Keys listed without a PEM are resolved from ``extra_public_keys``."""
+        import yaml
+
+        path = Path(path)
+        try:
+            document = yaml.safe_load(path.read_text())
+        except FileNotFoundError as e:
+            raise ConfigError(f"there is no audit trust file at {path}; give the file of pinned key ids with --trust or SIGNOFF_AUDIT_TRUST.") from e
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"the audit trust file {path} cannot be read ({e}); fix it or give another with --trust.") from e
+        items = document.get("keys") if isinstance(document, dict) else document
+        if not isinstance(items, list) or not items:
+            raise ConfigError(f"the audit trust file {path} lists no keys; it needs a `keys:` list of key ids (see `signoff keys init`).")
+        candidates: dict[str, Ed25519PublicKey] = {}
+        for extra in extra_public_keys:
+            try:
+                k = load_public_key(extra)
+            except ConfigError:
+                continue
+            candidates[keyid_for(k)] = k
+        keys: dict[str, TrustedKey] = {}
+        for item in items:
+            item = {"keyid": item} if isinstance(item, str) else item
+            if not isinstance(item, dict) or not isinstance(item.get("keyid"), str):
+                raise ConfigError(f"the audit trust file {path} has an entry without a keyid; each key needs `keyid: <64 hex>`.")
+            kid = item["keyid"].lower()
+            public_key = candidates.get(kid)
+            if item.get("public_key_pem"):
+                try:
+                    loaded = serialization.load_pem_public_key(str(item["public_key_pem"]).encode())
+                except ValueError as e:
+                    raise ConfigError(f"the public key of {kid[:16]}… in {path} is not a PEM public key; fix the trust file.") from e
+                if not isinstance(loaded, Ed25519PublicKey) or keyid_for(loaded) != kid:
+                    raise ConfigError(f"the public key listed for {kid[:16]}… in {path} does not have that key id; fix the trust file.")
+                public_key = loaded
+            keys[kid] = TrustedKey(kid, public_key, _parse_time(item.get("not_before")), _parse_time(item.get("not_after")))
+        return cls(keys, str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": TRUST_FORMAT, "keys": [k.to_dict() for k in self.keys.values()]}
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_new_file(path, json.dumps(self.to_dict(), indent=2).encode() + b"\n", 0o644, replace=True)
+
+
+def trust_path(settings: Settings) -> Path:
+    """Where the pinned key ids are configured: SIGNOFF_AUDIT_TRUST, or the trust file that
+    `signoff keys init` / `keys rotate` keep beside the key (an auditor should hold a copy)."""
+    return trust_file_for(settings.key_path)
+
+
+def trust_from_settings(settings: Settings, path: Path | None = None) -> AuditTrust:
+    """The pinned keys for verifying: ``path`` (``--trust``), else the configured trust file."""
+    return AuditTrust.load(path or trust_path(settings), extra_public_keys=[public_path_for(settings.key_path)])
+
+
+def pin_key(path: Path, public_key: Ed25519PublicKey, *, not_before: datetime | None = None) -> Path:
+    """Add ``public_key`` to the trust file at ``path`` (created if missing)."""
+    path = Path(path)
+    trust = AuditTrust.load(path) if path.exists() else AuditTrust({}, str(path))
+    kid = keyid_for(public_key)
+    if kid not in trust.keys:
+        trust.keys[kid] = TrustedKey(kid, public_key, not_before)
+        trust.save(path)
+    return path
+
+
+class CoSigner:
+    """Several keys signing one envelope (a key rotation is signed by the old key and the new)."""
+
+    def __init__(self, *signers: "Ed25519Signer") -> None:
+        self.signers = signers
+
+    def sign(self, payload: bytes) -> SignedEnvelope:
+        envelopes = [s.sign(payload).envelope for s in self.signers]
+        return SignedEnvelope({**envelopes[0], "signatures": [sig for e in envelopes for sig in e["signatures"]]})
+
+
+def rotate_keys(settings: Settings, store: "LogStore", checkpoints: "CheckpointStore | None" = None) -> dict[str, Any]:
+    """Start a new orchestrator key and record the rotation, signed by the old key and the new.
+
+    The new key becomes valid just before it replaces the old one on disk (workers pick it up
+    at their next append); the old one stays valid until the rotation record, and records
+    after that record must carry the new key. The trust file gains the new key and closes the
+    old key's period; the old private key is moved aside (``<key>.<keyid>.retired``) for the
+    operator to destroy once nothing still runs with it.
+    """
+    old = load_signing_key(settings.key_path)
+    old_id = keyid_for(old.public_key())
+    new = Ed25519PrivateKey.generate()
+    new_id = keyid_for(new.public_key())
+    trust_file = trust_path(settings)
+    trust = AuditTrust.load(trust_file) if trust_file.exists() else AuditTrust.single(old.public_key(), str(trust_file))
+    if old_id not in trust.keys:
+        raise ConfigError(f"the current key {old_id[:16]}… is not in the trust file {trust_file}; fix the trust file before rotating.")
+    started = datetime.now(timezone.utc)
+    trust.keys[new_id] = TrustedKey(new_id, new.public_key(), started)
+    trust.save(trust_file)
+    retired = settings.key_path.with_name(f"{settings.key_path.name}.{old_id[:12]}.retired")
+    os.replace(settings.key_path, retired)
+    private_bytes = new.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _write_new_file(settings.key_path, private_bytes, 0o600, replace=True)
+    _write_new_file(public_path_for(settings.key_path), public_pem(new.public_key()).encode(), 0o644, replace=True)
+    previous = [e for e in store.entries() if e.get("workflow_id") == KEYS_WORKFLOW]
+    decision = DecisionInput(
+        kind=ROTATION_KIND,
+        outcome="rotated",
+        subject_name="signoff-orchestrator-key",
+        subject_digest=f"sha256:{new_id}",
+        reasons=[f"orchestrator key {old_id[:16]}… replaced by {new_id[:16]}…"],
+        actor={"orchestrator": "signoff", "by": os.environ.get("USER", "operator")},
+        evidence={"old_keyid": old_id, "new_keyid": new_id, "new_public_key_pem": public_pem(new.public_key())},
+        workflow_id=KEYS_WORKFLOW,
+        run_id=new_id,
+        at=started,
+        sequence=len(previous) + 1,
+    )
+    entry = append_record(store, decision, CoSigner(Ed25519Signer(old), Ed25519Signer(new)))
+    rotated_at = _parse_time((signed_place(_statement_or_none(entry)) or {}).get("logged_at")) or datetime.now(timezone.utc)
+    trust.keys[old_id].not_after = rotated_at
+    trust.save(trust_file)
+    if checkpoints is not None:
+        write_checkpoint(store, checkpoints, Ed25519Signer(new))
+    return {"old_keyid": old_id, "new_keyid": new_id, "rotated_at": _iso(rotated_at), "entry": entry["index"], "trust_file": str(trust_file), "retired_key": str(retired)}
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+CHECKPOINT_PREDICATE = "https://signoff.dev/audit-checkpoint/v1"
+OUTCOME_KINDS = frozenset({"release_outcome", "runbook_outcome", ROTATION_KIND})
+CHECKPOINT_EVERY_ENV = "SIGNOFF_CHECKPOINT_EVERY"
+CHECKPOINT_SECONDS_ENV = "SIGNOFF_CHECKPOINT_SECONDS"
+
+
+def checkpoint_path(settings: Settings) -> Path:
+    configured = os.environ.get("SIGNOFF_AUDIT_CHECKPOINTS")
+    return Path(configured) if configured else settings.audit_log.with_name(settings.audit_log.stem + ".checkpoints.jsonl")
+
+
+class CheckpointStore:
+    """Signed checkpoints, one JSON line each, only ever appended (``O_APPEND``, ``flock``,
+    ``fsync``). Put the file where the worker may append but not rewrite (``chattr +a``, a WORM
+    bucket) and publish `signoff audit checkpoint` elsewhere: then cutting records from the end
+    of the log is caught by any checkpoint taken after them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def append(self, signed: SignedEnvelope) -> None:
+        record: dict[str, Any] = {"envelope": signed.envelope}
+        if signed.sigstore_bundle is not None:
+            record["sigstore_bundle"] = signed.sigstore_bundle
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, canonical_json(record) + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def all(self) -> list[dict[str, Any]]:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        return [FileLogStore._parse_line(raw, n) for n, raw in enumerate(data.splitlines(), start=1) if raw.strip()]
+
+
+def checkpoint_statement(size: int, head_hash: str, at: datetime, origin: str = "signoff") -> dict[str, Any]:
+    """An in-toto statement about the log's head: signable by the orchestrator key or keyless
+    (then Rekor holds it too), checkable with standard DSSE tooling."""
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": f"{origin}-audit-log", "digest": {"sha256": head_hash}}],
+        "predicateType": CHECKPOINT_PREDICATE,
+        "predicate": {"origin": origin, "size": size, "head_hash": head_hash, "at": _iso(at)},
+    }
+
+
+def write_checkpoint(store: "LogStore", checkpoints: CheckpointStore, signer: DecisionSigner, *, size: int | None = None, head_hash: str | None = None) -> dict[str, Any] | None:
+    """Sign and append a checkpoint of the log as it is (or of the prefix ``size``/``head_hash``
+    an append just produced). Returns the checkpoint's predicate, or None for an empty log."""
+    if size is None or head_hash is None:
+        entries = store.entries()
+        if not entries or "corrupt" in entries[-1]:
+            return None
+        size, head_hash = len(entries), str(entries[-1].get("entry_hash"))
+    statement = checkpoint_statement(size, head_hash, datetime.now(timezone.utc))
+    checkpoints.append(signer.sign(canonical_json(statement)))
+    return statement["predicate"]
+
+
+class CheckpointPolicy:
+    """When the appender signs a checkpoint: after every ``every`` records, when ``seconds``
+    have passed since the last one, and after every record that ends a workflow (so a finished
+    release's records are always covered)."""
+
+    def __init__(self, every: int | None = None, seconds: float | None = None) -> None:
+        self.every = max(1, every if every is not None else int(os.environ.get(CHECKPOINT_EVERY_ENV, "100")))
+        self.seconds = max(0.0, seconds if seconds is not None else float(os.environ.get(CHECKPOINT_SECONDS_ENV, "60")))
+        self._count = 0
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def due(self, kind: str) -> bool:
+        with self._lock:
+            self._count += 1
+            if kind in OUTCOME_KINDS or self._count >= self.every or time.monotonic() - self._last >= self.seconds:
+                self._count, self._last = 0, time.monotonic()
+                return True
+            return False
 
 
 # --------------------------------------------------------------------------- the log
@@ -580,18 +905,47 @@ def _statement_or_none(entry: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
+def chained_statement(statement: dict[str, Any], *, index: int, prev_hash: str, logged_at: str) -> dict[str, Any]:
+    """``statement`` with its place in the log under the signature: the entry's index, the hash
+    of the entry before it and when it was appended. A record therefore cannot be moved,
+    dropped from between two others or re-linked without its signature failing, even by someone
+    who recomputes every hash; only the key holder can build a chain."""
+    predicate = dict(statement["predicate"])
+    predicate["log"] = {"index": index, "prev_hash": prev_hash, "logged_at": logged_at}
+    return {**statement, "predicate": predicate}
+
+
+def unchained(statement: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The decision a record states, without its place in the log (see `chained_statement`)."""
+    if not isinstance(statement, dict) or not isinstance(statement.get("predicate"), dict) or "log" not in statement["predicate"]:
+        return statement
+    predicate = {k: v for k, v in statement["predicate"].items() if k != "log"}
+    return {**statement, "predicate": predicate}
+
+
+def signed_place(statement: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The signed ``{"index", "prev_hash", "logged_at"}`` of a record, or None for records
+    written before the chain was signed."""
+    predicate = statement.get("predicate") if isinstance(statement, dict) else None
+    place = predicate.get("log") if isinstance(predicate, dict) else None
+    return place if isinstance(place, dict) else None
+
+
 def append_record(
     store: LogStore,
     decision: DecisionInput,
     signer: DecisionSigner,
     *,
     max_attempts: int = 200,
+    now: Callable[[], datetime] | None = None,
 ) -> dict[str, Any]:
-    """Sign ``decision`` and chain it onto the log; return the (new or existing) entry.
+    """Sign ``decision`` with its place in the log and chain it on; return the (new or
+    existing) entry.
 
     Idempotent on (workflow_id, sequence): an activity retried after its append finds its own
     record and appends nothing. The same key with different content is refused loudly, because
     it means the history and the log disagree (tampering, or a workflow bug numbering twice).
+    The signature covers the back-link, so losing the race for the head means signing again.
 
     Raises:
         RecordConflict: the same (workflow_id, sequence) is already logged with other content.
@@ -599,20 +953,18 @@ def append_record(
         AuditLogBusy: lost the race for the head ``max_attempts`` times.
     """
     statement = build_statement(decision)
-    signed: SignedEnvelope | None = None
+    clock = now or (lambda: datetime.now(timezone.utc))
     for attempt in range(max_attempts):
         entries = store.entries()
         finder = getattr(store, "find", None)
         existing = finder(decision.workflow_id, decision.sequence) if finder else _find_record(entries, decision.workflow_id, decision.sequence)
         if existing is not None:
-            if _statement_or_none(existing) == statement:
+            if unchained(_statement_or_none(existing)) == statement:
                 return existing
             raise RecordConflict(
                 f"decision {decision.sequence} of workflow {decision.workflow_id} is already in the audit log "
                 f"(entry {existing.get('index')}) with different content; investigate with `signoff audit verify {decision.workflow_id}` before retrying."
             )
-        if signed is None:
-            signed = signer.sign(canonical_json(statement))
         if entries and ("corrupt" in entries[-1] or not isinstance(entries[-1].get("entry_hash"), str)):
             raise AuditLogCorrupt(
                 "the last entry of the audit log is unreadable, so nothing can be chained to it; "
@@ -620,6 +972,7 @@ def append_record(
             )
         index = len(entries)
         prev_hash = entries[-1]["entry_hash"] if entries else GENESIS_HASH
+        signed = signer.sign(canonical_json(chained_statement(statement, index=index, prev_hash=prev_hash, logged_at=_iso(clock()))))
         entry: dict[str, Any] = {
             "index": index,
             "prev_hash": prev_hash,
@@ -661,7 +1014,7 @@ class Problem:
     message: str
     index: int | None = None
     sequence: int | None = None
-    kind: Literal["invalid", "missing", "extra", "mismatch", "unavailable"] = "invalid"
+    kind: Literal["invalid", "missing", "extra", "mismatch", "unavailable", "chain", "cut", "gap", "key", "outcome"] = "invalid"
 
     def __str__(self) -> str:
         return self.message
@@ -680,6 +1033,12 @@ class VerifyReport:
     head_hash: str
     workflow_id: str | None = None
     problems: list[Problem] = field(default_factory=list)
+    trust: str = ""
+    keys: list[str] = field(default_factory=list)
+    checkpoints: int = 0
+    covered: int = 0
+    legacy: int = 0
+    workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -693,6 +1052,12 @@ class VerifyReport:
             "records": self.records,
             "keyid": self.keyid,
             "head_hash": self.head_hash,
+            "trust": self.trust,
+            "keys": self.keys,
+            "checkpoints": self.checkpoints,
+            "covered_by_checkpoints": self.covered,
+            "unsigned_chain_entries": self.legacy,
+            "workflows": self.workflows,
             "problems": [p.to_dict() for p in self.problems],
         }
 
@@ -707,31 +1072,69 @@ def _label(entry: dict[str, Any], position: int) -> str:
     return f"the entry at {where}"
 
 
-def _check_signature(envelope: dict[str, Any], public_key: Ed25519PublicKey, keyid: str) -> str | None:
-    """None when a signature by ``public_key`` verifies over the envelope's PAE, else why not."""
+def _signatures_by(envelope: dict[str, Any], keys: dict[str, "TrustedKey"]) -> tuple[list[str], list[str], list[str]]:
+    """(key ids of the trusted keys whose signature verifies, of trusted keys whose signature
+    does not, of keys the trust does not list) over the envelope's PAE."""
+    good: list[str] = []
+    bad: list[str] = []
+    unknown: list[str] = []
     signatures = envelope.get("signatures")
-    if not isinstance(signatures, list) or not signatures:
-        return "has no signatures"
     try:
-        payload = _unb64(envelope["payload"])
-    except (KeyError, TypeError, binascii.Error) as e:
-        return f"has a payload that is not base64 ({e})"
-    message = pae(str(envelope.get("payloadType", "")), payload)
-    others: list[str] = []
-    for signature in signatures:
+        message = pae(str(envelope.get("payloadType", "")), _unb64(envelope["payload"]))
+    except (KeyError, TypeError, binascii.Error):
+        return good, bad, unknown
+    for signature in signatures if isinstance(signatures, list) else []:
         if not isinstance(signature, dict):
             continue
-        if signature.get("keyid") not in (keyid, "", None):
-            others.append(str(signature.get("keyid")))
+        kid = str(signature.get("keyid") or "")
+        candidates = [k for k in ([keys[kid]] if kid in keys else (list(keys.values()) if not kid else [])) if k.public_key is not None]
+        if not candidates:
+            unknown.append(kid)
             continue
-        try:
-            public_key.verify(_unb64(str(signature.get("sig", ""))), message)
+        for trusted in candidates:
+            if trusted.public_key is None:
+                continue
+            try:
+                trusted.public_key.verify(_unb64(str(signature.get("sig", ""))), message)
+                good.append(trusted.keyid)
+                break
+            except (InvalidSignature, binascii.Error, ValueError):
+                continue
+        else:
+            bad.append(kid or "(no keyid)")
+    return good, bad, unknown
+
+
+def _check_signature(
+    envelope: dict[str, Any], keys: dict[str, "TrustedKey"], at: datetime | None, source: str, *, retired: dict[str, int] | None = None, position: int = 0
+) -> str | None:
+    """None when a trusted key that was valid at ``at`` signed the envelope, else why not."""
+    if not isinstance(envelope.get("signatures"), list) or not envelope["signatures"]:
+        return "has no signatures"
+    try:
+        _unb64(envelope["payload"])
+    except (KeyError, TypeError, binascii.Error) as e:
+        return f"has a payload that is not base64 ({e})"
+    good, bad, unknown = _signatures_by(envelope, keys)
+    for kid in good:
+        key = keys[kid]
+        if retired and kid in retired and position > retired[kid]:
+            return f"is signed by key {kid[:16]}…, which was rotated out at entry {retired[kid]} before this record"
+        if key.valid_at(at):
             return None
-        except (InvalidSignature, binascii.Error, ValueError):
-            continue
-    if others:
-        return f"is signed by an unknown key {others[0][:16]}…, not the orchestrator key {keyid[:16]}…"
-    return f"has a signature that does not verify with the orchestrator key {keyid[:16]}…"
+        return (
+            f"is signed by key {kid[:16]}… outside its validity period "
+            f"(valid {key.period()}; the record says it was logged at {_iso(at) if at else 'an unknown time'})"
+        )
+    if bad:
+        return f"has a signature that does not verify with key {bad[0][:16]}…"
+    missing = [k for k in keys.values() if k.public_key is None]
+    if unknown and any(m.keyid == unknown[0] for m in missing):
+        return f"is signed by key {unknown[0][:16]}…, which is pinned but whose public key was not found; add its PEM to the trust file"
+    return (
+        f"is signed by key {unknown[0][:16] if unknown else '?'}…, which the pinned keys ({source}) do not include: "
+        "the signing key was swapped or the record forged"
+    )
 
 
 def _check_sigstore(entry: dict[str, Any]) -> str | None:
@@ -778,22 +1181,145 @@ def _check_statement(entry: dict[str, Any], statement: dict[str, Any]) -> list[s
     return wrong
 
 
-def verify(store: LogStore, public_key: Ed25519PublicKey, *, workflow_id: str | None = None) -> VerifyReport:
-    """Check the log end to end; every problem names the entry and says what is wrong.
+def _at(place: dict[str, Any] | None, statement: dict[str, Any] | None) -> datetime | None:
+    """When a record was logged: its signed ``logged_at``, else (older records) its decision time."""
+    raw = (place or {}).get("logged_at")
+    if raw is None and isinstance(statement, dict) and isinstance(statement.get("predicate"), dict):
+        raw = statement["predicate"].get("at")
+    try:
+        return _parse_time(raw)
+    except ConfigError:
+        return None
 
-    The chain (indexes, back-links, entry hashes) is always checked over the whole log, because
-    a break anywhere undermines every record after it. Signatures and statements are checked
-    for every record, or only ``workflow_id``'s when one is given; asking about a workflow with
-    no records is itself a problem (there is nothing that proves what it did).
+
+def _learn_rotations(entries: list[dict[str, Any]], keys: dict[str, TrustedKey]) -> tuple[dict[str, int], list[Problem]]:
+    """Walk the rotation records in chain order: each one signed by a key trusted at its time
+    *and* by the new key it names adds that key (valid from the rotation) and closes the old
+    key's period. So an auditor who pinned only the first key follows every rotation. Returns
+    where each old key was rotated out (its position) and the rotations that do not verify."""
+    retired: dict[str, int] = {}
+    problems: list[Problem] = []
+    for position, entry in enumerate(entries):
+        if entry.get("workflow_id") != KEYS_WORKFLOW or entry.get("kind") != ROTATION_KIND or "corrupt" in entry:
+            continue
+        statement = _statement_or_none(entry)
+        predicate = (statement or {}).get("predicate") if isinstance((statement or {}).get("predicate"), dict) else {}
+        evidence = predicate.get("evidence") if isinstance(predicate.get("evidence"), dict) else {}
+        at = _at(signed_place(statement), statement)
+        label = _label(entry, position)
+        old_id, new_id = str(evidence.get("old_keyid", "")), str(evidence.get("new_keyid", ""))
+        try:
+            new_key = serialization.load_pem_public_key(str(evidence.get("new_public_key_pem", "")).encode())
+        except ValueError:
+            new_key = None
+        if not isinstance(new_key, Ed25519PublicKey) or keyid_for(new_key) != new_id:
+            problems.append(Problem(f"{label} is a key rotation whose new public key does not match its key id {new_id[:16]}…", entry.get("index"), kind="key"))
+            continue
+        old = keys.get(old_id)
+        good, _, _ = _signatures_by(entry.get("envelope") or {}, {**({old_id: old} if old else {}), new_id: TrustedKey(new_id, new_key)})
+        old_valid = old is not None and at is not None and (old.not_before is None or at >= old.not_before) and (old.not_after is None or at <= old.not_after)
+        if old_id not in good or new_id not in good or not old_valid:
+            problems.append(
+                Problem(
+                    f"{label} is a key rotation from {old_id[:16]}… to {new_id[:16]}… that is not signed by both keys while the old one was trusted",
+                    entry.get("index"),
+                    kind="key",
+                )
+            )
+            continue
+        if new_id not in keys:
+            keys[new_id] = TrustedKey(new_id, new_key, at, via=f"rotation at {label}")
+        elif keys[new_id].public_key is None:
+            keys[new_id].public_key = new_key
+        if old.not_after is None or (at is not None and at < old.not_after):
+            old.not_after = at
+        retired[old_id] = position
+    return retired, problems
+
+
+def _check_checkpoints(entries: list[dict[str, Any]], checkpoints: list[dict[str, Any]], keys: dict[str, TrustedKey], source: str) -> tuple[int, int, list[Problem]]:
+    """Each checkpoint must be signed by a key trusted at its time, and the log must still hold
+    exactly the prefix it signed. Returns (valid checkpoints, entries they cover, problems)."""
+    problems: list[Problem] = []
+    valid = covered = 0
+    for number, record in enumerate(checkpoints, start=1):
+        where = f"checkpoint {number}" + (f" ({record['_source']})" if record.get("_source") else "")
+        if "corrupt" in record:
+            problems.append(Problem(f"{where} cannot be read: {record['corrupt']}", kind="cut"))
+            continue
+        envelope = record.get("envelope") if isinstance(record.get("envelope"), dict) else {}
+        statement = _statement_or_none({"envelope": envelope}) or {}
+        predicate = statement.get("predicate") if isinstance(statement.get("predicate"), dict) else {}
+        if statement.get("predicateType") != CHECKPOINT_PREDICATE or not isinstance(predicate.get("size"), int):
+            problems.append(Problem(f"{where} is not a signoff audit checkpoint", kind="cut"))
+            continue
+        at = _at(None, statement)
+        why = _check_signature(envelope, keys, at, source)
+        if why is not None:
+            problems.append(Problem(f"{where} {why}", kind="cut"))
+            continue
+        size, head = predicate["size"], predicate.get("head_hash")
+        signed_at = predicate.get("at")
+        if size > len(entries):
+            problems.append(
+                Problem(
+                    f"{where}, signed at {signed_at}, covers {size} entries but the log has only {len(entries)}: "
+                    f"entries {len(entries)}–{size - 1} were cut from the end",
+                    len(entries),
+                    kind="cut",
+                )
+            )
+            continue
+        if size > 0 and entries[size - 1].get("entry_hash") != head:
+            problems.append(
+                Problem(
+                    f"{where}, signed at {signed_at}, says entry {size - 1} has hash {str(head)[:16]}… but the log's entry {size - 1} differs: "
+                    "records before it were rewritten, removed or reordered",
+                    size - 1,
+                    kind="cut",
+                )
+            )
+            continue
+        valid += 1
+        covered = max(covered, size)
+    return valid, covered, problems
+
+
+def verify(
+    store: LogStore,
+    trust: "AuditTrust | Ed25519PublicKey",
+    *,
+    workflow_id: str | None = None,
+    checkpoints: list[dict[str, Any]] | None = None,
+) -> VerifyReport:
+    """Check the log end to end; every problem names the entry and the check that failed.
+
+    * the chain: indexes, back-links and entry hashes, and each record's *signed* place in the
+      log (index and back-link under the signature), over the whole log;
+    * signatures by a pinned key that was valid when the record was logged (``trust``: the
+      pinned key ids with periods; rotation records extend it);
+    * every checkpoint: signed, and the log still holds the prefix it covers (cut records);
+    * per workflow: decisions numbered 1, 2, 3… without gaps or repeats; whether it has its
+      outcome record and whether a checkpoint covers its last record (``report.workflows``).
+
+    Signatures and statements are checked for every record, or only ``workflow_id``'s; asking
+    about a workflow with no records is itself a problem.
     """
     entries = store.entries()
-    keyid = keyid_for(public_key)
+    if isinstance(trust, Ed25519PublicKey):
+        trust = AuditTrust.single(trust)
+    keys = {kid: TrustedKey(k.keyid, k.public_key, k.not_before, k.not_after, k.via) for kid, k in trust.keys.items()}
+    retired, rotation_problems = _learn_rotations(entries, keys)
     report = VerifyReport(
-        entries=len(entries), records=0, keyid=keyid, head_hash=GENESIS_HASH, workflow_id=workflow_id
+        entries=len(entries), records=0, keyid=next(iter(trust.keys), ""), head_hash=GENESIS_HASH, workflow_id=workflow_id, trust=trust.source,
+        keys=[f"{k.keyid} ({k.via}, valid {k.period()})" for k in keys.values()],
     )
     problems = report.problems
+    problems.extend(p for p in rotation_problems if workflow_id in (None, KEYS_WORKFLOW))
     expected_prev: str | None = GENESIS_HASH
     seen: dict[tuple[str, int], str] = {}
+    signed_chain_seen = False
+    sequences: dict[str, dict[int, int]] = {}
     for position, entry in enumerate(entries):
         label = _label(entry, position)
         if "corrupt" in entry:
@@ -811,22 +1337,50 @@ def verify(store: LogStore, public_key: Ed25519PublicKey, *, workflow_id: str | 
             continue
         if index != position:
             problems.append(
-                Problem(f"{label} is entry number {position} of the log, not {index} (a record was deleted, inserted or moved)", index)
+                Problem(f"{label} is entry number {position} of the log, not {index} (a record was deleted, inserted or moved)", index, kind="chain")
             )
         if expected_prev is not None and prev_hash != expected_prev:
             problems.append(
-                Problem(f"{label} does not link to the entry before it (prev_hash differs: the chain is broken here)", index)
+                Problem(f"{label} does not link to the entry before it (prev_hash differs: the chain is broken here)", index, kind="chain")
             )
         if compute_entry_hash(index, prev_hash, envelope, entry.get("sigstore_bundle")) != stored_hash:
             problems.append(Problem(f"{label} does not match its entry_hash (its content was changed after it was written)", index))
+        statement = _statement_or_none(entry)
+        place = signed_place(statement)
+        if place is not None:
+            signed_chain_seen = True
+            if place.get("index") != position or place.get("prev_hash") != (entries[position - 1].get("entry_hash") if position else GENESIS_HASH):
+                problems.append(
+                    Problem(
+                        f"{label} was signed as entry {place.get('index')} after hash {str(place.get('prev_hash'))[:16]}…, but it stands at entry {position} "
+                        "after a different record: records were deleted, inserted or reordered and the chain recomputed",
+                        index,
+                        kind="chain",
+                    )
+                )
+        elif statement is not None:
+            report.legacy += 1
+            if signed_chain_seen:
+                problems.append(
+                    Problem(f"{label} has no signed place in the log but follows records that do: it was not appended by signoff", index, kind="chain")
+                )
         expected_prev = stored_hash
         report.head_hash = stored_hash
 
-        if workflow_id is not None and entry.get("workflow_id") != workflow_id:
+        wid = entry.get("workflow_id")
+        sequence = entry.get("sequence") if isinstance(entry.get("sequence"), int) else None
+        if isinstance(wid, str) and sequence is not None:
+            sequences.setdefault(wid, {}).setdefault(sequence, position)
+            summary = report.workflows.setdefault(wid, {"records": 0, "last_sequence": 0, "last_entry": 0, "outcome": None})
+            summary["records"] += 1
+            summary["last_sequence"] = max(summary["last_sequence"], sequence)
+            summary["last_entry"] = position
+            if entry.get("kind") in OUTCOME_KINDS:
+                summary["outcome"] = position
+        if workflow_id is not None and wid != workflow_id:
             continue
         report.records += 1
-        sequence = entry.get("sequence") if isinstance(entry.get("sequence"), int) else None
-        key = (str(entry.get("workflow_id")), sequence if sequence is not None else -1)
+        key = (str(wid), sequence if sequence is not None else -1)
         if key in seen:
             problems.append(
                 Problem(f"{label} repeats decision {sequence} of workflow {key[0]}, already recorded at {seen[key]}", index, sequence)
@@ -838,15 +1392,35 @@ def verify(store: LogStore, public_key: Ed25519PublicKey, *, workflow_id: str | 
         if "sigstore_bundle" in entry:
             why = _check_sigstore(entry)
         else:
-            why = _check_signature(envelope, public_key, keyid)
+            why = _check_signature(envelope, keys, _at(place, statement), trust.source, retired=retired, position=position)
         if why is not None:
-            problems.append(Problem(f"{label} {why}", index, sequence))
-        statement = _statement_or_none(entry)
+            problems.append(Problem(f"{label} {why}", index, sequence, kind="key"))
         if statement is None:
             problems.append(Problem(f"{label} has a payload that is not a JSON statement", index, sequence))
             continue
         for wrong in _check_statement(entry, statement):
             problems.append(Problem(f"{label} {wrong}", index, sequence))
+    for wid, numbers in sequences.items():
+        if workflow_id is not None and wid != workflow_id:
+            continue
+        missing = [n for n in range(1, max(numbers) + 1) if n not in numbers]
+        if missing:
+            shown = ", ".join(str(n) for n in missing[:5]) + (" …" if len(missing) > 5 else "")
+            after = max((n for n in numbers if n < missing[0]), default=0)
+            problems.append(
+                Problem(
+                    f"workflow {wid} has decisions up to {max(numbers)} but not {shown}: the record after decision {after} "
+                    f"(entry {numbers[after] if after else 'none'}) is missing",
+                    numbers[after] if after else None,
+                    missing[0],
+                    kind="gap",
+                )
+            )
+    if checkpoints is not None:
+        report.checkpoints, report.covered, found = _check_checkpoints(entries, checkpoints, keys, trust.source)
+        problems.extend(found)
+    for summary in report.workflows.values():
+        summary["covered"] = summary["last_entry"] < report.covered
     if workflow_id is not None and report.records == 0:
         problems.append(Problem(f"there are no decision records for workflow {workflow_id}", kind="missing"))
     return report
@@ -1035,7 +1609,7 @@ async def cross_check(client: "Client", workflow_id: str, store: LogStore) -> li
         except ValueError as e:
             problems.append(Problem(f"decision {decision.sequence} in the history cannot be a record ({e})", index, decision.sequence, "mismatch"))
             continue
-        if _statement_or_none(entry) != expected:
+        if unchained(_statement_or_none(entry)) != expected:
             problems.append(
                 Problem(
                     f"entry {index} (decision {decision.sequence}) does not match the decision in the Temporal history (its content was changed)",
@@ -1070,6 +1644,48 @@ async def cross_check(client: "Client", workflow_id: str, store: LogStore) -> li
     return problems
 
 
+async def history_check(client: "Client", workflow_id: str, store: LogStore, report: VerifyReport) -> tuple[str, list[Problem]]:
+    """Cross-check one workflow with Temporal, and say which guarantee the answer rests on.
+
+    * ``history``: Temporal still has the history; every decision it made has its record, and a
+      workflow that has ended has its outcome record.
+    * ``checkpoints``: the history is gone (retention); the records stand on their own because
+      their chain and signatures verify, their sequence runs 1…n without gaps, the outcome record
+      is there and a signed checkpoint covers the last one. Nothing is asked of the history.
+    """
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError, RPCStatusCode
+
+    problems = await cross_check(client, workflow_id, store)
+    summary = report.workflows.get(workflow_id)
+    if any(p.kind == "unavailable" for p in problems):
+        rest = [p for p in problems if p.kind != "unavailable"]
+        if summary is not None and summary["outcome"] is not None and summary["covered"]:
+            return "checkpoints", rest
+        why = "it has no outcome record" if summary is None or summary["outcome"] is None else (
+            f"no signed checkpoint covers its last record (entry {summary['last_entry']}); sign one with `signoff audit checkpoint --new`"
+        )
+        return "none", rest + [
+            Problem(f"the Temporal history of {workflow_id} is gone and its records cannot stand on their own: {why}", kind="unavailable")
+        ]
+    try:
+        status = (await client.get_workflow_handle(workflow_id).describe()).status
+    except RPCError as e:
+        if e.status != RPCStatusCode.NOT_FOUND:
+            raise TemporalUnreachable(f"Temporal did not describe {workflow_id} ({e.message}); check that Temporal is reachable and try again.") from e
+        status = None
+    if status not in (None, WorkflowExecutionStatus.RUNNING) and (summary is None or summary["outcome"] is None):
+        last = f"entry {summary['last_entry']}" if summary else "none"
+        problems.append(
+            Problem(
+                f"workflow {workflow_id} has ended ({status.name.lower()}) but the log has no outcome record for it (its last record is {last}): "
+                "records were cut, or it ended without recording why",
+                kind="outcome",
+            )
+        )
+    return "history", problems
+
+
 # --------------------------------------------------------------------------- export
 
 
@@ -1083,7 +1699,7 @@ def _principals_in(chain: list[dict[str, Any]]) -> set[str]:
     return found
 
 
-def export(workflow_id: str, store: LogStore, public_key: Ed25519PublicKey, out: Path, *, registry: Any = None) -> dict[str, Any]:
+def export(workflow_id: str, store: LogStore, public_key: "Ed25519PublicKey | AuditTrust", out: Path, *, registry: Any = None) -> dict[str, Any]:
     """Write the workflow's envelopes, their chain entries and the public key to ``out``.
 
     The file needs nothing from signoff to check: each envelope is a standard DSSE envelope
@@ -1101,6 +1717,14 @@ def export(workflow_id: str, store: LogStore, public_key: Ed25519PublicKey, out:
         raise VerificationError(
             f"the audit log fails verification ({report.problems[0]}); run `signoff audit verify {workflow_id}` to see every problem before exporting."
         )
+    trust = AuditTrust.single(public_key) if isinstance(public_key, Ed25519PublicKey) else public_key
+    signing_keys = {
+        sig.get("keyid") for e in store.entries() if e.get("workflow_id") == workflow_id for sig in (e.get("envelope") or {}).get("signatures", [])
+    }
+    used = [k for k in trust.keys.values() if k.keyid in signing_keys and k.public_key is not None] or [
+        k for k in trust.keys.values() if k.public_key is not None
+    ]
+    public_key = used[-1].public_key  # type: ignore[assignment]
     chain = [
         {k: v for k, v in e.items() if not k.startswith("_")}
         for e in store.entries()
@@ -1112,7 +1736,8 @@ def export(workflow_id: str, store: LogStore, public_key: Ed25519PublicKey, out:
         "exported_at": _iso(datetime.now(timezone.utc)),
         "payload_type": PAYLOAD_TYPE,
         "predicate_type": PREDICATE_TYPE,
-        "public_key": {"keyid": keyid_for(public_key), "scheme": "ed25519", "pem": public_pem(public_key)},
+        "public_key": {"keyid": keyid_for(public_key), "scheme": "ed25519", "pem": public_pem(public_key)},  # type: ignore[arg-type]
+        "orchestrator_keys": [{"keyid": k.keyid, "scheme": "ed25519", "pem": public_pem(k.public_key)} for k in used],  # type: ignore[arg-type]
         "envelopes": [e["envelope"] for e in chain],
         "chain": chain,
         "chain_head": report.head_hash,
@@ -1176,6 +1801,13 @@ def verify_export(document: dict[str, Any], *, orchestrator_key: Ed25519PublicKe
             keys[_keyid(k)] = k
         principal_keys[name] = keys
     orchestrator = {_keyid(key): key}
+    if orchestrator_key is None:
+        for listed in document.get("orchestrator_keys") or []:
+            try:
+                k = parse_public_key(str(listed.get("pem", "")))
+            except (ValueError, AttributeError):
+                continue
+            orchestrator[_keyid(k)] = k
     for position, entry in enumerate(document.get("chain") or []):
         label = f"entry {entry.get('index', position)}"
         if envelope_signed_by(entry.get("envelope") or {}, orchestrator) is None:

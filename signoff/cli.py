@@ -19,7 +19,7 @@ import click
 from pydantic import BaseModel
 
 from signoff.config import Settings
-from signoff.errors import SignoffError, UsageError
+from signoff.errors import NotFound, SignoffError, UsageError
 
 
 def _jsonable(value: Any) -> Any:
@@ -452,6 +452,22 @@ async def keys_init(out: Out, force: bool, person: str | None, agent: str | None
     out.emit(doc, lambda: f"wrote {path} (keyid {doc['keyid'][:16]}…)\nregister this in {where}:\n{entry}then sign with {env}={path}")
 
 
+@keys.command("rotate")
+@command
+async def keys_rotate(out: Out) -> None:
+    """Start a new orchestrator key; the rotation is recorded, signed by the old key and the new."""
+    from signoff.audit import CheckpointStore, checkpoint_path, rotate_keys, store_from_settings
+
+    settings = Settings.from_env()
+    result = rotate_keys(settings, store_from_settings(settings), CheckpointStore(checkpoint_path(settings)))
+    out.emit(
+        result,
+        lambda: f"rotated: {result['old_keyid'][:16]}… → {result['new_keyid'][:16]}… at {result['rotated_at']} (entry {result['entry']})\n"
+        f"trust file updated: {result['trust_file']}; give auditors the new copy\n"
+        f"the old private key is at {result['retired_key']}: destroy it once no worker still runs with it",
+    )
+
+
 @cli.group()
 def audit() -> None:
     """Show, verify and export signed decision records."""
@@ -467,14 +483,49 @@ async def audit_show(out: Out, release_id: str) -> None:
     out.emit({"release_id": release_id, "records": rows}, lambda: format_timeline(rows))
 
 
+def _published_checkpoints(paths: tuple[Path, ...]) -> list[dict[str, Any]]:
+    """Checkpoints kept elsewhere (`signoff audit checkpoint --json` output, or a checkpoints
+    file), each tagged with where it came from."""
+    found: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise UsageError(f"cannot read the checkpoint file {path} ({e.strerror}); check the path.") from e
+        try:
+            documents = [json.loads(text)]
+        except ValueError:
+            try:
+                documents = [json.loads(line) for line in text.splitlines() if line.strip()]
+            except ValueError as e:
+                raise UsageError(f"{path} is not a checkpoint (JSON or JSON lines) ({e}); give the output of `signoff audit checkpoint --json`.") from e
+        for document in documents:
+            record = document.get("checkpoint", document) if isinstance(document, dict) else None
+            if not isinstance(record, dict) or "envelope" not in record:
+                raise UsageError(f"{path} holds no signed checkpoint; give the output of `signoff audit checkpoint --json`.")
+            found.append({**record, "_source": str(path)})
+    return found
+
+
 @audit.command("verify")
 @click.argument("release_id", required=False)
 @click.option("--no-history", is_flag=True, help="skip the cross-check against the Temporal history")
 @click.option("--export", "export_file", default=None, type=click.Path(path_type=Path), help="verify an `audit export` file offline instead")
+@click.option("--trust", "trust_file", default=None, type=click.Path(path_type=Path), help="the pinned orchestrator key ids (default: SIGNOFF_AUDIT_TRUST, or the trust file beside the key)")
+@click.option("--checkpoint", "checkpoint_files", multiple=True, type=click.Path(path_type=Path), help="a checkpoint published elsewhere (repeatable)")
 @command
-async def audit_verify(out: Out, release_id: str | None, no_history: bool, export_file: Path | None) -> None:
-    """Check every signature, the whole chain and (by default) the Temporal history."""
-    from signoff.audit import cross_check, public_key_from_settings, store_from_settings, verify as verify_log, verify_export, workflow_ids
+async def audit_verify(out: Out, release_id: str | None, no_history: bool, export_file: Path | None, trust_file: Path | None, checkpoint_files: tuple[Path, ...]) -> None:
+    """Check the chain, every signature against pinned keys, the checkpoints and (by default) the Temporal history."""
+    from signoff.audit import (
+        KEYS_WORKFLOW,
+        CheckpointStore,
+        checkpoint_path,
+        history_check,
+        store_from_settings,
+        trust_from_settings,
+        verify as verify_log,
+        verify_export,
+    )
 
     if export_file is not None:
         try:
@@ -494,25 +545,64 @@ async def audit_verify(out: Out, release_id: str | None, no_history: bool, expor
         return
     settings = Settings.from_env()
     store = store_from_settings(settings)
-    report = verify_log(store, public_key_from_settings(settings), workflow_id=release_id)
+    trust = trust_from_settings(settings, trust_file)
+    checkpoints = CheckpointStore(checkpoint_path(settings)).all() + _published_checkpoints(checkpoint_files)
+    report = verify_log(store, trust, workflow_id=release_id, checkpoints=checkpoints)
     problems: list[dict[str, Any]] = []
+    guarantees: dict[str, str] = {}
     if not no_history:
         from signoff.client import connect_temporal
 
         client = await connect_temporal(settings)
-        for wid in [release_id] if release_id else workflow_ids(store):
-            problems += [p.to_dict() for p in await cross_check(client, wid, store)]
-    doc = {**report.to_dict(), "history_problems": problems, "ok": report.ok and not problems}
+        for wid in [release_id] if release_id else [w for w in report.workflows if w != KEYS_WORKFLOW]:
+            guarantees[wid], found = await history_check(client, wid, store, report)
+            problems += [p.to_dict() for p in found]
+    doc = {**report.to_dict(), "history_problems": problems, "guarantees": guarantees, "ok": report.ok and not problems}
 
     def text() -> str:
-        lines = [f"chain and signatures: {'ok' if report.ok else 'FAILED'}"]
+        lines = [
+            f"chain and signatures: {'ok' if report.ok else 'FAILED'} ({report.entries} entries; keys pinned by {report.trust})",
+            f"checkpoints: {report.checkpoints} valid, covering {report.covered} of {report.entries} entries",
+        ]
+        if report.legacy:
+            lines.append(f"  {report.legacy} entries predate signed chaining: their order rests on the hash chain and checkpoints only")
         lines += [f"  {p}" for p in report.to_dict().get("problems", [])]
         if not no_history:
             lines.append(f"history cross-check: {'ok' if not problems else 'FAILED'}")
-            lines += [f"  {p}" for p in problems]
+            gone = sorted(w for w, g in guarantees.items() if g == "checkpoints")
+            if gone:
+                lines.append(
+                    f"  Temporal no longer has the history of {', '.join(gone)}; relied on the signed chain, contiguous sequences, "
+                    "the outcome record and the checkpoints instead"
+                )
+            lines += [f"  {p['message']}" for p in problems]
         return "\n".join(lines)
 
     out.emit(doc, text, ok=doc["ok"])
+
+
+@audit.command("checkpoint")
+@click.option("--new", "new", is_flag=True, help="sign a checkpoint of the log as it is now first (needs the orchestrator key)")
+@command
+async def audit_checkpoint(out: Out, new: bool) -> None:
+    """The latest signed checkpoint of the log (size, head hash, time), to publish elsewhere."""
+    from signoff.audit import CheckpointStore, checkpoint_path, signer_from_settings, statement_of, store_from_settings, write_checkpoint
+
+    settings = Settings.from_env()
+    checkpoints = CheckpointStore(checkpoint_path(settings))
+    if new and write_checkpoint(store_from_settings(settings), checkpoints, signer_from_settings(settings)) is None:
+        raise NotFound("the audit log is empty, so there is nothing to checkpoint yet.")
+    found = [c for c in checkpoints.all() if "corrupt" not in c]
+    if not found:
+        raise NotFound(f"there is no checkpoint in {checkpoints.path} yet; run `signoff audit checkpoint --new` on the worker's machine.")
+    latest = {k: v for k, v in found[-1].items() if not k.startswith("_")}
+    predicate = statement_of(latest["envelope"]).get("predicate", {})
+    keyids = ", ".join(str(sig.get("keyid", ""))[:16] + "…" for sig in latest["envelope"].get("signatures", []))
+    out.emit(
+        {"checkpoint": latest, **predicate},
+        lambda: f"checkpoint: {predicate.get('size')} entries, head {str(predicate.get('head_hash'))[:16]}…, signed at {predicate.get('at')} by {keyids}\n"
+        + json.dumps(latest, sort_keys=True),
+    )
 
 
 @audit.command("export")
@@ -520,13 +610,13 @@ async def audit_verify(out: Out, release_id: str | None, no_history: bool, expor
 @click.option("--out", "out_file", required=True, type=click.Path(path_type=Path))
 @command
 async def audit_export(out: Out, release_id: str, out_file: Path) -> None:
-    from signoff.audit import export, public_key_from_settings, store_from_settings
+    from signoff.audit import export, store_from_settings, trust_from_settings
 
     from signoff.trust.registry import TrustStore
 
     settings = Settings.from_env()
     registry = TrustStore(settings.directory_path, settings.agents_path).current()
-    result = export(release_id, store_from_settings(settings), public_key_from_settings(settings), out_file, registry=registry)
+    result = export(release_id, store_from_settings(settings), trust_from_settings(settings), out_file, registry=registry)
     out.emit({"release_id": release_id, "out": str(out_file), **result}, f"exported {release_id} to {out_file}")
 
 

@@ -261,7 +261,8 @@ def test_a_forged_record_signed_with_another_key_fails_even_with_a_correct_chain
     assert forged["index"] == 4  # the chain itself is perfectly well formed
     problems = problems_text(filled, key_path)
     assert problems == [
-        f"entry 4 (line 5) is signed by an unknown key {intruder.keyid[:16]}…, not the orchestrator key {keyid_for(load_public_key(key_path))[:16]}…"
+        f"entry 4 (line 5) is signed by key {intruder.keyid[:16]}…, which the pinned keys (the key given) do not include: "
+        "the signing key was swapped or the record forged"
     ]
 
 
@@ -281,7 +282,12 @@ def test_a_forged_record_inserted_mid_log_with_the_chain_relinked_fails_naming_i
         prev = entry["entry_hash"]
     log_path.write_bytes(b"".join(canonical_json(e) + b"\n" for e in entries))
     problems = problems_text(filled, key_path)
-    assert problems == [f"entry 2 (line 3) has a signature that does not verify with the orchestrator key {signer.keyid[:16]}…"]
+    assert f"entry 2 (line 3) has a signature that does not verify with key {signer.keyid[:16]}…" in problems
+    assert "entry 2 (line 3) has no signed place in the log but follows records that do: it was not appended by signoff" in problems
+    # and every genuine record after it was signed in another place than where it now stands
+    moved = [p for p in problems if "was signed as entry" in p]
+    assert [p.split(" after hash")[0] for p in moved] == [f"entry {i} (line {i + 1}) was signed as entry {i - 1}" for i in (3, 4)]
+    assert all(p.endswith("records were deleted, inserted or reordered and the chain recomputed") for p in moved)
 
 
 def test_metadata_that_disagrees_with_the_signed_statement_is_caught(filled: FileLogStore, log_path: Path, key_path: Path) -> None:
@@ -290,7 +296,10 @@ def test_metadata_that_disagrees_with_the_signed_statement_is_caught(filled: Fil
     entry["sequence"] = 5  # outside the hashed envelope: would dodge the idempotency check
     lines[2] = canonical_json(entry) + b"\n"
     log_path.write_bytes(b"".join(lines))
-    assert problems_text(filled, key_path) == ["entry 2 (line 3) says sequence 5 but its signed statement says 2"]
+    assert problems_text(filled, key_path) == [
+        "entry 2 (line 3) says sequence 5 but its signed statement says 2",
+        "workflow rel-checkout-1 has decisions up to 5 but not 2, 4: the record after decision 1 (entry 0) is missing",
+    ]
 
 
 def test_a_torn_last_line_is_named_and_nothing_is_chained_onto_it(filled: FileLogStore, log_path: Path, key_path: Path, signer: Ed25519Signer) -> None:
@@ -596,7 +605,8 @@ async def test_cross_check_against_a_real_workflow_run(dev_env: WorkflowEnvironm
     statement["predicate"]["actor"] = {"identity": "bob@example.com", "channel": "jira"}
     entries[1]["envelope"] = signer.sign(canonical_json(statement)).envelope
     _rewrite(settings.audit_log, entries)
-    assert verify(store, public_key).ok
+    # the record after it was signed behind the original: the signed back-link gives it away
+    assert [(p.kind, p.index) for p in verify(store, public_key).problems] == [("chain", 2)]
     problems = await cross_check(dev_env.client, workflow_id, store)
     assert [(p.kind, p.index, p.sequence) for p in problems] == [("mismatch", 1, 2), ("mismatch", 1, 2), ("mismatch", 2, 3)]
     assert "does not match the decision in the Temporal history" in str(problems[0])
@@ -613,7 +623,7 @@ async def test_cross_check_against_a_real_workflow_run(dev_env: WorkflowEnvironm
     problems = await cross_check(dev_env.client, workflow_id, store)
     assert [(p.kind, p.index, p.sequence) for p in problems] == [("mismatch", 2, 3)]
 
-    # the last record cut off: invisible to the chain, not to the history
+    # the last record cut off: invisible to the chain (no checkpoint was taken here), not to the history
     settings.audit_log.write_bytes(b"".join(original.splitlines(keepends=True)[:2]))
     assert verify(store, public_key).ok
     problems = await cross_check(dev_env.client, workflow_id, store)
@@ -624,7 +634,7 @@ async def test_cross_check_against_a_real_workflow_run(dev_env: WorkflowEnvironm
     settings.audit_log.write_bytes(original)
     kept = [e for e in store.entries() if e["sequence"] != 2]
     _rewrite(settings.audit_log, kept)
-    assert verify(store, public_key).ok
+    assert sorted(p.kind for p in verify(store, public_key).problems) == ["chain", "gap"]
     problems = await cross_check(dev_env.client, workflow_id, store)
     assert sorted((p.kind, p.sequence) for p in problems) == [("mismatch", 3), ("missing", 2)]
 

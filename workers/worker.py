@@ -76,8 +76,14 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         options["max_cached_workflows"] = int(cache)
     worker = build_worker(client, settings, **options)
     log.info("worker on task queue %s (metrics on %s)", settings.task_queue, bind)
-    if stop is None:
-        await worker.run()
-        return
-    async with worker:
-        await stop.wait()
+    from activities.audit import checkpoint_loop
+
+    checkpointer = asyncio.create_task(checkpoint_loop(settings))
+    try:
+        if stop is None:
+            await worker.run()
+            return
+        async with worker:
+            await stop.wait()
+    finally:
+        checkpointer.cancel()
