@@ -1116,16 +1116,20 @@ def _check_signature(
     except (KeyError, TypeError, binascii.Error) as e:
         return f"has a payload that is not base64 ({e})"
     good, bad, unknown = _signatures_by(envelope, keys)
+    reasons: list[str] = []
     for kid in good:
         key = keys[kid]
         if retired and kid in retired and position > retired[kid]:
-            return f"is signed by key {kid[:16]}…, which was rotated out at entry {retired[kid]} before this record"
-        if key.valid_at(at):
+            reasons.append(f"is signed by key {kid[:16]}…, which was rotated out at entry {retired[kid]} before this record")
+        elif not key.valid_at(at):
+            reasons.append(
+                f"is signed by key {kid[:16]}… outside its validity period "
+                f"(valid {key.period()}; the record says it was logged at {_iso(at) if at else 'an unknown time'})"
+            )
+        else:
             return None
-        return (
-            f"is signed by key {kid[:16]}… outside its validity period "
-            f"(valid {key.period()}; the record says it was logged at {_iso(at) if at else 'an unknown time'})"
-        )
+    if reasons:
+        return reasons[0]
     if bad:
         return f"has a signature that does not verify with key {bad[0][:16]}…"
     missing = [k for k in keys.values() if k.public_key is None]
@@ -1319,6 +1323,7 @@ def verify(
     expected_prev: str | None = GENESIS_HASH
     seen: dict[tuple[str, int], str] = {}
     signed_chain_seen = False
+    signed_next: tuple[int, str] = (0, GENESIS_HASH)
     sequences: dict[str, dict[int, int]] = {}
     for position, entry in enumerate(entries):
         label = _label(entry, position)
@@ -1349,16 +1354,25 @@ def verify(
         place = signed_place(statement)
         if place is not None:
             signed_chain_seen = True
-            if place.get("index") != position or place.get("prev_hash") != (entries[position - 1].get("entry_hash") if position else GENESIS_HASH):
+            # Compared with the entry before it *as signed*, so a break is named once, where
+            # records were removed, inserted or swapped, however the stored hashes were redone.
+            expected_index, expected_link = (0, GENESIS_HASH) if position == 0 else signed_next
+            if place.get("index") != expected_index or place.get("prev_hash") != expected_link:
                 problems.append(
                     Problem(
                         f"{label} was signed as entry {place.get('index')} after hash {str(place.get('prev_hash'))[:16]}…, but it stands at entry {position} "
-                        "after a different record: records were deleted, inserted or reordered and the chain recomputed",
+                        "after a different record: records were deleted, inserted or reordered here and the chain recomputed",
                         index,
                         kind="chain",
                     )
                 )
-        elif statement is not None:
+            signed_next = (
+                (place["index"] + 1 if isinstance(place.get("index"), int) else -1),
+                compute_entry_hash(place.get("index"), place.get("prev_hash"), envelope, entry.get("sigstore_bundle")),
+            )
+        else:
+            signed_next = (-1, "")
+        if place is None and statement is not None:
             report.legacy += 1
             if signed_chain_seen:
                 problems.append(
