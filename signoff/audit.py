@@ -4,21 +4,22 @@
 in-toto Statement v1 (predicate type ``https://signoff.dev/decision/v1``) wrapped in a DSSE
 envelope signed by the orchestrator's ed25519 key (or keyless with sigstore when
 ``SIGNOFF_SIGSTORE=1``), and is appended to a log in which every entry carries the hash of the
-one before it. Three independent checks then make tampering visible:
+one before it; the signature covers the record's own place in the log (index, back-link, time
+appended), so only the key holder can build a chain. The checks:
 
-* ``verify``: every signature, every entry hash, every index and every back-link;
-* ``cross_check``: every ``append_decision`` activity in the Temporal history has its record
-  with the same content, and every record has its activity;
-* ``export``: the envelopes and the public key in one JSON file that anyone can check with
+* ``verify``: every signature by a pinned key valid when the record was logged (key rotations are
+  records signed by the old key and the new), every entry hash, each record's signed place, each
+  workflow's decisions numbered 1…n without gaps, and every signed checkpoint (log size and head
+  hash) still matching the log, so records cut from the end are named too;
+* ``cross_check`` / ``history_check``: every ``append_decision`` activity in the Temporal history
+  has its record with the same content, every record has its activity, and a finished workflow
+  has its outcome record; once the history is past retention, the checkpoints stand in for it;
+* ``export``: the envelopes and the public keys in one JSON file that anyone can check with
   standard DSSE tooling, without signoff.
 
 Storage is the `LogStore` protocol (two methods, optimistic concurrency) so a WORM object
 store can back the log in production; `FileLogStore` (JSON lines, ``fcntl`` lock, ``fsync``)
-is the default under the state directory.
-
-Known limit: a hash chain cannot reveal that its *last* entries were cut off, because
-nothing after them links back. ``cross_check`` catches that for any workflow whose history
-is still in Temporal (the activity was scheduled and completed, the record is gone).
+is the default under the state directory. Checkpoints go to their own append-only file.
 """
 
 from __future__ import annotations
