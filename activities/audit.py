@@ -26,16 +26,16 @@ from signoff.audit import (
     CheckpointPolicy,
     CheckpointStore,
     DecisionSigner,
-    FileLogStore,
     KeyExistsError,
     LogStore,
     RecordConflict,
     SigstoreIdentityMissing,
     append_record,
-    checkpoint_path,
+    checkpoint_store_from_settings,
     init_keys,
     signer_from_settings,
     sigstore_enabled,
+    store_from_settings,
     write_checkpoint,
 )
 from signoff.config import Settings
@@ -58,9 +58,9 @@ class AuditActivities:
         checkpoint_policy: CheckpointPolicy | None = None,
     ) -> None:
         self.settings = settings
-        self.store: LogStore = store if store is not None else FileLogStore(settings.audit_log, incremental=True)
+        self.store: LogStore = store if store is not None else store_from_settings(settings, incremental=True)
         self._signer = signer
-        self.checkpoints = checkpoints if checkpoints is not None or store is not None else CheckpointStore(checkpoint_path(settings))
+        self.checkpoints = checkpoints if checkpoints is not None or store is not None else checkpoint_store_from_settings(settings)
         self.checkpoint_policy = checkpoint_policy or CheckpointPolicy()
 
     def _ensure_signer(self) -> DecisionSigner:
@@ -137,8 +137,8 @@ async def checkpoint_loop(settings: Settings, *, seconds: float | None = None) -
     import os
 
     period = seconds if seconds is not None else float(os.environ.get("SIGNOFF_CHECKPOINT_SECONDS", "60"))
-    store = FileLogStore(settings.audit_log, incremental=True)
-    checkpoints = CheckpointStore(checkpoint_path(settings))
+    store = store_from_settings(settings, incremental=True)
+    checkpoints = checkpoint_store_from_settings(settings)
     last_size = -1
     while True:
         await asyncio.sleep(max(1.0, period))

@@ -75,3 +75,13 @@ class DeliveryLog:
     def count(self) -> int:
         with closing(self._connect()) as db:
             return int(db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])
+
+
+def delivery_log(state_dir: Path, channel: str, *, ttl_seconds: int = DELIVERY_TTL_SECONDS, database_url: str | None = None) -> Any:
+    """The channel's delivery log: PostgreSQL when ``SIGNOFF_DATABASE_URL`` is set (gateway
+    replicas on several machines), otherwise SQLite under the state directory."""
+    if database_url:
+        from signoff.pgstore import PostgresDeliveryLog
+
+        return PostgresDeliveryLog(database_url, channel, ttl_seconds=ttl_seconds)
+    return DeliveryLog(Path(state_dir) / channel / "deliveries.sqlite3", ttl_seconds=ttl_seconds)

@@ -456,16 +456,35 @@ async def keys_init(out: Out, force: bool, person: str | None, agent: str | None
 @command
 async def keys_rotate(out: Out) -> None:
     """Start a new orchestrator key; the rotation is recorded, signed by the old key and the new."""
-    from signoff.audit import CheckpointStore, checkpoint_path, rotate_keys, store_from_settings
+    from signoff.audit import checkpoint_store_from_settings, rotate_keys, store_from_settings
 
     settings = Settings.from_env()
-    result = rotate_keys(settings, store_from_settings(settings), CheckpointStore(checkpoint_path(settings)))
+    result = rotate_keys(settings, store_from_settings(settings), checkpoint_store_from_settings(settings))
     out.emit(
         result,
         lambda: f"rotated: {result['old_keyid'][:16]}… → {result['new_keyid'][:16]}… at {result['rotated_at']} (entry {result['entry']})\n"
         f"trust file updated: {result['trust_file']}; give auditors the new copy\n"
         f"the old private key is at {result['retired_key']}: destroy it once no worker still runs with it",
     )
+
+
+@cli.group()
+def db() -> None:
+    """The PostgreSQL stores (SIGNOFF_DATABASE_URL) for more than one worker or gateway."""
+
+
+@db.command("init")
+@click.option("--app-role", default=None, metavar="ROLE", help="the role workers and gateways connect as: may read and append, never rewrite")
+@command
+async def db_init(out: Out, app_role: str | None) -> None:
+    """Create the tables and append-only triggers (run once, as the tables' owner)."""
+    from signoff.pgstore import install_schema
+
+    settings = Settings.from_env()
+    if not settings.database_url:
+        raise UsageError("set SIGNOFF_DATABASE_URL to the database (as its owner) before `signoff db init`.")
+    await asyncio.to_thread(install_schema, settings.database_url, app_role)
+    out.emit({"ok": True, "app_role": app_role}, "signoff tables ready" + (f"; {app_role} may read and append, never rewrite" if app_role else ""))
 
 
 @cli.group()
@@ -518,8 +537,7 @@ async def audit_verify(out: Out, release_id: str | None, no_history: bool, expor
     """Check the chain, every signature against pinned keys, the checkpoints and (by default) the Temporal history."""
     from signoff.audit import (
         KEYS_WORKFLOW,
-        CheckpointStore,
-        checkpoint_path,
+        checkpoint_store_from_settings,
         history_check,
         store_from_settings,
         trust_from_settings,
@@ -546,7 +564,7 @@ async def audit_verify(out: Out, release_id: str | None, no_history: bool, expor
     settings = Settings.from_env()
     store = store_from_settings(settings)
     trust = trust_from_settings(settings, trust_file)
-    checkpoints = CheckpointStore(checkpoint_path(settings)).all() + _published_checkpoints(checkpoint_files)
+    checkpoints = checkpoint_store_from_settings(settings).all() + _published_checkpoints(checkpoint_files)
     report = verify_log(store, trust, workflow_id=release_id, checkpoints=checkpoints)
     problems: list[dict[str, Any]] = []
     guarantees: dict[str, str] = {}
@@ -586,10 +604,10 @@ async def audit_verify(out: Out, release_id: str | None, no_history: bool, expor
 @command
 async def audit_checkpoint(out: Out, new: bool) -> None:
     """The latest signed checkpoint of the log (size, head hash, time), to publish elsewhere."""
-    from signoff.audit import CheckpointStore, checkpoint_path, signer_from_settings, statement_of, store_from_settings, write_checkpoint
+    from signoff.audit import checkpoint_store_from_settings, signer_from_settings, statement_of, store_from_settings, write_checkpoint
 
     settings = Settings.from_env()
-    checkpoints = CheckpointStore(checkpoint_path(settings))
+    checkpoints = checkpoint_store_from_settings(settings)
     if new and write_checkpoint(store_from_settings(settings), checkpoints, signer_from_settings(settings)) is None:
         raise NotFound("the audit log is empty, so there is nothing to checkpoint yet.")
     found = [c for c in checkpoints.all() if "corrupt" not in c]

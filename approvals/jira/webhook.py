@@ -34,7 +34,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from approvals.deliveries import DeliveryLog
+from approvals.deliveries import delivery_log
 from approvals.http import BodyTooLarge, read_limited
 
 from approvals.jira.parse import JiraPayloadError, JiraWebhookConfig, Refusal, attempt_from_webhook
@@ -123,7 +123,7 @@ def jira_routes(
     from signoff.trust.attest import GatewaySigner
 
     cfg = config or JiraWebhookConfig.from_env(settings.extra)
-    deliveries = DeliveryLog(Path(settings.state_dir) / "jira" / "deliveries.sqlite3")
+    deliveries = delivery_log(settings.state_dir, "jira", database_url=settings.database_url)
     directory = _DirectoryCache(Path(directory_path))
     signer = GatewaySigner.from_settings(settings)
     max_age = float(settings.extra.get("SIGNOFF_JIRA_MAX_AGE") or os.environ.get("SIGNOFF_JIRA_MAX_AGE") or 300)

@@ -64,7 +64,7 @@ from approvals.slack.commands import SUBCOMMANDS, CommandContext, Subcommand, he
 from signoff.slack_config import SlackConfig, ensure_session, make_web_client
 from signoff.directory import ApproverDirectory
 from signoff.trust.attest import GatewaySigner
-from approvals.deliveries import DeliveryLog
+from approvals.deliveries import delivery_log
 
 log = logging.getLogger("signoff.slack")
 
@@ -96,7 +96,7 @@ class SlackApprovals:
         self.web = web_client
         self.subcommands = subcommands
         self.signer = GatewaySigner.from_settings(settings)
-        self.deliveries = DeliveryLog(Path(settings.state_dir) / "slack" / "deliveries.sqlite3", ttl_seconds=3600)
+        self.deliveries = delivery_log(settings.state_dir, "slack", ttl_seconds=3600, database_url=settings.database_url)
 
     # ------------------------------------------------------------------ workspace check
 
