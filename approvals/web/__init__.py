@@ -8,6 +8,7 @@ aborting stay signed requests (CLI, Slack, Jira).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 from pathlib import Path
@@ -48,7 +49,7 @@ def view_routes(clients: ClientSource, settings: Settings, access: ViewAccess | 
     def guarded(render: Callable[[Request, str], Awaitable[Response]]) -> Handler:
         async def handler(request: Request) -> Response:
             try:
-                viewer = access.viewer(request)
+                viewer = await asyncio.to_thread(access.viewer, request)  # reads files, may fetch a JWKS
             except ViewOff as e:
                 return _page("message.html", status_code=404, title="View off", message=str(e))
             except LoginNeeded as e:

@@ -1,0 +1,200 @@
+"""The read-only view (/view on the gateway): who may read it, what it refuses, what it shows.
+
+Real components only: the Temporal dev server and a real worker, the signed audit log the
+worker writes, the local OIDC issuer stub, and for the release page Prometheus, the example
+service and headless Chromium (Debian's `chromium`, driven by Selenium through Debian's
+`chromedriver`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric import rsa
+import httpx
+from temporalio.client import Client
+
+from approvals.gateway import create_app
+from signoff.client import SignoffClient
+from signoff.config import Settings
+from signoff.models import ApprovalAttempt
+from tests.helpers import attested, dev_directory, release_spec, running_worker, wait_for, wait_phase
+from tests.stubs.oidc_issuer import OidcIssuerStub
+
+pytestmark = pytest.mark.asyncio
+
+TOKEN = "view-" + uuid.uuid4().hex
+HOSTILE = '<script>document.title="owned"</script><img src=x onerror="document.title=1">'
+
+
+def gateway(sc: SignoffClient) -> httpx.AsyncClient:
+    """The gateway app as deployed, called in this event loop (where the worker runs too)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(Settings.from_env(), client=sc)), base_url="http://gateway")
+
+
+def idle_client(client: Client) -> SignoffClient:
+    return SignoffClient(client, settings=Settings.from_env(), task_queue=f"tq-idle-{uuid.uuid4().hex[:8]}")
+
+
+# --------------------------------------------------------------------------- access
+
+
+async def test_view_is_off_in_production_without_a_token_or_oidc(monkeypatch: pytest.MonkeyPatch, client: Client) -> None:
+    monkeypatch.delenv("SIGNOFF_ENVIRONMENT", raising=False)  # unset means production
+    async with gateway(idle_client(client)) as http:
+        for path in ("/view/", "/view/releases/anything", "/view/releases/anything/export", "/view/runbooks"):
+            for headers in ({}, {"Authorization": "Bearer guessed"}):
+                answer = await http.get(path, headers=headers, cookies={"signoff_view": "guessed"})
+                assert answer.status_code == 404, (path, answer.status_code)
+                assert "the read-only view is off in production" in answer.text and "SIGNOFF_VIEW_TOKEN" in answer.text
+
+
+async def test_development_view_without_a_token_is_open_and_says_so(monkeypatch: pytest.MonkeyPatch, client: Client) -> None:
+    monkeypatch.setenv("SIGNOFF_ENVIRONMENT", "development")
+    async with gateway(idle_client(client)) as http:
+        answer = await http.get("/view/")
+        assert answer.status_code == 200
+        assert "anyone (development, no token configured)" in answer.text
+
+
+async def test_view_without_or_with_a_wrong_token_is_refused_and_shows_nothing(monkeypatch: pytest.MonkeyPatch, client: Client, task_queue: str) -> None:
+    monkeypatch.setenv("SIGNOFF_VIEW_TOKEN", TOKEN)
+    async with running_worker(client, task_queue) as sc:
+        rid = f"secret-{uuid.uuid4().hex[:8]}"
+        await sc.start_release(release_spec(change={"summary": "the secret change", "paths": ["docs/a.md"]}), release_id=rid)
+        await wait_phase(sc, rid, "succeeded")
+        async with gateway(sc) as http:
+            attempts: list[dict[str, Any]] = [
+                {},
+                {"headers": {"Authorization": f"Bearer {TOKEN[:-1]}"}},
+                {"headers": {"Authorization": f"Basic {TOKEN}"}},
+                {"cookies": {"signoff_view": TOKEN.upper()}},
+                {"headers": {"Authorization": "Bearer "}},
+            ]
+            for attempt in attempts:
+                for path in ("/view/", f"/view/releases/{rid}", f"/view/releases/{rid}/export"):
+                    http.cookies.clear()
+                    answer = await http.get(path, **attempt)
+                    assert answer.status_code == 401, (attempt, path)
+                    assert rid not in answer.text and "the secret change" not in answer.text
+                    assert "log in" in answer.text.lower()
+            http.cookies.clear()
+            assert rid in (await http.get("/view/", headers={"Authorization": f"Bearer {TOKEN}"})).text
+            # a browser logs in once with the form; the cookie is HttpOnly, SameSite=Strict, scoped to /view
+            login = await http.post("/view/login", data={"token": TOKEN}, follow_redirects=False)
+            assert login.status_code == 303
+            cookie = login.headers["set-cookie"].lower()
+            assert "httponly" in cookie and "samesite=strict" in cookie and "path=/view" in cookie
+            page = await http.get(f"/view/releases/{rid}")
+            assert page.status_code == 200 and "the secret change" in page.text
+
+
+@pytest.fixture
+def issuer() -> Iterator[OidcIssuerStub]:
+    with OidcIssuerStub() as stub:
+        yield stub
+
+
+async def test_oidc_login_admits_directory_people_only(
+    monkeypatch: pytest.MonkeyPatch, client: Client, issuer: OidcIssuerStub, tmp_path: Path
+) -> None:
+    directory = dev_directory(tmp_path, monkeypatch)
+    doc = yaml.safe_load(directory.read_text())
+    for person in doc["people"]:
+        if person["email"] == "carol@example.com":
+            person["oidc"] = [{"issuer": issuer.issuer, "subject": "carol-sub"}]
+    directory.write_text(yaml.safe_dump(doc))
+    rogue = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    refused = {
+        "a subject nobody registered": (issuer.mint("mallory-sub"), "is not a person in the approver directory"),
+        "expired": (issuer.mint("carol-sub", issued_at=time.time() - 1000, lifetime=300), "has expired"),
+        "forged with another key": (issuer.mint("carol-sub", key=rogue, kid="rogue"), "signed by a key that"),
+        "for another audience": (issuer.mint("carol-sub", audience="another-app"), "audience is 'another-app'"),
+        "from another issuer": (issuer.mint("carol-sub", issuer="https://evil.example"), "issuer 'https://evil.example'"),
+        "not a JWT": ("not-a-token", "is not a JWT"),
+    }
+    async with gateway(idle_client(client)) as http:
+        for name, (token, why) in refused.items():
+            answer = await http.get("/view/", headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 401, name
+            assert why in answer.text.replace("&#39;", "'"), (name, answer.text[-600:])
+        answer = await http.get("/view/", headers={"Authorization": f"Bearer {issuer.mint('carol-sub')}"})
+        assert answer.status_code == 200
+        assert "read-only · carol@example.com" in answer.text
+
+
+async def test_the_view_has_no_way_to_change_anything(monkeypatch: pytest.MonkeyPatch, client: Client) -> None:
+    """No action route exists: every method but GET (and the login form) is refused, authenticated or not."""
+    monkeypatch.setenv("SIGNOFF_VIEW_TOKEN", TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with gateway(idle_client(client)) as http:
+        for path in ("/view/", "/view/releases/r1", "/view/releases/r1/export", "/view/runbooks", "/view/runbooks/r1"):
+            for method in ("POST", "PUT", "PATCH", "DELETE"):
+                answer = await http.request(method, path, headers=auth, json={"decision": "approve", "gate": "production"})
+                assert answer.status_code == 405, (method, path)
+        page = await http.get("/view/", headers=auth)
+        assert page.headers["content-security-policy"].startswith("default-src 'none'")
+        assert "<script" not in page.text
+
+
+# --------------------------------------------------------------------------- what the pages show
+
+
+def audit_lines(settings: Settings) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in settings.audit_log.read_text().splitlines() if line.strip()]
+
+
+async def test_hostile_text_is_shown_as_text_and_a_tampered_record_is_marked(
+    monkeypatch: pytest.MonkeyPatch, client: Client, task_queue: str
+) -> None:
+    """An agent writes markup into its change summary; an attacker with write access to the log
+    rewrites an outcome. The page shows the first as text and marks the second as failing."""
+    monkeypatch.setenv("SIGNOFF_VIEW_TOKEN", TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with running_worker(client, task_queue) as sc:
+        rid = f"hostile-{uuid.uuid4().hex[:8]}"
+        await sc.start_release(release_spec(change={"summary": HOSTILE, "paths": ["docs/a.md"]}), release_id=rid)
+        await wait_phase(sc, rid, "succeeded")
+        settings = Settings.from_env()
+        await wait_for(sc, rid, lambda s: any(e.get("kind") == "release_outcome" and e.get("workflow_id") == rid for e in audit_lines(settings)))
+        async with gateway(sc) as http:
+            page = await http.get(f"/view/releases/{rid}", headers=auth)
+            assert page.status_code == 200
+            assert HOSTILE not in page.text and "&lt;script&gt;document.title=" in page.text
+            assert "All " in page.text and "records verify" in page.text and "FAILED" not in page.text
+            bundle = await http.get(f"/view/releases/{rid}/export", headers=auth)
+            assert bundle.status_code == 200 and "attachment" in bundle.headers["content-disposition"]
+            assert bundle.json()["workflow_id"] == rid and bundle.json()["envelopes"]
+
+            # the attacker rewrites the outcome of the release's last record in place
+            entries = audit_lines(settings)
+            target = max((e for e in entries if e.get("workflow_id") == rid), key=lambda e: e["index"])
+            statement = json.loads(base64.b64decode(target["envelope"]["payload"]))
+            statement["predicate"]["outcome"] = "approved-by-the-board"
+            target["envelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+            settings.audit_log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+
+            page = await http.get(f"/view/releases/{rid}", headers=auth)
+            assert page.status_code == 200
+            assert "Verification found problems" in page.text
+            row = page.text.split(f'id="record-{target["index"]}"', 1)[1].split("</tr>", 1)[0]
+            assert "approved-by-the-board" in row and "FAILED" in row and "does not verify" in row
+            refused = await http.get(f"/view/releases/{rid}/export", headers=auth)
+            assert refused.status_code == 503 and "fails verification" in refused.text
+
+
+async def test_unknown_release_is_one_sentence(monkeypatch: pytest.MonkeyPatch, client: Client) -> None:
+    monkeypatch.setenv("SIGNOFF_VIEW_TOKEN", TOKEN)
+    async with gateway(idle_client(client)) as http:
+        answer = await http.get("/view/releases/no-such-release", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 404
+        assert "no release no-such-release exists" in answer.text and "Traceback" not in answer.text
