@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
@@ -37,6 +38,20 @@ HEADERS = {
 }
 TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True), trim_blocks=True, lstrip_blocks=True)
 TEMPLATES.filters["q"] = lambda v: quote(str(v), safe="")
+
+
+def _when(value: Any) -> str:
+    """A timestamp as people read it (UTC, to the second); the full value stays in the export."""
+    if value is None or value == "":
+        return ""
+    try:
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+TEMPLATES.filters["when"] = _when
 
 Handler = Callable[[Request], Awaitable[Response]]
 ClientSource = Callable[[], Awaitable[SignoffClient]]

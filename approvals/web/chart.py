@@ -82,11 +82,13 @@ def measurement_chart(metric: str, measurements: list[Measurement], thresholds: 
             f'<line class="threshold" data-kind="{t.kind}" data-threshold="{t.value:g}" x1="{LEFT}" x2="{WIDTH - RIGHT}" '
             f'y1="{y(t.value):.1f}" y2="{y(t.value):.1f}" stroke="{colour}" stroke-dasharray="6 4"><title>{escape(t.label)}</title></line>'
         )
-        parts.append(f'<text x="{WIDTH - RIGHT - 4}" y="{y(t.value) - 4:.1f}" text-anchor="end" font-size="11" fill="{colour}">{escape(t.label)}</text>')
+        # success bounds are labelled on the left, failure bounds on the right: they often share a value
+        anchor, at_x = ("start", LEFT + 4) if t.kind == "success" else ("end", WIDTH - RIGHT - 4)
+        parts.append(f'<text x="{at_x}" y="{y(t.value) - 4:.1f}" text-anchor="{anchor}" font-size="11" fill="{colour}">{escape(t.label)}</text>')
     for i, m in enumerate(measurements):
         parts.append(_point(x(i), y(m.value) if m.value is not None else TOP + plot_h, m))
-        parts.append(f'<text x="{x(i):.1f}" y="{HEIGHT - BOTTOM + 14}" text-anchor="middle" font-size="10">{i + 1}</text>')
-    parts.append(f'<text x="{LEFT + plot_w / 2}" y="{HEIGHT - 6}" text-anchor="middle" font-size="11">measurement (step)</text>')
+        parts.append(f'<text x="{x(i):.1f}" y="{HEIGHT - BOTTOM + 14}" text-anchor="middle" font-size="10">{i + 1}{f" · s{m.step}" if m.step is not None else ""}</text>')
+    parts.append(f'<text x="{LEFT + plot_w / 2}" y="{HEIGHT - 6}" text-anchor="middle" font-size="11">measurement · canary step</text>')
     parts.append("</svg>")
     return "".join(parts)
 

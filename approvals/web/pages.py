@@ -78,7 +78,7 @@ def canary_charts(status: ReleaseStatus, spec: ReleaseFile | None) -> list[Chart
     return charts
 
 
-def weight_steps(spec: ReleaseFile | None, records: Records) -> list[dict[str, Any]]:
+def weight_steps(spec: ReleaseFile | None, records: Records) -> dict[str, list[dict[str, Any]]]:
     """The planned steps (from the release file) and the weights actually deployed (records)."""
     planned = []
     if spec is not None and spec.canary is not None:
@@ -94,7 +94,7 @@ def weight_steps(spec: ReleaseFile | None, records: Records) -> list[dict[str, A
         for r in records.rows
         if r["kind"] == "deploy"
     ]
-    return [{"planned": planned, "deployed": deployed}]
+    return {"planned": planned, "deployed": deployed}
 
 
 def read_records(settings: Settings, workflow_id: str) -> Records:
@@ -134,7 +134,7 @@ async def release_page(client: SignoffClient, settings: Settings, release_id: st
         "r": status,
         "spec": spec,
         "charts": canary_charts(status, spec),
-        "steps": weight_steps(spec, records)[0],
+        "steps": weight_steps(spec, records),
         "records": records,
         "signatures": signatures_by_person(records),
     }
@@ -149,7 +149,7 @@ def signatures_by_person(records: Records) -> dict[tuple[str, str, str], dict[st
         if row["kind"] != "approval_attempt" or not isinstance(attempt, dict):
             continue
         key = (str(attempt.get("gate") or ""), str(attempt.get("identity") or "").lower(), str(attempt.get("decision") or "approve"))
-        found[key] = {"record": row["index"], "outcome": row["outcome"], "verification": row.get("verification")}
+        found[key] = {"record": row["index"], "sequence": row["sequence"], "outcome": row["outcome"], "verification": row.get("verification")}
     return found
 
 
