@@ -176,6 +176,13 @@ def browse(base: str, done: ReleaseStatus, shots: Path) -> dict[str, Any]:
         driver.set_window_size(1280, int(height) + 120)
         driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(str(shots / "view-release.png"))
+        driver.find_element(By.LINK_TEXT, str(done.remediation)).click()  # the remediation runbook run, shown the same way
+        assert driver.find_elements(By.TAG_NAME, "h1"), driver.page_source[:2000]
+        assert driver.find_element(By.TAG_NAME, "h1").text.startswith(str(done.remediation))
+        assert "runbook restart-service" in driver.find_element(By.CLASS_NAME, "summary").text
+        assert driver.find_elements(By.CSS_SELECTOR, "#steps tbody tr")
+        driver.get(f"{base}/view/runbooks")
+        assert str(done.remediation) in driver.find_element(By.TAG_NAME, "main").text, driver.page_source[-1500:]
         for shot in shots.iterdir():
             assert shot.stat().st_size > 10_000, shot
             keep(shot)

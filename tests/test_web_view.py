@@ -30,8 +30,6 @@ from signoff.models import ApprovalAttempt
 from tests.helpers import attested, dev_directory, release_spec, running_worker, wait_for, wait_phase
 from tests.stubs.oidc_issuer import OidcIssuerStub
 
-pytestmark = pytest.mark.asyncio
-
 TOKEN = "view-" + uuid.uuid4().hex
 HOSTILE = '<script>document.title="owned"</script><img src=x onerror="document.title=1">'
 
@@ -198,3 +196,54 @@ async def test_unknown_release_is_one_sentence(monkeypatch: pytest.MonkeyPatch, 
         answer = await http.get("/view/releases/no-such-release", headers={"Authorization": f"Bearer {TOKEN}"})
         assert answer.status_code == 404
         assert "no release no-such-release exists" in answer.text and "Traceback" not in answer.text
+
+
+async def test_unreachable_temporal_is_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.prom import free_port
+
+    monkeypatch.setenv("SIGNOFF_VIEW_TOKEN", TOKEN)
+    monkeypatch.setenv("SIGNOFF_TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")
+    app = create_app(Settings.from_env())  # connects lazily, like a gateway started while Temporal is down
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
+        for path in ("/view/", "/view/releases/r1", "/view/runbooks"):
+            answer = await http.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
+            assert answer.status_code == 503, path
+            assert "cannot reach Temporal at 127.0.0.1:" in answer.text and "Traceback" not in answer.text
+
+
+async def test_records_without_the_public_key_are_shown_as_not_verified(
+    monkeypatch: pytest.MonkeyPatch, client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """A gateway that cannot check signatures never shows records as verified."""
+    monkeypatch.setenv("SIGNOFF_VIEW_TOKEN", TOKEN)
+    async with running_worker(client, task_queue) as sc:
+        rid = f"nokey-{uuid.uuid4().hex[:8]}"
+        await sc.start_release(release_spec(), release_id=rid)
+        await wait_phase(sc, rid, "succeeded")
+        settings = Settings.from_env()
+        await wait_for(sc, rid, lambda s: any(e.get("kind") == "release_outcome" and e.get("workflow_id") == rid for e in audit_lines(settings)))
+        monkeypatch.setenv("SIGNOFF_KEY_PATH", str(tmp_path / "elsewhere" / "orchestrator.ed25519.pub"))
+        async with gateway(sc) as http:
+            page = await http.get(f"/view/releases/{rid}", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert page.status_code == 200
+            assert "not verified: there is no public key at" in page.text
+            assert ">verified<" not in page.text and "records verify" not in page.text
+            export = await http.get(f"/view/releases/{rid}/export", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert export.status_code == 503 and "no public key" in export.text
+
+
+# --------------------------------------------------------------------------- the chart on its own
+
+
+def test_chart_draws_every_bound_and_survives_no_values() -> None:
+    from approvals.web.chart import measurement_chart, thresholds_of
+    from signoff.models import AnalysisSpec, Measurement
+
+    spec = AnalysisSpec.model_validate({"query": "q", "success": {"in_range": [0.1, 0.4]}, "failure": {"greater_than": 0.9}})
+    bounds = thresholds_of(spec)
+    assert [(t.kind, t.op, t.value) for t in bounds] == [("success", "≥", 0.1), ("success", "≤", 0.4), ("failure", ">", 0.9)]
+    empty = [Measurement(metric="m", verdict="inconclusive", message="no data") for _ in range(3)]
+    svg = measurement_chart("m", empty, [])
+    assert svg.count('class="point inconclusive"') == 3 and 'fill="none"' in svg
+    hostile = measurement_chart('"><script>x</script>', [Measurement(metric="m", value=0.95, verdict="failed", message="<b>")], bounds)
+    assert "<script>" not in hostile and "<b>" not in hostile and hostile.count('class="threshold"') == 3

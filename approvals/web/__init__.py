@@ -90,10 +90,7 @@ def view_routes(clients: ClientSource, settings: Settings, access: ViewAccess | 
 
     async def export(request: Request, viewer: str) -> Response:
         release_id = request.path_params["release_id"]
-        with tempfile.TemporaryDirectory(prefix="signoff-export-") as tmp:
-            out = Path(tmp) / "export.json"
-            store = audit.store_from_settings(settings)
-            document = audit.export(release_id, store, audit.public_key_from_settings(settings), out)
+        document = await asyncio.to_thread(_export, settings, access, release_id)
         body = json.dumps(document, indent=2, sort_keys=True)
         disposition = f'attachment; filename="{quote(release_id, safe="")}.signoff-audit.json"'
         return Response(body, media_type="application/json", headers={**HEADERS, "Content-Disposition": disposition})
@@ -134,6 +131,14 @@ def view_routes(clients: ClientSource, settings: Settings, access: ViewAccess | 
         Route("/view/logout", logout, methods=["POST"]),
         Route("/view/view.css", stylesheet),
     ]
+
+
+def _export(settings: Settings, access: ViewAccess, release_id: str) -> dict[str, Any]:
+    """The same bundle as `signoff audit export`, principals' public keys included."""
+    with tempfile.TemporaryDirectory(prefix="signoff-export-") as tmp:
+        store = audit.store_from_settings(settings)
+        public_key = audit.public_key_from_settings(settings)
+        return audit.export(release_id, store, public_key, Path(tmp) / "export.json", registry=access.trust.current())
 
 
 def _page(template: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -12,9 +12,10 @@ from temporalio.service import RPCError
 
 from approvals.web.chart import Threshold, measurement_chart, thresholds_of
 from signoff import audit
-from signoff.client import SignoffClient
+from signoff.client import RUNBOOK_WORKFLOW, SignoffClient
 from signoff.config import Settings
-from signoff.errors import NotFound, SignoffError
+from signoff.errors import NotFound, SignoffError, TemporalUnreachable
+from signoff.search_attributes import REQUESTER
 from signoff.models import Measurement, ReleaseFile, ReleaseStatus, RunbookStatus, StartRelease
 
 FILTERS = ("phase", "service", "agent", "awaiting")
@@ -154,21 +155,28 @@ def signatures_by_person(records: Records) -> dict[tuple[str, str, str], dict[st
 
 
 async def runbook_list(client: SignoffClient, *, limit: int = 200) -> list[RunbookStatus]:
-    """Runbook runs from Temporal's visibility store, each status read with a time bound."""
-    ids = [wf.id async for wf in client.client.list_workflows("SignoffKind = 'runbook'", limit=limit)]
+    """Runbook runs from Temporal's visibility store (by workflow type: a remediation started by a
+    release carries no SignoffKind), each status read with a time bound; a run
+    whose worker does not answer is listed from its search attributes rather than left out."""
+    try:
+        found = [wf async for wf in client.client.list_workflows(f"WorkflowType = '{RUNBOOK_WORKFLOW}'", limit=limit)]
+    except RPCError as e:
+        raise TemporalUnreachable(f"Temporal did not list the runbook runs ({e.message}); check that it is reachable and try again.") from e
 
-    async def one(run_id: str) -> RunbookStatus | None:
+    async def one(wf: Any) -> RunbookStatus:
         try:
-            return await asyncio.wait_for(client.runbooks().status(run_id), timeout=3.0)
+            return await asyncio.wait_for(client.runbooks.status(wf.id), timeout=3.0)
         except (asyncio.TimeoutError, SignoffError):
-            return None
+            attrs = wf.typed_search_attributes
+            return RunbookStatus(
+                run_id=wf.id, runbook="?", requested_by=attrs.get(REQUESTER) or "?", reason="status unavailable: no worker answered in time"
+            )
 
-    found = await asyncio.gather(*(one(i) for i in ids))
-    return [s for s in found if s is not None]
+    return list(await asyncio.gather(*(one(wf) for wf in found)))
 
 
 async def runbook_page(client: SignoffClient, settings: Settings, run_id: str) -> dict[str, Any]:
-    status = await client.runbooks().status(run_id)
+    status = await client.runbooks.status(run_id)
     records = await asyncio.to_thread(read_records, settings, status.workflow_id or run_id)
     charts = [
         Chart(f"{c.stage}: {c.name}", measurement_chart(c.name, c.measurements, []), [], c.measurements) for c in status.checks if c.measurements
