@@ -15,20 +15,19 @@ import shutil
 import socket
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 
 import pytest
 import uvicorn
 from temporalio.client import Client
 
-from activities.deploy import stop_all
 from approvals.gateway import create_app
 from signoff.client import SignoffClient
 from signoff.config import Settings
 from signoff.models import ApprovalAttempt, ReleaseStatus
 from tests.helpers import attested, running_worker, wait_for, wait_phase
 from tests.prom import PrometheusServer
-from tests.test_release_canary import canary_release, checkout
+from tests.test_release_canary import canary_release, checkout, stack  # noqa: F401 - stack: Prometheus scraping the local target
 
 pytestmark = pytest.mark.asyncio
 
@@ -37,17 +36,6 @@ CHROMEDRIVER = shutil.which("chromedriver")
 TOKEN = "view-" + uuid.uuid4().hex
 KEEP_SCREENSHOTS = os.environ.get("SIGNOFF_SCREENSHOT_DIR")  # read before the autouse fixture clears SIGNOFF_*
 GATE = {"name": "production", "required": 2, "from_groups": ["release-managers"], "channels": ["slack", "jira", "cli"]}
-
-
-@pytest.fixture
-def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PrometheusServer]:
-    state = Settings.from_env().state_dir
-    with PrometheusServer(tmp_path / "prom", file_sd_dir=state / "prometheus" / "targets", scrape_interval="1s") as prom:
-        monkeypatch.setenv("SIGNOFF_PROMETHEUS_URL", prom.url)
-        try:
-            yield prom
-        finally:
-            stop_all(state)
 
 
 @contextlib.asynccontextmanager

@@ -10,24 +10,21 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
-import httpx
 from temporalio.client import Client
 
 from approvals.gateway import create_app
 from signoff.client import SignoffClient
 from signoff.config import Settings
-from signoff.models import ApprovalAttempt
-from tests.helpers import attested, dev_directory, release_spec, running_worker, wait_for, wait_phase
+from tests.helpers import dev_directory, release_spec, running_worker, wait_for, wait_phase
 from tests.stubs.oidc_issuer import OidcIssuerStub
 
 TOKEN = "view-" + uuid.uuid4().hex
