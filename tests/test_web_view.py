@@ -244,3 +244,33 @@ def test_chart_draws_every_bound_and_survives_no_values() -> None:
     assert svg.count('class="point inconclusive"') == 3 and 'fill="none"' in svg
     hostile = measurement_chart('"><script>x</script>', [Measurement(metric="m", value=0.95, verdict="failed", message="<b>")], bounds)
     assert "<script>" not in hostile and "<b>" not in hostile and hostile.count('class="threshold"') == 3
+
+
+async def test_list_filters_by_awaiting_person_phase_service_and_agent(monkeypatch: pytest.MonkeyPatch, client: Client, task_queue: str) -> None:
+    from tests.helpers import gated_spec
+
+    monkeypatch.setenv("SIGNOFF_VIEW_TOKEN", TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with running_worker(client, task_queue) as sc:
+        waiting, by_agent, other = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("waiting", "agent", "other"))
+        await sc.start_release(gated_spec(), release_id=waiting)
+        await sc.start_release(release_spec(agent={"id": "release-bot"}), release_id=by_agent)
+        await sc.start_release(release_spec(service="payments"), release_id=other)
+        await wait_phase(sc, waiting, "awaiting_approval")
+        await wait_phase(sc, by_agent, "succeeded")
+        await wait_phase(sc, other, "succeeded")
+        async with gateway(sc) as http:
+
+            async def listed(**query: str) -> set[str]:
+                page = await http.get("/view/", params=query, headers=auth)
+                assert page.status_code == 200
+                return {rid for rid in (waiting, by_agent, other) if f">{rid}</a>" in page.text}
+
+            assert await listed() == {waiting, by_agent, other}
+            assert await listed(awaiting="alice@example.com") == {waiting}
+            assert await listed(awaiting="carol@example.com") == set()  # not in release-managers
+            assert await listed(phase="awaiting_approval") == {waiting}
+            assert await listed(phase="succeeded", service="payments") == {other}
+            assert await listed(service="checkout") == {waiting, by_agent}
+            assert await listed(agent="release-bot") == {by_agent}
+            assert await listed(agent="ghost-bot") == set()
