@@ -8,6 +8,7 @@ service and headless Chromium (Debian's `chromium`, driven by Selenium through D
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -274,3 +275,41 @@ async def test_list_filters_by_awaiting_person_phase_service_and_agent(monkeypat
             assert await listed(service="checkout") == {waiting, by_agent}
             assert await listed(agent="release-bot") == {by_agent}
             assert await listed(agent="ghost-bot") == set()
+
+
+async def test_release_gone_from_temporal_is_shown_from_its_signed_records(
+    monkeypatch: pytest.MonkeyPatch, client: Client, task_queue: str
+) -> None:
+    """Past retention Temporal forgets a release; the auditor's page still shows its records."""
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+    from temporalio.service import RPCError
+
+    monkeypatch.setenv("SIGNOFF_VIEW_TOKEN", TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with running_worker(client, task_queue) as sc:
+        rid = f"forgotten-{uuid.uuid4().hex[:8]}"
+        await sc.start_release(release_spec(service="payments"), release_id=rid)
+        await wait_phase(sc, rid, "succeeded")
+        settings = Settings.from_env()
+        await wait_for(sc, rid, lambda s: any(e.get("kind") == "release_outcome" and e.get("workflow_id") == rid for e in audit_lines(settings)))
+    await client.workflow_service.delete_workflow_execution(
+        DeleteWorkflowExecutionRequest(namespace=client.namespace, workflow_execution=WorkflowExecution(workflow_id=rid))
+    )
+    for _ in range(600):  # deletion is asynchronous on the server
+        try:
+            await client.get_workflow_handle(rid).describe()
+        except RPCError:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"Temporal still holds {rid}")
+    async with gateway(idle_client(client)) as http:
+        page = await http.get(f"/view/releases/{rid}", headers=auth)
+        assert page.status_code == 200
+        assert "Temporal no longer holds this release" in page.text
+        assert "payments · unknown · requested by person:dana@example.com" in page.text
+        assert '<span class="phase succeeded">succeeded</span>' in page.text
+        assert "records verify" in page.text and "release_outcome" in page.text
+        missing = await http.get("/view/releases/never-existed", headers=auth)
+        assert missing.status_code == 404

@@ -15,8 +15,8 @@ from signoff import audit
 from signoff.client import RUNBOOK_WORKFLOW, SignoffClient
 from signoff.config import Settings
 from signoff.errors import NotFound, SignoffError, TemporalUnreachable
+from signoff.models import Measurement, Phase, ReleaseFile, ReleaseStatus, RunbookStatus, StartRelease
 from signoff.search_attributes import REQUESTER
-from signoff.models import Measurement, ReleaseFile, ReleaseStatus, RunbookStatus, StartRelease
 
 FILTERS = ("phase", "service", "agent", "awaiting")
 
@@ -115,22 +115,29 @@ def read_records(settings: Settings, workflow_id: str) -> Records:
         return records
     by_index: dict[int, list[str]] = {}
     for problem in report.problems:
-        if problem.index is None:
+        index = getattr(problem, "index", None)  # problems about the whole log or workflow name no entry
+        if index is None:
             records.problems.append(str(problem))
         else:
-            by_index.setdefault(problem.index, []).append(str(problem))
+            by_index.setdefault(index, []).append(str(problem))
     for row in rows:
-        row["problems"] = by_index.get(row["index"], [])
+        row["problems"] = by_index.pop(row["index"], [])
         row["verification"] = "verified" if not row["problems"] else "FAILED"
-    records.problems += [p for index, ps in by_index.items() for p in ps if index not in {r["index"] for r in rows}]
+    records.problems += [p for elsewhere in by_index.values() for p in elsewhere]  # other workflows' entries break the chain too
     records.verified = report.ok
     return records
 
 
 async def release_page(client: SignoffClient, settings: Settings, release_id: str) -> dict[str, Any]:
-    """Everything the release page shows; NotFound when neither Temporal nor the log knows it."""
-    status, spec = await asyncio.gather(client.status(release_id), release_spec(client.client, release_id))
+    """Everything the release page shows. A release Temporal no longer holds (past retention) is
+    shown from its signed records alone; NotFound only when neither knows it."""
     records = await asyncio.to_thread(read_records, settings, release_id)
+    try:
+        status, spec = await asyncio.gather(client.status(release_id), release_spec(client.client, release_id))
+    except NotFound:
+        if not records.rows:
+            raise
+        status, spec = status_from_records(release_id, records), None
     return {
         "r": status,
         "spec": spec,
@@ -139,6 +146,24 @@ async def release_page(client: SignoffClient, settings: Settings, release_id: st
         "records": records,
         "signatures": signatures_by_person(records),
     }
+
+
+def status_from_records(release_id: str, records: Records) -> ReleaseStatus:
+    """What the signed records alone say of a release whose Temporal history is gone."""
+    first = records.rows[0]
+    outcome = next((r["outcome"] for r in reversed(records.rows) if r["kind"] == "release_outcome"), None)
+    started = next((r for r in records.rows if r["kind"] == "start"), first)
+    status = ReleaseStatus(
+        release_id=release_id,
+        service=str(first.get("subject") or "?").split("@", 1)[0],  # records name their subject service@release
+        environment="unknown",
+        requested_by=str(started["who"]),
+        reason="Temporal no longer holds this release (past its retention); what is shown comes from its signed decision records only.",
+        history=[{"phase": r["outcome"], "at": r["when"]} for r in records.rows if r["kind"] == "release_outcome"],
+    )
+    if outcome in {p.value for p in Phase}:
+        status.phase = Phase(outcome)
+    return status
 
 
 def signatures_by_person(records: Records) -> dict[tuple[str, str, str], dict[str, Any]]:
