@@ -31,8 +31,8 @@ COPY examples/ examples/
 RUN python examples/service/build.py --flavour good --out dist/checkout-good.pyz
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/signoff signoff \
-    && mkdir -p /var/lib/signoff \
-    && chown -R signoff /var/lib/signoff
+    && mkdir -p /var/lib/signoff /var/lib/signoff-audit \
+    && chown -R signoff /var/lib/signoff /var/lib/signoff-audit
 USER signoff
 
 EXPOSE 8700

@@ -1,4 +1,5 @@
-"""The approvals HTTP gateway: one Starlette app that mounts the Slack and Jira endpoints.
+"""The approvals HTTP gateway: one Starlette app that mounts the Slack and Jira endpoints and the
+read-only view (/view).
 
 Nothing here decides anything: each channel authenticates its request, maps the person to a
 canonical identity, and hands the attempt to the workflow through the client facade.
@@ -70,6 +71,9 @@ def create_app(settings: Settings, *, client: SignoffClient | None = None, slack
     else:
         routes.append(Route("/jira/webhook", _not_configured("Jira", "SIGNOFF_JIRA_WEBHOOK_SECRET"), methods=["POST"]))
 
+    from approvals.web import view_routes
+
+    routes.extend(view_routes(factory, settings))  # read-only; off in production without a way to log in
     return Starlette(routes=routes, middleware=[Middleware(BodyLimit, limit=MAX_BODY)])
 
 

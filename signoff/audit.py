@@ -555,6 +555,15 @@ def trust_from_settings(settings: Settings, path: Path | None = None) -> AuditTr
     return AuditTrust.load(path or trust_path(settings), extra_public_keys=[public_path_for(settings.key_path)])
 
 
+def view_trust(settings: Settings) -> AuditTrust:
+    """What a reader that holds no private key verifies with: the configured trust file when
+    there is one, else the published ``.pub`` (and the result says it is not pinned)."""
+    path = trust_path(settings)
+    if path.exists():
+        return trust_from_settings(settings)
+    return AuditTrust.single(load_public_key(settings.key_path), f"{public_path_for(settings.key_path)} (not pinned: set SIGNOFF_AUDIT_TRUST)")
+
+
 def pin_key(path: Path, public_key: Ed25519PublicKey, *, not_before: datetime | None = None) -> Path:
     """Add ``public_key`` to the trust file at ``path`` (created if missing)."""
     path = Path(path)

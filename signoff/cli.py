@@ -200,7 +200,7 @@ def worker() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=None, help="default SIGNOFF_GATEWAY_PORT or 8700")
 def gateway(host: str, port: int | None) -> None:
-    """The approvals HTTP gateway (Slack and Jira endpoints, /healthz, /metrics)."""
+    """The approvals HTTP gateway (Slack and Jira endpoints, the read-only view /view, /healthz, /metrics)."""
     import uvicorn
 
     from approvals.gateway import create_app

@@ -159,7 +159,7 @@ WORKER_ONLY = {
     "SIGNOFF_KEY_PATH", "SIGNOFF_JIRA_TOKEN", "SIGNOFF_DEPLOY_PASS_ENV", "SIGNOFF_BWRAP", "SIGNOFF_UNSAFE_UNCONFINED",
     "SIGNOFF_SANDBOX_CPU_SECONDS", "SIGNOFF_SANDBOX_MEMORY_BYTES", "SIGNOFF_SANDBOX_FILE_BYTES", "SIGNOFF_SANDBOX_PROCESSES",
 }
-GATEWAY_ONLY = {"SIGNOFF_GATEWAY_KEY", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SIGNOFF_JIRA_WEBHOOK_SECRET"}
+GATEWAY_ONLY = {"SIGNOFF_GATEWAY_KEY", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SIGNOFF_JIRA_WEBHOOK_SECRET", "SIGNOFF_VIEW_TOKEN"}
 
 
 def test_worker_and_gateway_set_exactly_the_variables_our_code_reads() -> None:
@@ -186,10 +186,13 @@ def test_secrets_are_split_between_worker_and_gateway() -> None:
     assert WORKER_ONLY <= set(worker) and not (WORKER_ONLY & set(gateway))
     assert GATEWAY_ONLY <= set(gateway) and not (GATEWAY_ONLY & set(worker))
 
-    def named_volumes(service: dict[str, Any]) -> set[str]:
-        return {str(v).split(":", 1)[0] for v in service.get("volumes", []) if not str(v).startswith((".", "/"))}
+    def named_volumes(service: dict[str, Any], *, read_only_too: bool = False) -> set[str]:
+        mounts = [str(v) for v in service.get("volumes", []) if not str(v).startswith((".", "/"))]
+        return {m.split(":", 1)[0] for m in mounts if read_only_too or not m.endswith(":ro")}
 
+    # The only volume both see is the audit log, which the gateway's view mounts read-only.
     assert not (named_volumes(services["worker"]) & named_volumes(services["gateway"]))
+    assert named_volumes(services["worker"]) & named_volumes(services["gateway"], read_only_too=True) == {"audit-log"}
     key_dir = worker["SIGNOFF_KEY_PATH"].rsplit("/", 1)[0]
     assert any(str(v).endswith(":" + key_dir) for v in services["worker"]["volumes"])
     assert not any(key_dir in str(v) for v in services["gateway"].get("volumes", []))

@@ -150,6 +150,7 @@ async def run_dev(settings: Settings, *, prometheus: bool = True, demo: bool = F
         print("signoff dev is up:")
         print(f"  Temporal        {settings.temporal_address}  (Web UI http://127.0.0.1:{ui_port})")
         print(f"  gateway         http://127.0.0.1:{settings.gateway_port}  (/healthz, /metrics, /slack/events, /jira/webhook)")
+        print(f"  read-only view  http://127.0.0.1:{settings.gateway_port}/view/  (log in with SIGNOFF_VIEW_TOKEN; open with SIGNOFF_ENVIRONMENT=development)")
         print(f"  worker metrics  http://{metrics_bind}/metrics")
         print(f"  Prometheus      {prom_url or 'not started (apt-get install prometheus)'}")
         print(f"  state           {state}")
