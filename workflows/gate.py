@@ -40,6 +40,8 @@ with workflow.unsafe.imports_passed_through():
 
 #: How old the principals a gate verifies against may be before it reads them again.
 TRUST_TTL = timedelta(seconds=60)
+#: Refused attempts recorded per principal and gate; more are turned away unrecorded.
+MAX_REFUSALS_PER_PRINCIPAL = 20
 
 __all__ = ["ApprovalGate", "eligible_groups", "judge_attempt", "merge_gates", "progress_text", "quorum_met"]
 
@@ -170,6 +172,33 @@ class ApprovalGate:
             return self._refuse(attempt, why, snap, auth)
         self.used_nonces.add(auth.nonce)
         return await self._apply(attempt, snap, auth=auth)
+
+    def screen(self, attempt: ApprovalAttempt) -> str | None:
+        """Why an attempt is turned away *before* it reaches the workflow's history (the Update
+        validator), or None to let the handler judge and record it.
+
+        Only attempts that prove nobody are turned away here: no proof, or a signed proof that
+        does not verify against the principals this gate last read (less than TRUST_TTL ago), or
+        one already used. They are unattributable noise; writing each one down is what let junk
+        Updates fill a release's history and exhaust Temporal's per-workflow Update limit, after
+        which real approvals and aborts failed. Attributable attempts (a valid proof by someone
+        the rules refuse) are still judged and recorded by the handler, up to
+        MAX_REFUSALS_PER_PRINCIPAL each. OIDC tokens need the issuer's keys (an activity), so
+        they always go to the handler."""
+        trust: TrustSnapshot | None = getattr(self, "trust", None)
+        if attempt.proof is None:
+            return "this approval carries no proof of who sent it; sign it (`signoff approve` does) or use Slack or Jira"
+        if attempt.proof.oidc_token or trust is None or workflow.now() - self.trust_at >= TRUST_TTL:
+            return None
+        auth = authenticate(attempt.proof, expect=self.expectations(attempt), registry=Registry.from_snapshot(trust), now=workflow.now())
+        if not auth.ok:
+            return f"{auth.reason} (not recorded; if your key was registered in the last minute, try again in a minute)"
+        if auth.nonce in self.used_nonces:
+            return "this proof was already used once; a proof is good for one request, so sign a new one (replay refused)"
+        refused = sum(1 for r in self.status.refusals if r.by == auth.identity)
+        if refused >= MAX_REFUSALS_PER_PRINCIPAL:
+            return f"{auth.identity} has had {refused} attempts on gate {self.spec.name} refused; further ones are not recorded"
+        return None
 
     def _problem(self, attempt: ApprovalAttempt, auth: AuthResult, snap: DirectorySnapshot) -> str | None:
         """Why the attempt would be refused: its proof, or the gate's rules on this directory."""

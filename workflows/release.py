@@ -604,6 +604,10 @@ class ReleaseWorkflow:
             raise ApplicationError("a rejection needs a reason")
         if attempt.digest is not None and not attempt.digest.startswith("sha256:"):
             raise ApplicationError("the digest must look like sha256:<hex>")
+        gate = self.pick_gate(attempt) if self.gates_ready else None
+        why = gate.screen(attempt) if gate is not None else None
+        if why is not None:
+            raise ApplicationError(why)
 
     @workflow.update(name="promote")
     async def promote_update(self, request: dict[str, Any]) -> dict[str, Any]:

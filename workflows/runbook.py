@@ -324,6 +324,9 @@ class RunbookWorkflow:
             raise ApplicationError(f"this is runbook run {self.args.run_id}, not {attempt.release_id}")
         if attempt.decision == "reject" and not attempt.reason.strip():
             raise ApplicationError("a rejection needs a reason")
+        why = self.gate.screen(attempt) if self.gate is not None and self.gate_ready else None
+        if why is not None:
+            raise ApplicationError(why)
 
     # ------------------------------------------------------------------ helpers
 
