@@ -525,7 +525,7 @@ async def audit_export(out: Out, release_id: str, out_file: Path) -> None:
     from signoff.trust.registry import TrustStore
 
     settings = Settings.from_env()
-    registry = TrustStore(settings.directory_path, settings.agents_path).current()
+    registry = TrustStore(settings.directory_path, settings.agents_path, settings.agent_standings_path).current()
     result = export(release_id, store_from_settings(settings), public_key_from_settings(settings), out_file, registry=registry)
     out.emit({"release_id": release_id, "out": str(out_file), **result}, f"exported {release_id} to {out_file}")
 
@@ -596,3 +596,7 @@ async def runbook_run(out: Out, name: str, params: tuple[str, ...], identity: st
         return "\n".join(lines)
 
     out.emit(status, text, ok=status.phase not in ("refused", "failed", "rejected"))
+
+
+# Command groups kept in their own modules register themselves on `cli` when imported.
+from signoff import cli_agents  # noqa: E402,F401

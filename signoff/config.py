@@ -45,6 +45,11 @@ class Settings:
     temporal_api_key: str | None = None
     dev_stack: bool = False
 
+    @property
+    def agent_standings_path(self) -> Path:
+        """Where the worker keeps agent suspensions (`signoff agent suspend`), beside its other state."""
+        return Path(self.state_dir) / "agents" / "standings.json"
+
     @classmethod
     def from_env(cls) -> "Settings":
         from signoff.trust.dev import read_dev_trust

@@ -864,3 +864,47 @@ class RunbookStatus(Open):
     reason: str | None = None
     incident: str | None = None
     workflow_id: str | None = None
+
+
+# --------------------------------------------------------------------------- agents as principals
+
+
+class AgentControl(Open):
+    """`signoff agent suspend|resume`: one signed request, decided by policy (AgentControlWorkflow)."""
+
+    control_id: str
+    agent_id: str
+    action: Literal["suspend", "resume"]
+    identity: str = Field(description="the person asking (on-call or SRE, as the policy says)")
+    reason: str = ""
+    channel: str = "cli"
+    proof: Proof | None = None
+
+
+class AgentControlResult(Open):
+    control_id: str
+    agent_id: str
+    action: Literal["suspend", "resume"]
+    accepted: bool
+    reason: str
+    by: str
+    status: str = Field(default="", description="the agent's standing after the request")
+    stopping: list[str] = Field(default_factory=list, description="in-flight releases told to stop (suspend)")
+
+
+class AgentStandingChange(Open):
+    """What `set_agent_standing` writes: the new status and who decided it, under which request."""
+
+    agent_id: str
+    status: Literal["active", "suspended"]
+    by: str
+    reason: str = ""
+    control_id: str
+
+
+class AgentSuspended(Open):
+    """The nudge a suspension sends each in-flight release; the release checks the worker's
+    registry itself before it stops, so a forged nudge stops nothing."""
+
+    agent_id: str
+    control_id: str

@@ -26,6 +26,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from signoff.gates import eligible_groups
     from signoff.models import (
+        AgentSuspended,
         ApprovalAttempt,
         ApprovalEvidence,
         ApprovalResult,
@@ -604,6 +605,23 @@ class ReleaseWorkflow:
             raise ApplicationError("a rejection needs a reason")
         if attempt.digest is not None and not attempt.digest.startswith("sha256:"):
             raise ApplicationError("the digest must look like sha256:<hex>")
+
+    @workflow.signal(name="agent_suspended")
+    async def agent_suspended(self, notice: AgentSuspended) -> None:
+        """A suspension of the agent that asked for this release: stop it like an abort (a gate
+        closes and its approvers are told, a canary rolls back, a build is cancelled). The
+        signal is only a nudge: the worker's registry must say the agent is suspended."""
+        if self.spec.agent is None or self.spec.agent.id != notice.agent_id or self.status.phase.is_final or self.abort_request is not None:
+            return
+        standing: dict[str, Any] = await workflow.execute_local_activity(
+            "agent_standing", notice.agent_id, start_to_close_timeout=timedelta(seconds=30), result_type=dict
+        )
+        if standing.get("status") != "suspended" or self.abort_request is not None:
+            return
+        by = str(standing.get("by") or "on-call")
+        reason = f"agent {notice.agent_id} suspended: {standing.get('reason') or 'no reason given'}"
+        self.abort_request = {"identity": by, "reason": reason, "channel": "suspension"}
+        self.record("abort", "agent_suspended", [reason], {"control_id": notice.control_id, "phase": self.status.phase.value}, actor=by)
 
     @workflow.update(name="promote")
     async def promote_update(self, request: dict[str, Any]) -> dict[str, Any]:
