@@ -23,6 +23,10 @@ Scenarios (file name = workflow id):
   release-rolled-back          good release on the local target, then the bad flavour's canary
                                fails its Prometheus analysis → rolled back
                                (skipped, with a message, when /usr/bin/prometheus is missing)
+  release-stopped-by-suspension an agent's release waits at its gate; on-call suspends the agent
+                               → the release stops itself (aborted), gate closed
+  agent-suspended              that suspension (AgentControlWorkflow): authenticated, decided by
+                               policy, standing written, in-flight releases nudged
   runbook-refused              an unknown runbook → refused           (when RunbookWorkflow exists)
   runbook-restart              restart-service by on-call carol → its checks and steps run
                                (needs the local target and Prometheus, like release-rolled-back)
@@ -89,6 +93,7 @@ class Scenarios:
         self.sc = sc
         self.work = work
         self.prometheus_url = prometheus_url
+        self.extra: dict[str, str] = {}
 
     def dir(self, name: str) -> Path:
         path = self.work / name
@@ -223,6 +228,26 @@ class Scenarios:
         await self.finish(rid, "rolled_back", timeout=240)
         return rid
 
+    async def release_stopped_by_suspension(self) -> list[str]:
+        """Two histories: the release a suspension stops, and the suspension itself."""
+        from tests.helpers import wait_for
+
+        rid = "release-stopped-by-suspension"
+        gate = {"name": "production", "required": 2, "from_groups": ["release-managers"], "channels": ["cli"]}
+        spec = self.spec(rid, environment="staging", agent={"id": "release-bot", "model": "history-model"}, gates=[gate])
+        await self.sc.start_release(spec, release_id=rid, base_dir=self.dir(rid))
+        await wait_for(self.sc, rid, lambda s: s.phase.value == "awaiting_approval", timeout=120)
+        result = await self.sc.control_agent("release-bot", "suspend", identity="carol@example.com", reason="history scenario")
+        await self.finish(rid, "aborted")
+        await self.sc.control_agent("release-bot", "resume", identity="carol@example.com", reason="history scenario over")
+        return [rid, await self.renamed(result.control_id, "agent-suspended")]
+
+    async def renamed(self, workflow_id: str, name: str) -> str:
+        """Save a workflow whose id is not chosen by the caller (one per signed request) under `name`."""
+        history = await self.sc.client.get_workflow_handle(workflow_id).fetch_history()
+        self.extra[name] = history.to_json()
+        return name
+
     async def runbook_refused(self) -> str:
         rid = "runbook-refused"
         status = await self.sc.runbooks.run("no-such-runbook", params={}, identity="carol@example.com", run_id=rid, wait=True)
@@ -251,6 +276,7 @@ ORDER = [
     "release_rolled_back",  # leaves the good build serving on the local target ...
     "runbook_refused",
     "runbook_restart",  # ... which this restarts
+    "release_stopped_by_suspension",
 ]
 
 
@@ -299,16 +325,21 @@ async def main(argv: list[str] | None = None) -> int:
             scenarios = Scenarios(sc, work, prometheus_url=prom.url if prom else None)
             for name in wanted:
                 started = time.monotonic()
-                run: Callable[[], Awaitable[str | None]] = getattr(scenarios, name)
+                run: Callable[[], Awaitable[str | list[str] | None]] = getattr(scenarios, name)
                 try:
                     rid = await run()
                 except Exception as e:  # noqa: BLE001 - report every scenario, then fail
                     failures.append(f"{name}: {e}")
                     log(f"FAILED {name}: {e}")
                     continue
-                if rid is not None:
-                    await save(env.client, rid, args.out)
-                    log(f"{name} took {time.monotonic() - started:.1f}s")
+                for one in [rid] if isinstance(rid, str) else rid or []:
+                    if one in scenarios.extra:
+                        doc = json.loads(scenarios.extra[one])
+                        (args.out / f"{one}.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+                        log(f"saved {one}.json ({len(doc.get('events', []))} events)")
+                    else:
+                        await save(env.client, one, args.out)
+                log(f"{name} took {time.monotonic() - started:.1f}s")
     finally:
         from activities.deploy import stop_all
 
