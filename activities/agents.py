@@ -9,6 +9,8 @@ with one visibility query on the `SignoffAgent` search attribute.
 
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime, timezone
 from typing import Any
 
 from temporalio import activity
@@ -18,7 +20,7 @@ from signoff.config import Settings
 from signoff.errors import ConfigError, PolicyError
 from signoff.models import AgentStandingChange
 from signoff.policy import evaluate_query, policy_sha256
-from signoff.search_attributes import AGENT, KIND
+from signoff.search_attributes import AGENT, KIND, PHASE
 from signoff.trust.registry import TrustStore, write_agent_standing
 
 AGENT_DENIALS = "data.signoff.agents.denials"
@@ -80,12 +82,57 @@ class AgentActivities:
         return [wf.id async for wf in activity.client().list_workflows(query)]
 
 
-def _now() -> str:
-    from datetime import datetime, timezone
+    @activity.defn(name="agent_usage")
+    async def agent_usage(self, request: dict[str, Any]) -> dict[str, Any]:
+        """What the agent used since `since` (the release's UTC midnight), and its budgets.
 
+        Releases and canaries are counted from visibility (one query each; this release and
+        releases the policy denied do not count); build minutes from the signed log's build
+        records, which carry each build's duration (this release's own build is not counted:
+        its record may or may not be written yet, and the answer must not depend on that)."""
+        agent_id, release_id, since = str(request["agent_id"]), str(request["release_id"]), str(request["since"])
+        entry = self._registry().agents.get(agent_id)
+        client = activity.client()
+        mine = f"{KIND.name} = 'release' AND {AGENT.name} = '{agent_id}'"
+        today = [wf async for wf in client.list_workflows(f"{mine} AND StartTime >= '{since}'")]
+        releases = [wf.id for wf in today if wf.id != release_id and (wf.typed_search_attributes.get(PHASE) or "") != "denied"]
+        canaries = [wf.id async for wf in client.list_workflows(f"{mine} AND {PHASE.name} = 'canary' AND ExecutionStatus = 'Running'")]
+        return {
+            "releases_today": len(releases),
+            "build_minutes_today": round(await asyncio.to_thread(self.build_minutes, agent_id, since, release_id), 3),
+            "canaries_now": len(canaries),
+            "budgets": dict(entry.budgets) if entry else {},
+        }
+
+    def build_minutes(self, agent_id: str, since: str, release_id: str) -> float:
+        """Minutes the agent's builds ran since `since`, other than this release's own build."""
+        from signoff.audit import statement_of, store_from_settings
+
+        start = datetime.fromisoformat(since)
+        seconds = 0.0
+        for entry in store_from_settings(self.settings).entries():
+            if entry.get("workflow_id") == release_id:
+                continue
+            try:
+                predicate = statement_of(entry["envelope"]).get("predicate") or {}
+            except (KeyError, TypeError, ValueError):
+                continue
+            actor = predicate.get("actor") or {}
+            if predicate.get("kind") != "build" or (actor.get("agent") or {}).get("id") != agent_id:
+                continue
+            try:
+                at = datetime.fromisoformat(str(predicate.get("at")))
+            except ValueError:
+                continue
+            if at >= start:
+                seconds += float((predicate.get("evidence") or {}).get("duration_seconds") or 0)
+        return seconds / 60
+
+
+def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
 def activities_from_settings(settings: Settings) -> list[Any]:
     acts = AgentActivities(settings)
-    return [acts.decide_agent_control, acts.set_agent_standing, acts.agent_standing, acts.running_releases_of_agent]
+    return [acts.decide_agent_control, acts.set_agent_standing, acts.agent_standing, acts.running_releases_of_agent, acts.agent_usage]

@@ -503,6 +503,7 @@ class CommandActivities:
             provenance_path=str(provenance),
             profile=profile,
             provenance_envelope=envelope,
+            duration_seconds=outcome.duration_seconds,
         )
 
     @activity.defn(name="run_tests")

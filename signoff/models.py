@@ -519,6 +519,7 @@ class BuildResult(Open):
     provenance_path: str | None = None
     profile: str = Field(default="", description="the sandbox profile the build ran in (hermetic, fetch, unconfined)")
     provenance_envelope: dict[str, Any] | None = Field(default=None, description="the signed SLSA provenance (DSSE)")
+    duration_seconds: float = Field(default=0.0, description="how long the build command ran (counts against an agent's build-minute budget)")
 
 
 class TestRequest(CommandRequest):

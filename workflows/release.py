@@ -226,7 +226,7 @@ class ReleaseWorkflow:
             "build",
             "succeeded",
             [f"built {result.digest} in the {result.profile or 'unrecorded'} sandbox"],
-            {"artifact": result.digest, "sandbox": result.profile, "provenance": result.provenance_envelope},
+            {"artifact": result.digest, "sandbox": result.profile, "provenance": result.provenance_envelope, "duration_seconds": result.duration_seconds},
         )
 
     async def test(self) -> None:
@@ -394,6 +394,7 @@ class ReleaseWorkflow:
         # No patch needed: only releases naming change.repository (a field older histories never
         # had) read Git, so histories from before replay unchanged.
         await self.derive()
+        usage = await self.agent_usage()
         policy_input = build_policy_input(
             self.spec,
             digest=self.status.artifact_digest,
@@ -404,6 +405,7 @@ class ReleaseWorkflow:
             change=self.status.change,
             scans=self.status.scans,
             sbom=self.status.sbom,
+            usage=usage,
         )
         decision: PolicyDecision = await self.act(
             "evaluate_policy",
@@ -444,6 +446,21 @@ class ReleaseWorkflow:
             )
             self.gates.append(gate)
         self.status.gates = [g.status for g in self.gates]
+
+    async def agent_usage(self) -> dict[str, Any] | None:
+        """What the asking agent has used today (releases, build minutes, canaries now) and its
+        budgets: the policy weighs them. Histories from before budgets replay without it."""
+        if self.spec.agent is None or not workflow.patched("agent-budgets"):
+            return None
+        midnight = workflow.now().replace(hour=0, minute=0, second=0, microsecond=0)
+        return await self.act(
+            "agent_usage",
+            {"agent_id": self.spec.agent.id, "release_id": self.args.release_id, "since": midnight.isoformat()},
+            dict,
+            timeout=timedelta(seconds=60),
+            failure_phase=Phase.failed,
+            what="counting the agent's usage",
+        )
 
     async def ask(self) -> None:
         """Open every gate at once and wait until all are approved (or one is not)."""
