@@ -599,4 +599,4 @@ async def runbook_run(out: Out, name: str, params: tuple[str, ...], identity: st
 
 
 # Command groups kept in their own modules register themselves on `cli` when imported.
-from signoff import cli_agents  # noqa: E402,F401
+from signoff import cli_agents, cli_governance  # noqa: E402,F401

@@ -491,6 +491,7 @@ class ReleaseStatus(Open):
     change: ChangeFacts | None = Field(default=None, description="what the commit really changes (from Git), when the release names its repository")
     scans: list[ScanResult] = Field(default_factory=list, description="what each scanner found (SARIF), in the sandbox")
     sbom: SbomResult | None = Field(default=None, description="the artifact's CycloneDX SBOM, as read by signoff")
+    plan_sha256: str | None = Field(default=None, description="hash of what the policy decided for this release; equals `release plan`'s when it went as planned")
     started_at: datetime | None = None
     updated_at: datetime | None = None
     workflow_id: str | None = None

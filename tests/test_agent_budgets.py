@@ -18,33 +18,38 @@ from tests.helpers import release_spec, running_worker, wait_for
 
 pytestmark = pytest.mark.asyncio
 
-BOT = {"id": "release-bot", "model": "gpt-test-1"}
+def budgeted_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **budgets: float) -> dict[str, str]:
+    """The dev agent registry plus a fresh agent with these budgets and a dev key. Fresh, because
+    the dev server (and so its count of the agent's releases today) is shared by every test."""
+    from signoff.trust.credentials import dev_key_path
+    from signoff.trust.keys import ensure_key, public_pem
 
-
-def budgeted_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **budgets: float) -> None:
-    """The dev agent registry (with the agent's dev key), with budgets for release-bot."""
-    doc = yaml.safe_load((Path(os.environ["SIGNOFF_STATE_DIR"]) / "dev" / "agents.yaml").read_text())
-    doc["agents"][0]["budgets"] = budgets
+    state = Path(os.environ["SIGNOFF_STATE_DIR"])
+    ident = f"budget-bot-{uuid.uuid4().hex[:8]}"
+    key = ensure_key(dev_key_path(state, "agent", ident))
+    doc = yaml.safe_load((state / "dev" / "agents.yaml").read_text())
+    doc["agents"].append({"id": ident, "owner": "dana@example.com", "services": ["checkout"], "environments": ["staging"], "budgets": budgets, "keys": [public_pem(key.public_key())]})
     path = tmp_path / "agents.yaml"
     path.write_text(yaml.safe_dump(doc))
     monkeypatch.setenv("SIGNOFF_AGENTS", str(path))
+    return {"id": ident, "model": "gpt-test-1"}
 
 
 async def test_a_budget_of_two_releases_a_day_refuses_the_third(client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    budgeted_registry(tmp_path, monkeypatch, releases_per_day=2)
+    bot = budgeted_registry(tmp_path, monkeypatch, releases_per_day=2)
     settings = Settings.from_env()
     async with running_worker(client, task_queue, settings=settings) as sc:
         for n in (1, 2):
             r = f"budget-{n}-{uuid.uuid4().hex[:6]}"
-            await sc.start_release(release_spec(agent=BOT), release_id=r, base_dir=tmp_path)
+            await sc.start_release(release_spec(agent=bot), release_id=r, base_dir=tmp_path)
             done = await wait_for(sc, r, lambda s: s.phase.is_final)
             assert done.phase.value == "succeeded", done.reason
         third = f"budget-3-{uuid.uuid4().hex[:6]}"
-        await sc.start_release(release_spec(agent=BOT), release_id=third, base_dir=tmp_path)
+        await sc.start_release(release_spec(agent=bot), release_id=third, base_dir=tmp_path)
         denied = await wait_for(sc, third, lambda s: s.phase.is_final)
         assert denied.phase.value == "denied"
         assert denied.reason == (
-            "agent release-bot is over its budget releases_per_day: this would be its release number 3 today, "
+            f"agent {bot['id']} is over its budget releases_per_day: this would be its release number 3 today, "
             "and releases_per_day allows 2; wait until tomorrow (UTC) or have the budget raised"
         )
         # A person's release is not the agent's budget.
@@ -61,8 +66,8 @@ async def test_a_budget_of_two_releases_a_day_refuses_the_third(client: Client, 
 async def test_build_minutes_are_counted_from_the_signed_log(client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A build's duration is in its signed record; once the day's builds reach the budget, the
     next release is denied naming build_minutes_per_day."""
-    budgeted_registry(tmp_path, monkeypatch, build_minutes_per_day=0.01)  # 0.6 s of building a day
-    doc = release_spec(agent=BOT).model_dump(mode="json", exclude_none=True)
+    bot = budgeted_registry(tmp_path, monkeypatch, build_minutes_per_day=0.01)  # 0.6 s of building a day
+    doc = release_spec(agent=bot).model_dump(mode="json", exclude_none=True)
     doc.pop("artifact")
     doc["build"] = {"command": "sleep 1; echo built > out.bin", "output": "out.bin"}
     from signoff.models import ReleaseFile

@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         TestRequest,
         TestSummary,
     )
+    from signoff.plan import plan_sha256
     from signoff.policy_input import build_policy_input
     from signoff.trust.evidence import forbidden_approvers, judge_start, start_expectations
     from signoff.search_attributes import AWAITING, PHASE
@@ -130,6 +131,7 @@ class ReleaseWorkflow:
         self.starter: AuthResult | None = None
         self.attestations: list[dict[str, Any]] = []
         self.attesting = False
+        self.weighing_budgets = False
 
     # ================================================================== the plan
 
@@ -141,6 +143,8 @@ class ReleaseWorkflow:
         drains = [asyncio.create_task(box.run(lambda: self.finished)) for box in (self.audit, self.slack, self.jira)]
         # Histories from before evidence attestations replay without them.
         self.attesting = workflow.patched("evidence-attestations")
+        # Before the start's local activity (patches after one in the same task do not replay).
+        self.weighing_budgets = workflow.patched("agent-budgets")
         try:
             if workflow.patched("authenticated-start"):
                 await self.authenticate()
@@ -417,6 +421,7 @@ class ReleaseWorkflow:
         )
         gates = merge_gates(self.spec.gates, decision.gates)
         decision = decision.model_copy(update={"gates": gates})
+        self.status.plan_sha256 = plan_sha256(self.spec, decision)
         self.status.policy = decision
         self.status.tier = decision.tier
         self.record(
@@ -427,6 +432,7 @@ class ReleaseWorkflow:
                 "policy_sha256": decision.policy_sha256,
                 "tier": decision.tier,
                 "gates": [g.model_dump(mode="json") for g in gates],
+                "plan_sha256": self.status.plan_sha256,
                 **({"input": policy_input, "attestations": list(self.attestations)} if self.attesting else {}),
             },
         )
@@ -450,7 +456,7 @@ class ReleaseWorkflow:
     async def agent_usage(self) -> dict[str, Any] | None:
         """What the asking agent has used today (releases, build minutes, canaries now) and its
         budgets: the policy weighs them. Histories from before budgets replay without it."""
-        if self.spec.agent is None or not workflow.patched("agent-budgets"):
+        if self.spec.agent is None or not self.weighing_budgets:
             return None
         midnight = workflow.now().replace(hour=0, minute=0, second=0, microsecond=0)
         return await self.act(
