@@ -181,7 +181,8 @@ def dev(no_prometheus: bool, run_demo: bool, exit_after: bool) -> None:
 
 
 @cli.command()
-def worker() -> None:
+@click.option("--schedules", is_flag=True, help="also create or update signoff's Temporal Schedules (the drift check, every SIGNOFF_DRIFT_INTERVAL)")
+def worker(schedules: bool) -> None:
     """A worker for the task queue."""
     import logging
 
@@ -189,7 +190,7 @@ def worker() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        asyncio.run(run_worker(Settings.from_env()))
+        asyncio.run(run_worker(Settings.from_env(), schedules=schedules))
     except SignoffError as e:
         Out(False).fail(e)
     except KeyboardInterrupt:

@@ -910,3 +910,14 @@ class AgentSuspended(Open):
 
     agent_id: str
     control_id: str
+
+
+class DriftCheck(Open):
+    """One scheduled drift check (the `signoff-drift` Temporal Schedule's action)."""
+
+    runbook: str | None = Field(default=None, description="a certified runbook to start for each new drift (SIGNOFF_DRIFT_RUNBOOK)")
+    search_attributes: bool = True
+
+
+class DriftReport(Open):
+    findings: list[dict[str, Any]] = Field(default_factory=list)

@@ -37,6 +37,7 @@ class Trail:
     started_at: str | None = None
     ended_at: str | None = None
     provenance: str | None = None
+    target: dict[str, Any] | None = None
     indexes: set[int] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)
 
@@ -147,6 +148,8 @@ def _read(trail: Trail, statement: dict[str, Any]) -> None:
         trail.paths = [str(p) for p in evidence.get("paths") or []]
     if kind == "deploy" and (evidence.get("weight") or 0) > 0 and digest and f"sha256:{digest}" not in trail.deployed:
         trail.deployed.append(f"sha256:{digest}")
+    if kind in ("deploy", "rollback") and isinstance(evidence.get("target"), dict):
+        trail.target = evidence["target"]
     if kind == "rollback" and isinstance(evidence.get("to"), str):
         trail.rolled_back_to.append(evidence["to"])
     if kind == "provenance" and outcome == "verified":

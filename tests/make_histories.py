@@ -27,6 +27,8 @@ Scenarios (file name = workflow id):
                                → the release stops itself (aborted), gate closed
   agent-suspended              that suspension (AgentControlWorkflow): authenticated, decided by
                                policy, standing written, in-flight releases nudged
+  drift-detected               a release on a command target, then what the target serves is
+                               changed behind signoff's back → DriftWorkflow reports the drift
   runbook-refused              an unknown runbook → refused           (when RunbookWorkflow exists)
   runbook-restart              restart-service by on-call carol → its checks and steps run
                                (needs the local target and Prometheus, like release-rolled-back)
@@ -242,6 +244,23 @@ class Scenarios:
         await self.sc.control_agent("release-bot", "resume", identity="carol@example.com", reason="history scenario over")
         return [rid, await self.renamed(result.control_id, "agent-suspended")]
 
+    async def drift_detected(self) -> str:
+        from signoff.models import DriftCheck, DriftReport
+
+        served = self.dir("drift-detected") / "serving.json"
+        target = {"target": "command", "settings": {"deploy": f"echo '{{{{\"stable\": \"{{digest}}\"}}}}' > {shlex.quote(str(served))}", "current": f"cat {shlex.quote(str(served))}"}}
+        served.write_text("{}")
+        rid = "drift-release"
+        spec = self.spec(rid, environment="staging", build=None, artifact="sha256:" + "d" * 64, deploy=target)
+        await self.sc.start_release(spec, release_id=rid, base_dir=self.dir("drift-detected"))
+        await self.finish(rid, "succeeded")
+        await self.sc.wait(rid)
+        served.write_text('{"stable": "sha256:%s"}' % ("e" * 64))
+        report = await self.sc.client.execute_workflow("DriftWorkflow", DriftCheck(), id="drift-detected", task_queue="histories", result_type=DriftReport)
+        if [f["status"] for f in report.findings] != ["detected"]:
+            raise RuntimeError(f"drift-detected found {report.findings}; expected one detected drift")
+        return "drift-detected"
+
     async def renamed(self, workflow_id: str, name: str) -> str:
         """Save a workflow whose id is not chosen by the caller (one per signed request) under `name`."""
         history = await self.sc.client.get_workflow_handle(workflow_id).fetch_history()
@@ -277,6 +296,7 @@ ORDER = [
     "runbook_refused",
     "runbook_restart",  # ... which this restarts
     "release_stopped_by_suspension",
+    "drift_detected",
 ]
 
 

@@ -571,7 +571,7 @@ class ReleaseWorkflow:
             )
         else:
             await self.deploy(0)
-        self.record("rollback", "rolled_back", [reason], {"to": previous})
+        self.record("rollback", "rolled_back", [reason], {"to": previous, "target": self.spec.deploy.model_dump(mode="json")})
         await self.notify("rollback", f"{self.spec.service}: rolled back {self.digest()[:19]}… to {str(previous)[:19]}…: {reason}")
         self.jira.put(lambda: self.open_incident(reason))
         if self.spec.remediation_runbook:
@@ -853,7 +853,9 @@ class ReleaseWorkflow:
         )
         if self.status.canary is not None:
             self.status.canary.weight = weight
-        self.record("deploy", "deployed", [f"weight {weight}"], {"weight": weight, "stable": state.stable, "canary": state.canary})
+        self.record(
+            "deploy", "deployed", [f"weight {weight}"], {"weight": weight, "stable": state.stable, "canary": state.canary, "target": self.spec.deploy.model_dump(mode="json")}
+        )
 
     def attest(self, predicate_type: str, predicate: dict[str, Any]) -> None:
         """Record one piece of evidence as its own in-toto statement about the artifact (signed
