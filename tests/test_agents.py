@@ -54,7 +54,7 @@ def in_canary(tmp_path: Path) -> ReleaseFile:
 def building() -> ReleaseFile:
     doc = release_spec(agent=BOT).model_dump(mode="json", exclude_none=True)
     doc.pop("artifact")
-    doc["build"] = {"command": "sleep 120", "output": "dist/out.bin", "timeout_seconds": 300}
+    doc["build"] = {"command": "echo compiling the migration; echo half > partial.o; sleep 120", "output": "dist/out.bin", "timeout_seconds": 300}
     return ReleaseFile.model_validate(doc)
 
 
@@ -129,6 +129,14 @@ async def test_suspend_stops_gate_canary_and_build_then_refuses_and_resume_resto
             assert await records(release_id, "release_outcome", "aborted"), release_id
         assert await records(canary_id, "rollback", "rolled_back")
 
+        # Runner snapshots: the killed build's workspace, output and sandbox, signed and logged.
+        [kept] = await records(build_id, "forensics", "kept")
+        snap = kept["evidence"]
+        assert snap["what"] == "build" and snap["ended"] == "killed: the release was stopped (cancelled)"
+        assert "compiling the migration" in snap["output_tail"] and snap["profile"] == "hermetic"
+        assert verified_snapshot(snap["path"])["predicate"]["files"] and any(f["path"] == "partial.o" for f in verified_snapshot(snap["path"])["predicate"]["files"])
+        assert await records(gate_id, "forensics", "kept")  # nothing ran: a snapshot taken when it stopped
+
         # A new start from the suspended agent is refused at once, and so is a runbook run.
         with pytest.raises(Refused, match="agent release-bot is suspended"):
             await sc.start_release(at_gate(), release_id=rid("ag-new"), base_dir=tmp_path)
@@ -142,6 +150,33 @@ async def test_suspend_stops_gate_canary_and_build_then_refuses_and_resume_resto
         assert again.started_by and again.started_by["principal"] == "agent:release-bot"
         await sc.abort(again.release_id, identity=CAROL, reason="test over")
         await sc.abort(other_id, identity=CAROL, reason="test over")
+
+
+def verified_snapshot(path: str) -> dict[str, Any]:
+    """The snapshot's statement, once its signature verifies with the orchestrator's public key."""
+    import json
+
+    from signoff.audit import keyid_for, public_key_from_settings, statement_of
+    from signoff.trust.dsse import envelope_signed_by
+
+    envelope = json.loads(Path(path).read_text())
+    key = public_key_from_settings(Settings.from_env())
+    assert envelope_signed_by(envelope, {keyid_for(key): key}) is not None, "the snapshot is not signed by the orchestrator"
+    return statement_of(envelope)
+
+
+async def test_a_build_killed_for_its_time_limit_leaves_a_signed_snapshot(client: Client, task_queue: str, tmp_path: Path) -> None:
+    doc = release_spec().model_dump(mode="json", exclude_none=True)
+    doc.pop("artifact")
+    doc["build"] = {"command": "echo fetching the world; sleep 60", "output": "out.bin", "timeout_seconds": 2}
+    async with running_worker(client, task_queue) as sc:
+        r = rid("limit")
+        await sc.start_release(ReleaseFile.model_validate(doc), release_id=r, base_dir=tmp_path)
+        done = await wait_for(sc, r, lambda s: s.phase.is_final, timeout=60)
+        assert done.phase.value == "failed" and "did not finish within 2 seconds" in (done.reason or "")
+        [kept] = await records(r, "forensics", "kept")
+        assert kept["evidence"]["ended"] == "killed after its 2 s time limit" and "fetching the world" in kept["evidence"]["output_tail"]
+        assert verified_snapshot(kept["evidence"]["path"])["predicateType"] == "https://signoff.dev/forensics/v1"
 
 
 def jira_ticket_opened(jira: JiraStub, release_id: str, timeout: float = 20) -> None:

@@ -19,9 +19,9 @@ def all_workflows() -> list[type]:
 
 def all_activities(settings: Settings) -> list[Callable[..., Any]]:
     """Each activity module exposes `activities_from_settings(settings)`; its clients are built there."""
-    from activities import agents, audit, drift, deploy, directory, git, jira, policy, prometheus, provenance, runbook_actions, runner, slack, trust
+    from activities import agents, audit, drift, forensics, deploy, directory, git, jira, policy, prometheus, provenance, runbook_actions, runner, slack, trust
 
-    modules: list[Any] = [agents, drift, runner, git, deploy, provenance, policy, prometheus, directory, trust, audit, slack, jira, runbook_actions]
+    modules: list[Any] = [agents, drift, forensics, runner, git, deploy, provenance, policy, prometheus, directory, trust, audit, slack, jira, runbook_actions]
     acts: list[Callable[..., Any]] = []
     for module in modules:
         acts.extend(module.activities_from_settings(settings))

@@ -132,6 +132,8 @@ class ReleaseWorkflow:
         self.attestations: list[dict[str, Any]] = []
         self.attesting = False
         self.weighing_budgets = False
+        self.keeping_forensics = False
+        self.killed_for_limit = False
 
     # ================================================================== the plan
 
@@ -145,6 +147,7 @@ class ReleaseWorkflow:
         self.attesting = workflow.patched("evidence-attestations")
         # Before the start's local activity (patches after one in the same task do not replay).
         self.weighing_budgets = workflow.patched("agent-budgets")
+        self.keeping_forensics = workflow.patched("runner-forensics")
         try:
             if workflow.patched("authenticated-start"):
                 await self.authenticate()
@@ -160,6 +163,7 @@ class ReleaseWorkflow:
             self.end(Phase.succeeded, f"{self.status.artifact_digest} is stable")
         except Stop as stop:
             self.end(stop.phase, stop.reason)
+            await self.keep_forensics(stop)
         await workflow.wait_condition(
             lambda: workflow.all_handlers_finished() and all(b.drained() for b in (self.audit, self.slack, self.jira))
         )
@@ -467,6 +471,27 @@ class ReleaseWorkflow:
             failure_phase=Phase.failed,
             what="counting the agent's usage",
         )
+
+    async def keep_forensics(self, stop: Stop) -> None:
+        """A release of a suspended agent, or one whose command was killed for its time limit:
+        the runner's signed snapshots of the workspace go into the signed log."""
+        suspended = (self.abort_request or {}).get("channel") == "suspension"
+        if not self.keeping_forensics or not (suspended or self.killed_for_limit):
+            return
+        kept: list[dict[str, Any]] = await workflow.execute_activity(
+            "keep_forensics",
+            {"release_id": self.args.release_id, "phase": self.stopped_in(), "why": stop.reason},
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=RetryPolicy(maximum_attempts=3),
+            result_type=list[dict[str, Any]],
+        )
+        for item in kept:
+            self.record("forensics", "kept", [f"{item['what']}: {item['ended']}; {item['files']} file(s) in the workspace"], item)
+
+    def stopped_in(self) -> str:
+        """The phase the release was in before its end."""
+        phases = [h["phase"] for h in self.status.history if "phase" in h]
+        return phases[-2] if len(phases) > 1 else "release"
 
     async def ask(self) -> None:
         """Open every gate at once and wait until all are approved (or one is not)."""
@@ -831,6 +856,7 @@ class ReleaseWorkflow:
         except ActivityError as e:
             cause = e.cause
             message = getattr(cause, "message", None) or str(cause or e)
+            self.killed_for_limit = getattr(cause, "type", None) == "Timeout"
             raise Stop(failure_phase, f"{what} failed: {message}") from None
 
     async def deploy(self, weight: int) -> None:
