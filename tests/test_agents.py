@@ -250,3 +250,27 @@ async def test_forged_suspension_signal_stops_nothing(client: Client, task_queue
         assert status.phase.value == "awaiting_approval" and status.reason is None
         assert not [row for row in show(r, store_from_settings(Settings.from_env())) if row["kind"] == "abort"]
         await sc.abort(r, identity=CAROL, reason="test over")
+
+
+async def test_agent_commands_through_the_console_script(dev_env: Any, client: Client, task_queue: str, tmp_path: Path) -> None:
+    """`signoff agent …` as people and scripts run it: JSON on stdout, exit 1 with one sentence
+    when refused, `--as` signing with the dev stack's key."""
+    from tests.test_cli import signoff
+
+    env = {"SIGNOFF_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host, "SIGNOFF_TASK_QUEUE": task_queue}
+    async with running_worker(client, task_queue) as sc:
+        listed = await signoff("agent", "list", "--json", env=env)
+        assert listed.code == 0 and [a["id"] for a in listed.json()["agents"]] == ["release-bot"]
+        refused = await signoff("agent", "suspend", "release-bot", "--as", ALICE, "--reason", "no", env=env)
+        assert refused.code == 1
+        assert refused.error_line() == "suspend of agent release-bot was refused: alice@example.com is not on-call or SRE; only they may suspend an agent."
+        done = await signoff("agent", "suspend", "release-bot", "--as", CAROL, "--reason", "drill", "--json", env=env)
+        assert done.code == 0 and done.json()["status"] == "suspended"
+        shown = await signoff("agent", "show", "release-bot", "--json", env=env)
+        assert shown.json()["status"] == "suspended" and shown.json()["last_change"]["by"] == CAROL
+        with pytest.raises(Refused, match="agent release-bot is suspended"):
+            await sc.start_release(at_gate(), release_id=rid("cli-new"), base_dir=tmp_path)
+        resumed = await signoff("agent", "resume", "release-bot", "--as", CAROL, "--json", env=env)
+        assert resumed.code == 0 and resumed.json()["status"] == "active"
+        unknown = await signoff("agent", "show", "ghost-bot", env=env)
+        assert unknown.code == 1 and unknown.error_line() == "no agent ghost-bot is registered; check the id with `signoff agent list`."

@@ -167,3 +167,16 @@ async def wait_for_records(store: Any, ids: Any, timeout: float = 20) -> None:
             return
         await asyncio.sleep(0.2)
     raise AssertionError("the outcome records were not written in time")
+
+
+async def test_trace_since_reads_dates_and_spans_and_refuses_nonsense_in_one_sentence() -> None:
+    from datetime import datetime, timezone
+
+    from signoff.trace import parse_since
+
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
+    assert parse_since("36h", now=now) == datetime(2026, 12, 1, 0, 0, tzinfo=timezone.utc)
+    assert parse_since("2026-11-30", now=now) == datetime(2026, 11, 30, tzinfo=timezone.utc)
+    bad = await signoff("audit", "trace", "--since", "last monday")
+    assert bad.code == 2
+    assert bad.error_line() == "--since 'last monday' is neither an ISO date/time (2026-11-30, 2026-11-30T09:00Z) nor a span (36h, 7d)."
