@@ -21,6 +21,7 @@ from temporalio.client import Client
 from signoff.audit import public_key_from_settings, store_from_settings
 from signoff.config import Settings
 from signoff.errors import NotFound
+from signoff.models import DeploySpec
 from signoff.plan import verify_statement
 from signoff.trace import TraceQuery, last_good, trace
 from signoff.trust.registry import TrustStore
@@ -151,6 +152,43 @@ async def test_trace_by_digest_path_and_model_with_verification_and_a_tampered_r
     assert cli.code == 1 and {r["workflow_id"]: r["verified"] for r in cli.json()["results"]}[ids["dana"]] is False
     with pytest.raises(NotFound):
         last_good(store, key, "no-such-service")
+
+
+async def test_rollback_to_last_good_reverifies_its_provenance(client: Client, task_queue: str, tmp_path: Path) -> None:
+    """The runbook action `rollback to: last-good` takes the digest from the signed log and checks
+    its signed build provenance again; provenance tampered with on disk stops the rollback."""
+    from activities.artifacts import store_for
+    from activities.runbook_actions import RunbookActivities
+    from tests.test_runbooks import step
+
+    settings = Settings.from_env()
+    async with running_worker(client, task_queue, settings=settings) as sc:
+        rid = f"lastgood-{uuid.uuid4().hex[:6]}"
+        await sc.start_release(built(change={"summary": "built", "paths": ["docs/built.md"]}), release_id=rid, base_dir=tmp_path)
+        done = await wait_for(sc, rid, lambda s: s.phase.is_final)
+        await sc.wait(rid)
+    good = last_good(store_from_settings(settings), public_key_from_settings(settings), "checkout")
+    assert good["release_id"] == rid and good["digest"] == done.artifact_digest
+    deploys = tmp_path / "rollbacks"
+    request = step("rollback", {"service": "checkout", "to": "last-good"}).model_copy(
+        update={"target": DeploySpec(target="command", settings={"deploy": "true", "current": "true", "rollback": f"echo {{digest}} >> {deploys}"})}
+    )
+    from activities.deploy import CommandTarget
+
+    CommandTarget(settings, request.target.settings).deploy("checkout", DIGEST_B, 100)  # something else serves now
+    acts = RunbookActivities(settings)
+    result = acts.run_step(request)
+    assert result.state == "succeeded" and deploys.read_text().split() == [good["digest"]]
+    signed = store_for(settings.state_dir).signed_provenance_path_for(good["digest"])
+    envelope = json.loads(signed.read_text())
+    envelope["signatures"][0]["sig"] = base64.b64encode(b"\0" * 64).decode()
+    signed.write_text(json.dumps(envelope))
+    CommandTarget(settings, request.target.settings).deploy("checkout", DIGEST_B, 100)  # B serves again
+    from temporalio.exceptions import ApplicationError
+
+    with pytest.raises(ApplicationError, match="no longer has valid provenance, so it is not rolled back to"):
+        acts.run_step(request)
+    assert deploys.read_text().split() == [good["digest"]]  # nothing rolled back the second time
 
 
 async def wait_for_records(store: Any, ids: Any, timeout: float = 20) -> None:
