@@ -27,6 +27,8 @@ Scenarios (file name = workflow id):
                                → the release stops itself (aborted), gate closed
   agent-suspended              that suspension (AgentControlWorkflow): authenticated, decided by
                                policy, standing written, in-flight releases nudged
+  release-build-timed-out      the build runs past its 2 s limit → failed, the runner's signed
+                               snapshot of the workspace recorded
   drift-detected               a release on a command target, then what the target serves is
                                changed behind signoff's back → DriftWorkflow reports the drift
   runbook-refused              an unknown runbook → refused           (when RunbookWorkflow exists)
@@ -244,6 +246,13 @@ class Scenarios:
         await self.sc.control_agent("release-bot", "resume", identity="carol@example.com", reason="history scenario over")
         return [rid, await self.renamed(result.control_id, "agent-suspended")]
 
+    async def release_build_timed_out(self) -> str:
+        rid = "release-build-timed-out"
+        spec = self.spec(rid, build={"command": "echo warming up; sleep 30", "output": "dist/none", "timeout_seconds": 2})
+        await self.sc.start_release(spec, release_id=rid, base_dir=self.dir(rid))
+        await self.finish(rid, "failed")
+        return rid
+
     async def drift_detected(self) -> str:
         from signoff.models import DriftCheck, DriftReport
 
@@ -296,6 +305,7 @@ ORDER = [
     "runbook_refused",
     "runbook_restart",  # ... which this restarts
     "release_stopped_by_suspension",
+    "release_build_timed_out",
     "drift_detected",
 ]
 

@@ -41,6 +41,7 @@ EXPECTED_END = {
     "runbook-refused": "refused",
     "runbook-restart": "succeeded",
     "release-stopped-by-suspension": "aborted",
+    "release-build-timed-out": "failed",
     "agent-suspended": "suspended",  # AgentControlResult.status
 }
 #: Histories whose result has no phase or status: the end they must show instead.
