@@ -41,8 +41,12 @@ class AgentActivities:
     async def decide_agent_control(self, request: dict[str, Any]) -> dict[str, Any]:
         """The policy's denials for a suspend/resume request (the agent's facts come from the
         worker's registry, never from the request)."""
+        from signoff.trust.registry import read_agent_standings
+
         agent_id = str(request.get("agent_id", ""))
         entry = self._registry().agents.get(agent_id)
+        if request.get("control_id") in read_agent_standings(self.settings.agent_standings_path).get(agent_id, {}).get("applied", []):
+            return {"denials": ["this signed request was already carried out once; sign a new one (replay refused)"], "policy_sha256": None, "input": {}}
         document = {
             "action": request.get("action"),
             "reason": request.get("reason", ""),
@@ -74,7 +78,7 @@ class AgentActivities:
 
         entry = self._registry().agents.get(agent_id)
         standing = read_agent_standings(self.settings.agent_standings_path).get(agent_id, {})
-        return {"known": entry is not None, "status": entry.status if entry else "unknown", **{k: v for k, v in standing.items() if k != "status"}}
+        return {"known": entry is not None, "status": entry.status if entry else "unknown", **{k: v for k, v in standing.items() if k not in ("status", "applied")}}
 
     @activity.defn(name="running_releases_of_agent")
     async def running_releases_of_agent(self, agent_id: str) -> list[str]:

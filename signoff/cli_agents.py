@@ -30,7 +30,7 @@ def _agents() -> dict[str, Any]:
             "services": entry.services,
             "environments": entry.environments,
             "budgets": entry.budgets,
-            "last_change": standings.get(ident),
+            "last_change": {k: v for k, v in standings[ident].items() if k != "applied"} if ident in standings else None,
         }
         for ident, entry in sorted(registry.agents.items())
     }

@@ -274,3 +274,38 @@ async def test_agent_commands_through_the_console_script(dev_env: Any, client: C
         assert resumed.code == 0 and resumed.json()["status"] == "active"
         unknown = await signoff("agent", "show", "ghost-bot", env=env)
         assert unknown.code == 1 and unknown.error_line() == "no agent ghost-bot is registered; check the id with `signoff agent list`."
+
+
+async def test_a_replayed_suspension_request_is_refused(client: Client, task_queue: str) -> None:
+    """An attacker who captured on-call's signed suspension replays it after the agent was
+    resumed, straight to Temporal: under its own id (the same request again) and under a new id."""
+    from signoff.models import AgentControl, AgentControlResult
+
+    async with running_worker(client, task_queue) as sc:
+        captured: dict[str, Any] = {}
+        original = sc.sign
+
+        def keep(kind: str, ident: str, **request: Any) -> Any:
+            proof = original(kind, ident, **request)
+            captured.setdefault(request["action"], proof)
+            return proof
+
+        sc.sign = keep  # type: ignore[method-assign]
+        first = await sc.control_agent("release-bot", "suspend", identity=CAROL, reason="drill")
+        await sc.control_agent("release-bot", "resume", identity=CAROL, reason="drill over")
+        proof = captured["suspend_agent"]
+        for control_id in (first.control_id, "agent-control-attacker"):
+            replay = AgentControl(control_id=control_id, agent_id="release-bot", action="suspend", identity=CAROL, reason="drill", proof=proof)
+            result = await client.execute_workflow(
+                "AgentControlWorkflow", replay, id=f"{control_id}-{uuid.uuid4().hex[:4]}" if control_id != first.control_id else control_id,
+                task_queue=task_queue, result_type=AgentControlResult,
+            )
+            assert not result.accepted and ("replay refused" in result.reason), result.reason
+        assert registry_status() == "active"  # still resumed
+
+
+def registry_status() -> str:
+    from signoff.trust.registry import TrustStore
+
+    s = Settings.from_env()
+    return TrustStore(s.directory_path, s.agents_path, s.agent_standings_path).current().agents["release-bot"].status

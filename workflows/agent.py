@@ -74,6 +74,7 @@ class AgentControlWorkflow:
                 "decide_agent_control",
                 {
                     "agent_id": args.agent_id,
+                    "control_id": args.control_id,
                     "action": args.action,
                     "reason": args.reason,
                     "channel": auth.channel,

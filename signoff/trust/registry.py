@@ -13,6 +13,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -106,7 +107,7 @@ class Registry:
         return found | {o.issuer for a in self.agents.values() for o in a.oidc}
 
 
-def read_agent_standings(path: Path | None) -> dict[str, dict[str, str]]:
+def read_agent_standings(path: Path | None) -> dict[str, dict[str, Any]]:
     """The worker's suspensions (`signoff agent suspend`/`resume`): agent id → the latest change.
 
     They override the registry file's `status`, which stays the operator's; every change is also a
@@ -120,13 +121,17 @@ def read_agent_standings(path: Path | None) -> dict[str, dict[str, str]]:
     return {str(k): v for k, v in doc.items() if isinstance(v, dict)} if isinstance(doc, dict) else {}
 
 
-def write_agent_standing(path: Path, agent_id: str, standing: dict[str, str]) -> dict[str, str] | None:
-    """Record an agent's new standing (atomically: a reader never sees half a file); returns the one it replaces."""
+def write_agent_standing(path: Path, agent_id: str, standing: dict[str, Any]) -> dict[str, Any] | None:
+    """Record an agent's new standing (atomically: a reader never sees half a file); returns the
+    one it replaces. The ids of the requests carried out are kept, so a replayed request is seen."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with _STANDINGS_LOCK:
         current = read_agent_standings(path)
         previous = current.get(agent_id)
-        current[agent_id] = standing
+        if previous and standing.get("control_id") in previous.get("applied", []):
+            return previous  # this very request again (an activity retry): nothing changes
+        applied = [*(previous or {}).get("applied", []), standing.get("control_id")][-MAX_APPLIED:]
+        current[agent_id] = {**standing, "applied": applied}
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(current, indent=2, sort_keys=True))
         os.replace(tmp, path)
@@ -134,6 +139,7 @@ def write_agent_standing(path: Path, agent_id: str, standing: dict[str, str]) ->
 
 
 _STANDINGS_LOCK = threading.Lock()
+MAX_APPLIED = 1000
 
 
 class TrustStore:
