@@ -140,6 +140,8 @@ def _read(trail: Trail, statement: dict[str, Any]) -> None:
     for who in (actor.get("identity"), actor.get("requested_by")):
         if isinstance(who, str) and "@" in who:
             trail.people.add(who.lower())
+        elif isinstance(who, str) and who and trail.kind == "runbook":
+            trail.agent = who  # a runbook run asked for by an agent names it as its requester
     if kind == "start" and isinstance(evidence.get("principal"), str) and evidence["principal"].startswith("agent:"):
         trail.agent = evidence["principal"].removeprefix("agent:")
     if kind == "policy" and isinstance(evidence.get("input"), dict):

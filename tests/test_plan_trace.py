@@ -218,3 +218,18 @@ async def test_trace_since_reads_dates_and_spans_and_refuses_nonsense_in_one_sen
     bad = await signoff("audit", "trace", "--since", "last monday")
     assert bad.code == 2
     assert bad.error_line() == "--since 'last monday' is neither an ISO date/time (2026-11-30, 2026-11-30T09:00Z) nor a span (36h, 7d)."
+
+
+async def test_a_runbook_run_asked_for_by_an_agent_is_in_its_trace() -> None:
+    from signoff.trace import trails
+
+    def entry(wid: str, predicate: dict[str, Any], subject: str) -> dict[str, Any]:
+        statement = {"subject": [{"name": subject, "digest": {"sha256": "0" * 64}}], "predicate": predicate}
+        return {"workflow_id": wid, "index": 0, "envelope": {"payload": base64.b64encode(json.dumps(statement).encode()).decode()}}
+
+    found = trails([
+        entry("run-1", {"kind": "runbook_outcome", "outcome": "refused", "actor": {"identity": "release-bot", "channel": "api"}, "at": "2026-12-02T10:00:00Z"}, "runbook:restart-service"),
+        entry("run-2", {"kind": "runbook_outcome", "outcome": "succeeded", "actor": {"identity": "carol@example.com"}, "at": "2026-12-02T11:00:00Z"}, "runbook:restart-service"),
+    ])
+    assert TraceQuery(agent="release-bot").matches(found["run-1"]) and found["run-1"].kind == "runbook" and found["run-1"].outcome == "refused"
+    assert not TraceQuery(agent="release-bot").matches(found["run-2"]) and TraceQuery(person="carol@example.com").matches(found["run-2"])
