@@ -478,13 +478,17 @@ class ReleaseWorkflow:
         suspended = (self.abort_request or {}).get("channel") == "suspension"
         if not self.keeping_forensics or not (suspended or self.killed_for_limit):
             return
-        kept: list[dict[str, Any]] = await workflow.execute_activity(
-            "keep_forensics",
-            {"release_id": self.args.release_id, "phase": self.stopped_in(), "why": stop.reason},
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=RetryPolicy(maximum_attempts=3),
-            result_type=list[dict[str, Any]],
-        )
+        try:
+            kept: list[dict[str, Any]] = await workflow.execute_activity(
+                "keep_forensics",
+                {"release_id": self.args.release_id, "phase": self.stopped_in(), "why": stop.reason},
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                result_type=list[dict[str, Any]],
+            )
+        except ActivityError as e:  # the release has ended either way; say the snapshot is missing
+            self.record("forensics", "missing", [getattr(e.cause, "message", None) or str(e.cause or e)], {})
+            return
         for item in kept:
             self.record("forensics", "kept", [f"{item['what']}: {item['ended']}; {item['files']} file(s) in the workspace"], item)
 
