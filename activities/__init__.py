@@ -20,4 +20,11 @@ its client(s) in the constructor; `workers/registry.py` builds the list for the 
 | slack_notify         | activities/slack      | NotifyRequest → ChatRef                 |
 | jira_gate_notice     | activities/jira       | GateNotice → ChatRef                    |
 | jira_open_incident   | activities/jira       | NotifyRequest → ChatRef                 |
+| decide_agent_control | activities/agents     | dict (request) → dict (denials)         |
+| set_agent_standing   | activities/agents     | AgentStandingChange → dict (previous)   |
+| agent_standing       | activities/agents     | str (agent id) → dict                   |
+| running_releases_of_agent | activities/agents | str (agent id) → list[str]             |
+| agent_usage          | activities/agents     | dict → dict (usage and budgets)         |
+| check_drift          | activities/drift      | str → list[dict] (findings)             |
+| keep_forensics       | activities/forensics  | dict → list[dict] (snapshot summaries)  |
 """

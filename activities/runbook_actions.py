@@ -43,6 +43,7 @@ from activities.deploy.base import DeployError, DeploymentTarget, file_lock, utc
 from activities.deploy.local import process_alive, stop_process
 from activities.runner import command_env
 from signoff.config import Settings
+from signoff.errors import SignoffError
 from signoff.models import DeploymentState
 from signoff.runbooks import (
     ACTIONS,
@@ -221,7 +222,7 @@ class RunbookActivities:
         args = RollbackArgs.model_validate(request.step.args)
         target = self._target(request)
         now = self._now(target, args.service, dry_run=request.dry_run)
-        to = now.detail.get("previous") if args.to == "previous" else args.to
+        to = now.detail.get("previous") if args.to == "previous" else self._last_good(args.service) if args.to == "last-good" else args.to
         if not to:
             raise _fail(f"{args.service} has no previous stable digest to roll back to; name a digest with to: sha256:…", "NoPreviousDigest")
         if request.dry_run:
@@ -233,6 +234,27 @@ class RunbookActivities:
         return self._result(
             request, f"rolled {args.service} back from {now.stable} to {after.stable}", changed=now.stable != after.stable, before=_placement(now), after=_placement(after)
         )
+
+    def _last_good(self, service: str) -> str:
+        """The last digest that succeeded with verified provenance (signed log), its provenance
+        checked again now: signoff's own signed build provenance against the orchestrator key. A
+        Sigstore bundle is not kept by signoff (only its hash), so for those the verified signed
+        record of its verification is what stands."""
+        from activities.deploy import DeployActivities
+        from signoff.audit import public_key_from_settings, store_from_settings
+        from signoff.trace import last_good
+        from signoff.trust.evidence import EvidenceRefused
+
+        try:
+            good = last_good(store_from_settings(self.settings), public_key_from_settings(self.settings), service)
+        except SignoffError as e:
+            raise _fail(str(e), "NoLastGood") from e
+        if good["provenance"] == "signoff-build":
+            try:
+                DeployActivities(self.settings).verified_build_profile(good["digest"])
+            except EvidenceRefused as e:
+                raise _fail(f"the last good digest of {service} no longer has valid provenance, so it is not rolled back to: {e}", "ProvenanceRefused") from e
+        return str(good["digest"])
 
     def _set_weight(self, request: StepRequest) -> StepResult:
         args = SetWeightArgs.model_validate(request.step.args)

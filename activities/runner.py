@@ -36,7 +36,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -190,12 +190,14 @@ class Launch:
     preexec: Any = None
 
 
-async def run_command(req: CommandRequest, *, what: str, launch: Launch | None = None) -> CommandOutcome:
+async def run_command(
+    req: CommandRequest, *, what: str, launch: Launch | None = None, on_killed: Callable[[str, str], None] | None = None
+) -> CommandOutcome:
     """Run `req.command` under the rules in the module docstring and return its outcome.
 
     Raises non-retryable ApplicationErrors for a missing working directory, a missing or
     non-executable command (exit 126/127) and a timeout. Cancellation kills the group and
-    re-raises.
+    re-raises. `on_killed(why, output tail)` runs once the group is killed for either.
     """
     workdir = Path(req.workdir)
     if not workdir.is_dir():
@@ -243,6 +245,8 @@ async def run_command(req: CommandRequest, *, what: str, launch: Launch | None =
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 await kill_group(pgid)
+                if on_killed is not None:
+                    on_killed(f"killed after its {req.timeout_seconds} s time limit", tail())
                 raise ApplicationError(
                     f"the {what} command did not finish within {req.timeout_seconds} seconds and was stopped; "
                     f"make it faster or raise {what}.timeout_seconds in the release file",
@@ -261,6 +265,8 @@ async def run_command(req: CommandRequest, *, what: str, launch: Launch | None =
             await asyncio.wait_for(asyncio.shield(reader), timeout=2.0)
     except asyncio.CancelledError:
         await asyncio.shield(kill_group(pgid))
+        if on_killed is not None:
+            on_killed("killed: the release was stopped (cancelled)", tail())
         raise
     finally:
         if not waiter.done():
@@ -464,6 +470,20 @@ class CommandActivities:
         except SignoffError as e:
             raise ApplicationError(str(e), type="SigningFailed", non_retryable=True) from e
 
+    def snapshotter(self, req: CommandRequest, what: str, profile: str) -> Callable[[str, str], None]:
+        """What the runner does when it kills a command: a signed forensic snapshot (activities/forensics.py)."""
+        from activities.forensics import snapshot
+
+        def keep(ended: str, output_tail: str) -> None:
+            try:
+                path = snapshot(self.settings, self.sign_provenance, release_id=req.release_id, what=what, command=req.command,
+                                profile=profile, ended=ended, output_tail=output_tail[-HEARTBEAT_TAIL_CHARS:])
+                activity.logger.info("kept a forensic snapshot of %s's %s at %s", req.release_id, what, path)
+            except (OSError, ApplicationError) as e:  # the kill stands; say why the snapshot is missing
+                activity.logger.warning("no forensic snapshot of %s's %s: %s", req.release_id, what, e)
+
+        return keep
+
     # ------------------------------------------------------------------ activities
 
     @activity.defn(name="run_build")
@@ -472,7 +492,7 @@ class CommandActivities:
         and write signed provenance that names the sandbox it ran in."""
         started = datetime.now(timezone.utc)
         launch, workdir, profile = self.confine(req, what="build", fresh=True)
-        outcome = await run_command(req, what="build", launch=launch)
+        outcome = await run_command(req, what="build", launch=launch, on_killed=self.snapshotter(req, "build", profile))
         if outcome.exit_code != 0:
             raise ApplicationError(
                 f"the build command exited with code {outcome.exit_code} (last output: {outcome.last_line}); fix the build and start the release again",
@@ -503,6 +523,7 @@ class CommandActivities:
             provenance_path=str(provenance),
             profile=profile,
             provenance_envelope=envelope,
+            duration_seconds=outcome.duration_seconds,
         )
 
     @activity.defn(name="run_tests")
@@ -515,7 +536,7 @@ class CommandActivities:
         command, a bad working directory or a timeout raise.
         """
         launch, workdir, profile = self.confine(req, what="test", fresh=False)
-        outcome = await run_command(req, what="test", launch=launch)
+        outcome = await run_command(req, what="test", launch=launch, on_killed=self.snapshotter(req, "test", profile))
         summary = self.summarise(req, outcome, workdir)
         first_failures = list(summary.failures)
         # Failing tests are run again (the whole command) up to rerun_failures times; a test that

@@ -25,7 +25,7 @@ from signoff.trust.verify import authenticate
 class TrustActivities:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = TrustStore(settings.directory_path, settings.agents_path)
+        self.store = TrustStore(settings.directory_path, settings.agents_path, settings.agent_standings_path)
         self.oidc = OidcVerifier(jwks_overrides=settings.oidc_jwks, max_lifetime=settings.oidc_max_lifetime)
 
     def authenticate(self, request: AuthRequest) -> AuthResult:

@@ -289,7 +289,7 @@ on_inconclusive := config.on_inconclusive if {
 
 decision := {
 	"tier": tier,
-	"gates": gates,
+	"gates": array.concat(gates, budget_gates),
 	"denials": sort(denials),
 	"reasons": reasons,
 	"on_inconclusive": on_inconclusive,

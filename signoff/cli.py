@@ -181,7 +181,8 @@ def dev(no_prometheus: bool, run_demo: bool, exit_after: bool) -> None:
 
 
 @cli.command()
-def worker() -> None:
+@click.option("--schedules", is_flag=True, help="also create or update signoff's Temporal Schedules (the drift check, every SIGNOFF_DRIFT_INTERVAL)")
+def worker(schedules: bool) -> None:
     """A worker for the task queue."""
     import logging
 
@@ -189,7 +190,7 @@ def worker() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        asyncio.run(run_worker(Settings.from_env()))
+        asyncio.run(run_worker(Settings.from_env(), schedules=schedules))
     except SignoffError as e:
         Out(False).fail(e)
     except KeyboardInterrupt:
@@ -633,7 +634,7 @@ async def audit_export(out: Out, release_id: str, out_file: Path) -> None:
     from signoff.trust.registry import TrustStore
 
     settings = Settings.from_env()
-    registry = TrustStore(settings.directory_path, settings.agents_path).current()
+    registry = TrustStore(settings.directory_path, settings.agents_path, settings.agent_standings_path).current()
     result = export(release_id, store_from_settings(settings), trust_from_settings(settings), out_file, registry=registry)
     out.emit({"release_id": release_id, "out": str(out_file), **result}, f"exported {release_id} to {out_file}")
 
@@ -704,3 +705,7 @@ async def runbook_run(out: Out, name: str, params: tuple[str, ...], identity: st
         return "\n".join(lines)
 
     out.emit(status, text, ok=status.phase not in ("refused", "failed", "rejected"))
+
+
+# Command groups kept in their own modules register themselves on `cli` when imported.
+from signoff import cli_agents, cli_governance  # noqa: E402,F401

@@ -26,6 +26,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from signoff.config import Settings
 from signoff.errors import NotFound, Refused, SignoffError, TemporalUnreachable
 from signoff.models import (
+    AgentControl,
+    AgentControlResult,
     ApprovalAttempt,
     ApprovalResult,
     ReleaseFile,
@@ -35,13 +37,14 @@ from signoff.models import (
     StartRunbook,
 )
 from signoff.releasefile import default_release_id, load_release_file
-from signoff.search_attributes import KIND, PHASE, REQUESTER, SERVICE
+from signoff.search_attributes import AGENT, DIGEST, KIND, MODEL, PHASE, REQUESTER, SERVICE
 from signoff.trust.credentials import Credential, resolve_credential
 from signoff.trust.evidence import start_body
 from signoff.trust.proofs import new_request, request_of
 
 RELEASE_WORKFLOW = "ReleaseWorkflow"
 RUNBOOK_WORKFLOW = "RunbookWorkflow"
+AGENT_CONTROL_WORKFLOW = "AgentControlWorkflow"
 _FINAL_NAMES = {"succeeded", "rolled_back", "rejected", "denied", "failed", "aborted"}
 
 
@@ -422,6 +425,41 @@ class SignoffClient:
         )
 
 
+    # ------------------------------------------------------------------ agents
+
+    async def control_agent(self, agent_id: str, action: str, *, identity: str, reason: str = "") -> AgentControlResult:
+        """Suspend or resume an agent: a signed request the worker's policy decides (exit 1 when refused)."""
+        from workflows.agent import control_id_for
+
+        channel = self.channel
+        proof = self.sign(_kind(identity), identity, action=f"{action}_agent", subject=agent_id, channel=channel, body={"reason": reason})
+        nonce = str(request_of(proof).get("nonce"))
+        args = AgentControl(
+            control_id=control_id_for(nonce), agent_id=agent_id, action=action, identity=identity.lower(), reason=reason, channel=channel, proof=proof  # type: ignore[arg-type]
+        )
+        try:
+            result: AgentControlResult = await self.client.execute_workflow(
+                AGENT_CONTROL_WORKFLOW,
+                args,
+                id=args.control_id,
+                task_queue=self.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                result_type=AgentControlResult,
+            )
+        except RPCError as e:
+            raise _rpc_error(e, self.settings, f"agent request {args.control_id}") from e
+        if not result.accepted:
+            raise Refused(f"{action} of agent {agent_id} was refused: {result.reason}.")
+        return result
+
+    async def running_releases_of(self, agent_id: str) -> list[str]:
+        query = f"{KIND.name} = 'release' AND {AGENT.name} = '{_quote(agent_id)}' AND ExecutionStatus = 'Running'"
+        try:
+            return [wf.id async for wf in self.client.list_workflows(query)]
+        except RPCError as e:
+            raise _rpc_error(e, self.settings, "release") from e
+
+
 class RunbookClient:
     """Verbs over runbook runs (on-call engineers, chat, agents, the canary's remediation)."""
 
@@ -524,11 +562,16 @@ def _quote(value: str) -> str:
 def _initial_attributes(spec: ReleaseFile) -> Any:
     from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(KIND, "release"),
-            SearchAttributePair(PHASE, "building"),
-            SearchAttributePair(SERVICE, spec.service),
-            SearchAttributePair(REQUESTER, spec.requested_by),
-        ]
-    )
+    pairs: list[Any] = [
+        SearchAttributePair(KIND, "release"),
+        SearchAttributePair(PHASE, "building"),
+        SearchAttributePair(SERVICE, spec.service),
+        SearchAttributePair(REQUESTER, spec.requested_by),
+    ]
+    if spec.agent is not None:
+        pairs.append(SearchAttributePair(AGENT, spec.agent.id))
+        if spec.agent.model:
+            pairs.append(SearchAttributePair(MODEL, spec.agent.model))
+    if spec.build is None and spec.artifact:
+        pairs.append(SearchAttributePair(DIGEST, spec.artifact))
+    return TypedSearchAttributes(pairs)

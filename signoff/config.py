@@ -46,6 +46,11 @@ class Settings:
     dev_stack: bool = False
     database_url: str | None = None
 
+    @property
+    def agent_standings_path(self) -> Path:
+        """Where the worker keeps agent suspensions (`signoff agent suspend`), beside its other state."""
+        return Path(self.state_dir) / "agents" / "standings.json"
+
     @classmethod
     def from_env(cls) -> "Settings":
         from signoff.trust.dev import read_dev_trust

@@ -491,6 +491,7 @@ class ReleaseStatus(Open):
     change: ChangeFacts | None = Field(default=None, description="what the commit really changes (from Git), when the release names its repository")
     scans: list[ScanResult] = Field(default_factory=list, description="what each scanner found (SARIF), in the sandbox")
     sbom: SbomResult | None = Field(default=None, description="the artifact's CycloneDX SBOM, as read by signoff")
+    plan_sha256: str | None = Field(default=None, description="hash of what the policy decided for this release; equals `release plan`'s when it went as planned")
     started_at: datetime | None = None
     updated_at: datetime | None = None
     workflow_id: str | None = None
@@ -519,6 +520,7 @@ class BuildResult(Open):
     provenance_path: str | None = None
     profile: str = Field(default="", description="the sandbox profile the build ran in (hermetic, fetch, unconfined)")
     provenance_envelope: dict[str, Any] | None = Field(default=None, description="the signed SLSA provenance (DSSE)")
+    duration_seconds: float = Field(default=0.0, description="how long the build command ran (counts against an agent's build-minute budget)")
 
 
 class TestRequest(CommandRequest):
@@ -864,3 +866,58 @@ class RunbookStatus(Open):
     reason: str | None = None
     incident: str | None = None
     workflow_id: str | None = None
+
+
+# --------------------------------------------------------------------------- agents as principals
+
+
+class AgentControl(Open):
+    """`signoff agent suspend|resume`: one signed request, decided by policy (AgentControlWorkflow)."""
+
+    control_id: str
+    agent_id: str
+    action: Literal["suspend", "resume"]
+    identity: str = Field(description="the person asking (on-call or SRE, as the policy says)")
+    reason: str = ""
+    channel: str = "cli"
+    proof: Proof | None = None
+
+
+class AgentControlResult(Open):
+    control_id: str
+    agent_id: str
+    action: Literal["suspend", "resume"]
+    accepted: bool
+    reason: str
+    by: str
+    status: str = Field(default="", description="the agent's standing after the request")
+    stopping: list[str] = Field(default_factory=list, description="in-flight releases told to stop (suspend)")
+
+
+class AgentStandingChange(Open):
+    """What `set_agent_standing` writes: the new status and who decided it, under which request."""
+
+    agent_id: str
+    status: Literal["active", "suspended"]
+    by: str
+    reason: str = ""
+    control_id: str
+
+
+class AgentSuspended(Open):
+    """The nudge a suspension sends each in-flight release; the release checks the worker's
+    registry itself before it stops, so a forged nudge stops nothing."""
+
+    agent_id: str
+    control_id: str
+
+
+class DriftCheck(Open):
+    """One scheduled drift check (the `signoff-drift` Temporal Schedule's action)."""
+
+    runbook: str | None = Field(default=None, description="a certified runbook to start for each new drift (SIGNOFF_DRIFT_RUNBOOK)")
+    search_attributes: bool = True
+
+
+class DriftReport(Open):
+    findings: list[dict[str, Any]] = Field(default_factory=list)

@@ -71,6 +71,14 @@ def _findings(scans: list[ScanResult]) -> dict[str, Any]:
     }
 
 
+def _agent(ident: str, model: str | None, prompt_sha256: str | None, usage: dict[str, Any] | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"id": ident, "model": model, "prompt_sha256": prompt_sha256}
+    if usage is not None:
+        doc["budgets"] = dict(usage.get("budgets") or {})
+        doc["usage"] = {k: v for k, v in usage.items() if k != "budgets"}
+    return doc
+
+
 def build_policy_input(
     spec: ReleaseFile,
     *,
@@ -83,11 +91,14 @@ def build_policy_input(
     change: ChangeFacts | None = None,
     scans: list[ScanResult] | None = None,
     sbom: SbomResult | None = None,
+    usage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The facts about one release that the policy decides on (see policies/README.md).
 
     `tests` / `provenance` are None when the release has no test step / provenance block (or
-    they have not run yet); the policy then treats them as absent, not as passed.
+    they have not run yet); the policy then treats them as absent, not as passed. `usage` (the
+    worker's count of what the agent used today, with its registry budgets) is given only when
+    the release is decided; without it no budget is judged.
     """
     merged_config: dict[str, Any] = dict(config or {})
     threshold = _coverage_threshold(spec, merged_config.get("coverage_threshold"))
@@ -102,7 +113,7 @@ def build_policy_input(
         "service": spec.service,
         "environment": spec.environment.strip().lower(),
         "requester": spec.requested_by,
-        "agent": None if agent is None else {"id": agent.id, "model": agent.model, "prompt_sha256": agent.prompt_sha256},
+        "agent": None if agent is None else _agent(agent.id, agent.model, agent.prompt_sha256, usage),
         "co_requesters": list(spec.change.co_requested_by),
         "change": _change(spec, change),
         # Derived from Git when the release names its repository; otherwise what the file declares.

@@ -78,13 +78,16 @@ class RestartArgs(Strict):
 
 class RollbackArgs(Strict):
     service: str = Field(pattern=SERVICE_PATTERN)
-    to: str = Field(default="previous", description='"previous" (the previous stable digest) or a sha256:… digest')
+    to: str = Field(
+        default="previous",
+        description='"previous" (the previous stable digest), "last-good" (the last release that succeeded with verified provenance, re-verified) or a sha256:… digest',
+    )
 
     @field_validator("to")
     @classmethod
     def _to(cls, v: str) -> str:
-        if v != "previous" and not re.match(r"^sha256:[0-9a-f]{64}$", v):
-            raise ValueError('must be "previous" or a digest sha256:<64 hex characters>')
+        if v not in ("previous", "last-good") and not re.match(r"^sha256:[0-9a-f]{64}$", v):
+            raise ValueError('must be "previous", "last-good" or a digest sha256:<64 hex characters>')
         return v
 
 

@@ -23,6 +23,14 @@ Scenarios (file name = workflow id):
   release-rolled-back          good release on the local target, then the bad flavour's canary
                                fails its Prometheus analysis → rolled back
                                (skipped, with a message, when /usr/bin/prometheus is missing)
+  release-stopped-by-suspension an agent's release waits at its gate; on-call suspends the agent
+                               → the release stops itself (aborted), gate closed
+  agent-suspended              that suspension (AgentControlWorkflow): authenticated, decided by
+                               policy, standing written, in-flight releases nudged
+  release-build-timed-out      the build runs past its 2 s limit → failed, the runner's signed
+                               snapshot of the workspace recorded
+  drift-detected               a release on a command target, then what the target serves is
+                               changed behind signoff's back → DriftWorkflow reports the drift
   runbook-refused              an unknown runbook → refused           (when RunbookWorkflow exists)
   runbook-restart              restart-service by on-call carol → its checks and steps run
                                (needs the local target and Prometheus, like release-rolled-back)
@@ -89,6 +97,7 @@ class Scenarios:
         self.sc = sc
         self.work = work
         self.prometheus_url = prometheus_url
+        self.extra: dict[str, str] = {}
 
     def dir(self, name: str) -> Path:
         path = self.work / name
@@ -223,6 +232,50 @@ class Scenarios:
         await self.finish(rid, "rolled_back", timeout=240)
         return rid
 
+    async def release_stopped_by_suspension(self) -> list[str]:
+        """Two histories: the release a suspension stops, and the suspension itself."""
+        from tests.helpers import wait_for
+
+        rid = "release-stopped-by-suspension"
+        gate = {"name": "production", "required": 2, "from_groups": ["release-managers"], "channels": ["cli"]}
+        spec = self.spec(rid, environment="staging", agent={"id": "release-bot", "model": "history-model"}, gates=[gate])
+        await self.sc.start_release(spec, release_id=rid, base_dir=self.dir(rid))
+        await wait_for(self.sc, rid, lambda s: s.phase.value == "awaiting_approval", timeout=120)
+        result = await self.sc.control_agent("release-bot", "suspend", identity="carol@example.com", reason="history scenario")
+        await self.finish(rid, "aborted")
+        await self.sc.control_agent("release-bot", "resume", identity="carol@example.com", reason="history scenario over")
+        return [rid, await self.renamed(result.control_id, "agent-suspended")]
+
+    async def release_build_timed_out(self) -> str:
+        rid = "release-build-timed-out"
+        spec = self.spec(rid, build={"command": "echo warming up; sleep 30", "output": "dist/none", "timeout_seconds": 2})
+        await self.sc.start_release(spec, release_id=rid, base_dir=self.dir(rid))
+        await self.finish(rid, "failed")
+        return rid
+
+    async def drift_detected(self) -> str:
+        from signoff.models import DriftCheck, DriftReport
+
+        served = self.dir("drift-detected") / "serving.json"
+        target = {"target": "command", "settings": {"deploy": f"echo '{{{{\"stable\": \"{{digest}}\"}}}}' > {shlex.quote(str(served))}", "current": f"cat {shlex.quote(str(served))}"}}
+        served.write_text("{}")
+        rid = "drift-release"
+        spec = self.spec(rid, environment="staging", build=None, artifact="sha256:" + "d" * 64, deploy=target)
+        await self.sc.start_release(spec, release_id=rid, base_dir=self.dir("drift-detected"))
+        await self.finish(rid, "succeeded")
+        await self.sc.wait(rid)
+        served.write_text('{"stable": "sha256:%s"}' % ("e" * 64))
+        report = await self.sc.client.execute_workflow("DriftWorkflow", DriftCheck(), id="drift-detected", task_queue="histories", result_type=DriftReport)
+        if [f["status"] for f in report.findings] != ["detected"]:
+            raise RuntimeError(f"drift-detected found {report.findings}; expected one detected drift")
+        return "drift-detected"
+
+    async def renamed(self, workflow_id: str, name: str) -> str:
+        """Save a workflow whose id is not chosen by the caller (one per signed request) under `name`."""
+        history = await self.sc.client.get_workflow_handle(workflow_id).fetch_history()
+        self.extra[name] = history.to_json()
+        return name
+
     async def runbook_refused(self) -> str:
         rid = "runbook-refused"
         status = await self.sc.runbooks.run("no-such-runbook", params={}, identity="carol@example.com", run_id=rid, wait=True)
@@ -251,6 +304,9 @@ ORDER = [
     "release_rolled_back",  # leaves the good build serving on the local target ...
     "runbook_refused",
     "runbook_restart",  # ... which this restarts
+    "release_stopped_by_suspension",
+    "release_build_timed_out",
+    "drift_detected",
 ]
 
 
@@ -299,16 +355,21 @@ async def main(argv: list[str] | None = None) -> int:
             scenarios = Scenarios(sc, work, prometheus_url=prom.url if prom else None)
             for name in wanted:
                 started = time.monotonic()
-                run: Callable[[], Awaitable[str | None]] = getattr(scenarios, name)
+                run: Callable[[], Awaitable[str | list[str] | None]] = getattr(scenarios, name)
                 try:
                     rid = await run()
                 except Exception as e:  # noqa: BLE001 - report every scenario, then fail
                     failures.append(f"{name}: {e}")
                     log(f"FAILED {name}: {e}")
                     continue
-                if rid is not None:
-                    await save(env.client, rid, args.out)
-                    log(f"{name} took {time.monotonic() - started:.1f}s")
+                for one in [rid] if isinstance(rid, str) else rid or []:
+                    if one in scenarios.extra:
+                        doc = json.loads(scenarios.extra[one])
+                        (args.out / f"{one}.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+                        log(f"saved {one}.json ({len(doc.get('events', []))} events)")
+                    else:
+                        await save(env.client, one, args.out)
+                log(f"{name} took {time.monotonic() - started:.1f}s")
     finally:
         from activities.deploy import stop_all
 

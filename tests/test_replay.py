@@ -40,7 +40,12 @@ EXPECTED_END = {
     "release-rolled-back": "rolled_back",
     "runbook-refused": "refused",
     "runbook-restart": "succeeded",
+    "release-stopped-by-suspension": "aborted",
+    "release-build-timed-out": "failed",
+    "agent-suspended": "suspended",  # AgentControlResult.status
 }
+#: Histories whose result has no phase or status: the end they must show instead.
+EXPECTED_FINDINGS = {"drift-detected": ["detected"]}
 
 
 def load(path: Path) -> WorkflowHistory:
@@ -73,7 +78,9 @@ async def test_saved_history_replays_without_nondeterminism(path: Path) -> None:
     history = load(path)
     result = final_result(history)
     if path.stem in EXPECTED_END:
-        assert result["phase"] == EXPECTED_END[path.stem], result.get("reason")
+        assert result.get("phase", result.get("status")) == EXPECTED_END[path.stem], result.get("reason")
+    if path.stem in EXPECTED_FINDINGS:
+        assert [f["status"] for f in result["findings"]] == EXPECTED_FINDINGS[path.stem]
     replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter, workflow_runner=workflow_runner())
     replay = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert replay.replay_failure is None, f"{path.name} no longer replays: {replay.replay_failure!r}"

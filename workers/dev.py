@@ -127,6 +127,9 @@ async def run_dev(settings: Settings, *, prometheus: bool = True, demo: bool = F
             data_converter=pydantic_data_converter, runtime=metrics_runtime(metrics_bind),
         )
         worker = build_worker(wclient, settings)
+        from workers.schedules import ensure_drift_schedule
+
+        await ensure_drift_schedule(wclient, settings)
 
         prom_url = None
         if prometheus and shutil.which("prometheus"):

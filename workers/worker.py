@@ -54,7 +54,7 @@ def metrics_runtime(bind: str) -> Runtime:
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
 
 
-async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None, schedules: bool = False) -> None:
     bind = os.environ.get("SIGNOFF_WORKER_METRICS", "127.0.0.1:9464")
     from signoff.client import temporal_connection_options
 
@@ -74,6 +74,10 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         # Releases waiting at gates beyond the cache are replayed from history when an approval
         # arrives; a larger cache trades memory (~50 KiB per release) for that replay.
         options["max_cached_workflows"] = int(cache)
+    if schedules:
+        from workers.schedules import ensure_drift_schedule
+
+        log.info("schedule %s is set", await ensure_drift_schedule(client, settings))
     worker = build_worker(client, settings, **options)
     log.info("worker on task queue %s (metrics on %s)", settings.task_queue, bind)
     from activities.audit import checkpoint_loop

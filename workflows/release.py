@@ -26,6 +26,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from signoff.gates import eligible_groups
     from signoff.models import (
+        AgentSuspended,
         ApprovalAttempt,
         ApprovalEvidence,
         ApprovalResult,
@@ -61,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         TestRequest,
         TestSummary,
     )
+    from signoff.plan import plan_sha256
     from signoff.policy_input import build_policy_input
     from signoff.trust.evidence import forbidden_approvers, judge_start, start_expectations
     from signoff.search_attributes import AWAITING, PHASE
@@ -129,6 +131,9 @@ class ReleaseWorkflow:
         self.starter: AuthResult | None = None
         self.attestations: list[dict[str, Any]] = []
         self.attesting = False
+        self.weighing_budgets = False
+        self.keeping_forensics = False
+        self.killed_for_limit = False
 
     # ================================================================== the plan
 
@@ -140,6 +145,9 @@ class ReleaseWorkflow:
         drains = [asyncio.create_task(box.run(lambda: self.finished)) for box in (self.audit, self.slack, self.jira)]
         # Histories from before evidence attestations replay without them.
         self.attesting = workflow.patched("evidence-attestations")
+        # Before the start's local activity (patches after one in the same task do not replay).
+        self.weighing_budgets = workflow.patched("agent-budgets")
+        self.keeping_forensics = workflow.patched("runner-forensics")
         try:
             if workflow.patched("authenticated-start"):
                 await self.authenticate()
@@ -155,6 +163,7 @@ class ReleaseWorkflow:
             self.end(Phase.succeeded, f"{self.status.artifact_digest} is stable")
         except Stop as stop:
             self.end(stop.phase, stop.reason)
+            await self.keep_forensics(stop)
         await workflow.wait_condition(
             lambda: workflow.all_handlers_finished() and all(b.drained() for b in (self.audit, self.slack, self.jira))
         )
@@ -225,7 +234,7 @@ class ReleaseWorkflow:
             "build",
             "succeeded",
             [f"built {result.digest} in the {result.profile or 'unrecorded'} sandbox"],
-            {"artifact": result.digest, "sandbox": result.profile, "provenance": result.provenance_envelope},
+            {"artifact": result.digest, "sandbox": result.profile, "provenance": result.provenance_envelope, "duration_seconds": result.duration_seconds},
         )
 
     async def test(self) -> None:
@@ -393,6 +402,7 @@ class ReleaseWorkflow:
         # No patch needed: only releases naming change.repository (a field older histories never
         # had) read Git, so histories from before replay unchanged.
         await self.derive()
+        usage = await self.agent_usage()
         policy_input = build_policy_input(
             self.spec,
             digest=self.status.artifact_digest,
@@ -403,6 +413,7 @@ class ReleaseWorkflow:
             change=self.status.change,
             scans=self.status.scans,
             sbom=self.status.sbom,
+            usage=usage,
         )
         decision: PolicyDecision = await self.act(
             "evaluate_policy",
@@ -414,6 +425,7 @@ class ReleaseWorkflow:
         )
         gates = merge_gates(self.spec.gates, decision.gates)
         decision = decision.model_copy(update={"gates": gates})
+        self.status.plan_sha256 = plan_sha256(self.spec, decision)
         self.status.policy = decision
         self.status.tier = decision.tier
         self.record(
@@ -424,6 +436,7 @@ class ReleaseWorkflow:
                 "policy_sha256": decision.policy_sha256,
                 "tier": decision.tier,
                 "gates": [g.model_dump(mode="json") for g in gates],
+                "plan_sha256": self.status.plan_sha256,
                 **({"input": policy_input, "attestations": list(self.attestations)} if self.attesting else {}),
             },
         )
@@ -443,6 +456,46 @@ class ReleaseWorkflow:
             )
             self.gates.append(gate)
         self.status.gates = [g.status for g in self.gates]
+
+    async def agent_usage(self) -> dict[str, Any] | None:
+        """What the asking agent has used today (releases, build minutes, canaries now) and its
+        budgets: the policy weighs them. Histories from before budgets replay without it."""
+        if self.spec.agent is None or not self.weighing_budgets:
+            return None
+        midnight = workflow.now().replace(hour=0, minute=0, second=0, microsecond=0)
+        return await self.act(
+            "agent_usage",
+            {"agent_id": self.spec.agent.id, "release_id": self.args.release_id, "since": midnight.isoformat()},
+            dict,
+            timeout=timedelta(seconds=60),
+            failure_phase=Phase.failed,
+            what="counting the agent's usage",
+        )
+
+    async def keep_forensics(self, stop: Stop) -> None:
+        """A release of a suspended agent, or one whose command was killed for its time limit:
+        the runner's signed snapshots of the workspace go into the signed log."""
+        suspended = (self.abort_request or {}).get("channel") == "suspension"
+        if not self.keeping_forensics or not (suspended or self.killed_for_limit):
+            return
+        try:
+            kept: list[dict[str, Any]] = await workflow.execute_activity(
+                "keep_forensics",
+                {"release_id": self.args.release_id, "phase": self.stopped_in(), "why": stop.reason},
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                result_type=list[dict[str, Any]],
+            )
+        except ActivityError as e:  # the release has ended either way; say the snapshot is missing
+            self.record("forensics", "missing", [getattr(e.cause, "message", None) or str(e.cause or e)], {})
+            return
+        for item in kept:
+            self.record("forensics", "kept", [f"{item['what']}: {item['ended']}; {item['files']} file(s) in the workspace"], item)
+
+    def stopped_in(self) -> str:
+        """The phase the release was in before its end."""
+        phases = [h["phase"] for h in self.status.history if "phase" in h]
+        return phases[-2] if len(phases) > 1 else "release"
 
     async def ask(self) -> None:
         """Open every gate at once and wait until all are approved (or one is not)."""
@@ -547,7 +600,7 @@ class ReleaseWorkflow:
             )
         else:
             await self.deploy(0)
-        self.record("rollback", "rolled_back", [reason], {"to": previous})
+        self.record("rollback", "rolled_back", [reason], {"to": previous, "target": self.spec.deploy.model_dump(mode="json")})
         await self.notify("rollback", f"{self.spec.service}: rolled back {self.digest()[:19]}… to {str(previous)[:19]}…: {reason}")
         self.jira.put(lambda: self.open_incident(reason))
         if self.spec.remediation_runbook:
@@ -608,6 +661,23 @@ class ReleaseWorkflow:
         why = gate.screen(attempt) if gate is not None else None
         if why is not None:
             raise ApplicationError(why)
+
+    @workflow.signal(name="agent_suspended")
+    async def agent_suspended(self, notice: AgentSuspended) -> None:
+        """A suspension of the agent that asked for this release: stop it like an abort (a gate
+        closes and its approvers are told, a canary rolls back, a build is cancelled). The
+        signal is only a nudge: the worker's registry must say the agent is suspended."""
+        if self.spec.agent is None or self.spec.agent.id != notice.agent_id or self.status.phase.is_final or self.abort_request is not None:
+            return
+        standing: dict[str, Any] = await workflow.execute_local_activity(
+            "agent_standing", notice.agent_id, start_to_close_timeout=timedelta(seconds=30), result_type=dict
+        )
+        if standing.get("status") != "suspended" or self.abort_request is not None:
+            return
+        by = str(standing.get("by") or "on-call")
+        reason = f"agent {notice.agent_id} suspended: {standing.get('reason') or 'no reason given'}"
+        self.abort_request = {"identity": by, "reason": reason, "channel": "suspension"}
+        self.record("abort", "agent_suspended", [reason], {"control_id": notice.control_id, "phase": self.status.phase.value}, actor=by)
 
     @workflow.update(name="promote")
     async def promote_update(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -794,6 +864,7 @@ class ReleaseWorkflow:
         except ActivityError as e:
             cause = e.cause
             message = getattr(cause, "message", None) or str(cause or e)
+            self.killed_for_limit = getattr(cause, "type", None) == "Timeout"
             raise Stop(failure_phase, f"{what} failed: {message}") from None
 
     async def deploy(self, weight: int) -> None:
@@ -816,7 +887,9 @@ class ReleaseWorkflow:
         )
         if self.status.canary is not None:
             self.status.canary.weight = weight
-        self.record("deploy", "deployed", [f"weight {weight}"], {"weight": weight, "stable": state.stable, "canary": state.canary})
+        self.record(
+            "deploy", "deployed", [f"weight {weight}"], {"weight": weight, "stable": state.stable, "canary": state.canary, "target": self.spec.deploy.model_dump(mode="json")}
+        )
 
     def attest(self, predicate_type: str, predicate: dict[str, Any]) -> None:
         """Record one piece of evidence as its own in-toto statement about the artifact (signed

@@ -71,7 +71,7 @@ class DeployActivities:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.trust = TrustStore(settings.directory_path, settings.agents_path)
+        self.trust = TrustStore(settings.directory_path, settings.agents_path, settings.agent_standings_path)
         self.policy = PolicyActivities(settings)
 
     def check_evidence(self, req: DeployRequest) -> str:

@@ -8,9 +8,12 @@ input or release file can choose or widen them.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -104,12 +107,48 @@ class Registry:
         return found | {o.issuer for a in self.agents.values() for o in a.oidc}
 
 
+def read_agent_standings(path: Path | None) -> dict[str, dict[str, Any]]:
+    """The worker's suspensions (`signoff agent suspend`/`resume`): agent id → the latest change.
+
+    They override the registry file's `status`, which stays the operator's; every change is also a
+    signed decision in the audit log. A missing or unreadable file suspends nobody."""
+    if path is None or not path.exists():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): v for k, v in doc.items() if isinstance(v, dict)} if isinstance(doc, dict) else {}
+
+
+def write_agent_standing(path: Path, agent_id: str, standing: dict[str, Any]) -> dict[str, Any] | None:
+    """Record an agent's new standing (atomically: a reader never sees half a file); returns the
+    one it replaces. The ids of the requests carried out are kept, so a replayed request is seen."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _STANDINGS_LOCK:
+        current = read_agent_standings(path)
+        previous = current.get(agent_id)
+        if previous and standing.get("control_id") in previous.get("applied", []):
+            return previous  # this very request again (an activity retry): nothing changes
+        applied = [*(previous or {}).get("applied", []), standing.get("control_id")][-MAX_APPLIED:]
+        current[agent_id] = {**standing, "applied": applied}
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(current, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+    return previous
+
+
+_STANDINGS_LOCK = threading.Lock()
+MAX_APPLIED = 1000
+
+
 class TrustStore:
     """The directory and agent registry files of this worker, parsed again only when they change."""
 
-    def __init__(self, directory_path: Path, agents_path: Path | None) -> None:
+    def __init__(self, directory_path: Path, agents_path: Path | None, standings_path: Path | None = None) -> None:
         self.directory = ApproverDirectory(Path(directory_path))
         self.agents_path = Path(agents_path) if agents_path else None
+        self.standings_path = standings_path
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._parsed: tuple[RegistryFile, str] | None = None
@@ -128,9 +167,17 @@ class TrustStore:
     def current(self) -> Registry:
         snapshot = self.directory.snapshot()
         parsed, sha = self._registry_file()
+        standings = read_agent_standings(self.standings_path)
+        agents = {a.id: _with_standing(a, standings.get(a.id)) for a in parsed.agents}
         return Registry(
             directory=snapshot,
-            agents={a.id: a for a in parsed.agents},
+            agents=agents,
             gateways={g.id: g for g in parsed.gateways},
             sha256=sha,
         )
+
+
+def _with_standing(agent: AgentEntry, standing: dict[str, str] | None) -> AgentEntry:
+    if not standing or standing.get("status") not in ("active", "suspended"):
+        return agent
+    return agent.model_copy(update={"status": standing["status"]})
