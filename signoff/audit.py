@@ -639,6 +639,9 @@ def rotate_keys(settings: Settings, store: "LogStore", checkpoints: "CheckpointS
 
 CHECKPOINT_PREDICATE = "https://signoff.dev/audit-checkpoint/v1"
 OUTCOME_KINDS = frozenset({"release_outcome", "runbook_outcome", ROTATION_KIND})
+#: Workflows that only ever record these kinds (drift checks, agent suspensions) end without an
+#: outcome record by design; every release and runbook run must have one.
+NO_OUTCOME_KINDS = ("drift", "agent_", "notification")
 CHECKPOINT_EVERY_ENV = "SIGNOFF_CHECKPOINT_EVERY"
 CHECKPOINT_SECONDS_ENV = "SIGNOFF_CHECKPOINT_SECONDS"
 
@@ -1420,8 +1423,10 @@ def verify(
         sequence = entry.get("sequence") if isinstance(entry.get("sequence"), int) else None
         if isinstance(wid, str) and sequence is not None:
             sequences.setdefault(wid, {}).setdefault(sequence, position)
-            summary = report.workflows.setdefault(wid, {"records": 0, "last_sequence": 0, "last_entry": 0, "outcome": None})
+            summary = report.workflows.setdefault(wid, {"records": 0, "last_sequence": 0, "last_entry": 0, "outcome": None, "needs_outcome": False})
             summary["records"] += 1
+            if not str(entry.get("kind", "")).startswith(NO_OUTCOME_KINDS):
+                summary["needs_outcome"] = True
             summary["last_sequence"] = max(summary["last_sequence"], sequence)
             summary["last_entry"] = position
             if entry.get("kind") in OUTCOME_KINDS:
@@ -1709,9 +1714,9 @@ async def history_check(client: "Client", workflow_id: str, store: LogStore, rep
     summary = report.workflows.get(workflow_id)
     if any(p.kind == "unavailable" for p in problems):
         rest = [p for p in problems if p.kind != "unavailable"]
-        if summary is not None and summary["outcome"] is not None and summary["covered"]:
+        if summary is not None and (summary["outcome"] is not None or not summary["needs_outcome"]) and summary["covered"]:
             return "checkpoints", rest
-        why = "it has no outcome record" if summary is None or summary["outcome"] is None else (
+        why = "it has no outcome record" if summary is None or (summary["outcome"] is None and summary["needs_outcome"]) else (
             f"no signed checkpoint covers its last record (entry {summary['last_entry']}); sign one with `signoff audit checkpoint --new`"
         )
         return "none", rest + [
@@ -1723,7 +1728,7 @@ async def history_check(client: "Client", workflow_id: str, store: LogStore, rep
         if e.status != RPCStatusCode.NOT_FOUND:
             raise TemporalUnreachable(f"Temporal did not describe {workflow_id} ({e.message}); check that Temporal is reachable and try again.") from e
         status = None
-    if status not in (None, WorkflowExecutionStatus.RUNNING) and (summary is None or summary["outcome"] is None):
+    if status not in (None, WorkflowExecutionStatus.RUNNING) and (summary is None or (summary["outcome"] is None and summary["needs_outcome"])):
         last = f"entry {summary['last_entry']}" if summary else "none"
         problems.append(
             Problem(
