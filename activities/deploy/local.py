@@ -146,6 +146,8 @@ class LocalTarget:
         self.python = python
         self.rate = float(options.get("rate", 20))
         self.host = str(options.get("host", "127.0.0.1"))
+        # set by the flag target: the build reads its feature flag from this flagd file
+        self.flag_args = ["--flags", str(options["flags"]), "--flag", str(options["flag"])] if options.get("flags") else []
 
     # paths -----------------------------------------------------------------
 
@@ -252,7 +254,7 @@ class LocalTarget:
         log_path = logs / f"{tag}.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [self.python, str(artifact), "--host", self.host, "--port", "0", "--port-file", str(port_file)],
+                [self.python, str(artifact), "--host", self.host, "--port", "0", "--port-file", str(port_file), *self.flag_args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
