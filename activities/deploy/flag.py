@@ -50,15 +50,17 @@ from signoff.models import DeploymentState
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 FLAGS_SCHEMA_ID = "https://flagd.dev/schema/v0/flags.json"
+TARGETING_SCHEMA_ID = "https://flagd.dev/schema/v0/targeting.json"
 METADATA = {"stable": "signoffStable", "canary": "signoffCanary", "previous": "signoffPrevious", "release": "signoffRelease"}
 
 
 @cache
 def flags_validator() -> jsonschema.protocols.Validator:
     """flagd's schema; its ``./targeting.json`` reference resolves to the vendored copy."""
-    resources = [Resource.from_contents(json.loads((SCHEMAS / name).read_text())) for name in ("flagd-flags.json", "flagd-targeting.json")]
-    registry: Registry = Registry().with_resources((str(r.contents["$id"]), r) for r in resources)
-    return jsonschema.Draft7Validator(resources[0].contents, registry=registry)
+    flags, targeting = (Resource.from_contents(json.loads((SCHEMAS / f"flagd-{name}.json").read_text())) for name in ("flags", "targeting"))
+    # Draft 7 ignores a root `$id` beside `$ref`, so the relative reference is registered as written too.
+    registry: Registry = Registry().with_resources([(FLAGS_SCHEMA_ID, flags), (TARGETING_SCHEMA_ID, targeting), ("./targeting.json", targeting)])
+    return jsonschema.Draft7Validator(flags.contents, registry=registry)
 
 
 def validate_flags(document: dict[str, Any], where: str) -> None:
