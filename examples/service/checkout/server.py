@@ -8,7 +8,8 @@ part of the zipapp, so the behaviour is tied to the digest, exactly like a real 
 Endpoints: ``/`` (the user-facing request: counted and timed), ``/healthz`` and ``/metrics``
 (Prometheus text format). With ``--flags FILE --flag KEY`` the configured behaviour is this
 build's new code path behind a feature flag (checkout/flag.py): requests the flag turns off take
-the baseline path (the good behaviour), and requests are counted by ``variant`` (on/off).
+the baseline path (the good behaviour); requests are counted by ``variant`` (on/off) and answered
+with an ``X-Flag-Variant`` header.
 Errors are spread evenly (an accumulator, not a coin toss), so an
 error rate of 0.3 is 30 % of any window of requests and tests can assert on it without flaking.
 """
@@ -87,9 +88,11 @@ def make_server(host: str, port: int, config: dict[str, Any], gate: Any = None) 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
+        def _send(self, code: int, body: bytes, content_type: str = "application/json", variant: str | None = None) -> None:
             self.send_response(code)
             self.send_header("Content-Type", content_type)
+            if variant:
+                self.send_header("X-Flag-Variant", variant)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -105,8 +108,9 @@ def make_server(host: str, port: int, config: dict[str, Any], gate: Any = None) 
                 delay, fail = (behaviour if new_path else baseline).next()
                 time.sleep(delay)
                 code = 500 if fail else 200
-                self._send(code, body_err if fail else body_ok)
-                requests.labels(str(code), *(["on" if new_path else "off"] if gate else [])).inc()
+                variant = ("on" if new_path else "off") if gate else None
+                self._send(code, body_err if fail else body_ok, variant=variant)
+                requests.labels(str(code), *([variant] if variant else [])).inc()
                 duration.observe(time.perf_counter() - started)
             else:
                 self._send(404, b'{"error": "not found"}')
