@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -47,7 +48,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bench_rollback import activity_times, build_artifacts  # noqa: E402
+from bench.bench_rollback import activity_times  # noqa: E402
 from bench.common import Deadline, bounded, dev_server, isolate_env, write_result  # noqa: E402
 
 SERVICE = "checkout"
@@ -60,7 +61,8 @@ QUERY = (
 )
 
 
-def release_file(digest: str, *, summary: str, canary: bool) -> Any:
+def release_file(flavour: str, *, summary: str, canary: bool) -> Any:
+    """signoff builds the artifact (its signed provenance is what lets production ship it)."""
     from signoff.models import ReleaseFile
 
     plan = {
@@ -85,7 +87,7 @@ def release_file(digest: str, *, summary: str, canary: bool) -> Any:
             "service": SERVICE,
             "requested_by": "dana@example.com",
             "change": {"summary": summary, "paths": ["docs/notes.md"]},
-            "artifact": digest,
+            "build": {"command": f"python3 service/build.py --flavour {flavour} --out dist/c.pyz", "output": "dist/c.pyz"},
             "deploy": {"target": "flag", "settings": {"runs_on": "local"}},
             "canary": plan if canary else None,
         }
@@ -135,12 +137,18 @@ class Probe:
             self._stop.wait(PROBE_INTERVAL_S)
 
 
-async def one_run(index: int, sc: Any, bad: str, good: str, settings: Any, base: Path) -> dict[str, Any]:
+def checkout(path: Path) -> Path:
+    """A release checkout holding the example service (release commands see only their checkout)."""
+    shutil.copytree(REPO / "examples" / "service", path / "service", ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    return path
+
+
+async def one_run(index: int, sc: Any, good: str, settings: Any, base: Path) -> dict[str, Any]:
     from activities.deploy.flag import FlagTarget
 
     rid = f"bench-flag-{index}-{uuid.uuid4().hex[:6]}"
     with Probe(Path(settings.state_dir) / "deploy" / f"{SERVICE}.json") as probe:
-        await sc.start_release(release_file(bad, summary=f"bad flag run {index}", canary=True), release_id=rid, base_dir=base)
+        await sc.start_release(release_file("bad", summary=f"bad flag run {index}", canary=True), release_id=rid, base_dir=base)
         status = await sc.wait(rid, timeout=RUN_TIMEOUT_S)
         await asyncio.sleep(0.5)  # the probe keeps asking a little after the end
     problems: list[str] = []
@@ -178,7 +186,6 @@ def _stats(values: list[float]) -> dict[str, float]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     import os
 
-    from activities.artifacts import store_for
     from activities.deploy import stop_all
     from signoff.client import SignoffClient
     from signoff.config import Settings
@@ -193,9 +200,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tmp.name)
     state = root / "state"
     isolate_env(str(state))
-    artifacts = build_artifacts(root / "dist")
-    store = store_for(state)
-    good, bad = store.put(artifacts["good"]), store.put(artifacts["bad"])
     runs: list[dict[str, Any]] = []
     try:
         with PrometheusServer(root / "prom", file_sd_dir=state / "prometheus" / "targets", scrape_interval="1s") as prom:
@@ -206,18 +210,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 worker = build_worker(env.client, settings, task_queue=task_queue, activities=all_activities(settings), workflows=all_workflows())
                 async with worker:
                     sc = SignoffClient(env.client, settings=settings, task_queue=task_queue)
-                    (root / "work").mkdir()
+                    work = checkout(root / "work")
                     base_id = f"bench-flag-stable-{uuid.uuid4().hex[:6]}"
-                    await sc.start_release(release_file(good, summary="good stable", canary=False), release_id=base_id, base_dir=root / "work")
+                    await sc.start_release(release_file("good", summary="good stable", canary=False), release_id=base_id, base_dir=work)
                     stable = await bounded(sc.wait(base_id, timeout=RUN_TIMEOUT_S), RUN_TIMEOUT_S + 10, "the stable release")
                     if stable.phase.value != "succeeded":
                         raise SystemExit(f"benchmark stopped: the good release ended {stable.phase.value}: {stable.reason}")
-                    print(f"stable {good[:19]}… (flag 100 %); bad flag canary {bad[:19]}…; {args.runs} runs", flush=True)
+                    good = str(stable.artifact_digest)
+                    print(f"stable {good[:19]}… (flag 100 %); bad flag canaries; {args.runs} runs", flush=True)
                     for i in range(1, args.runs + 1):
                         if deadline.expired:
                             print(f"  time budget of {args.max_seconds:.0f} s spent; stopping after {len(runs)} runs")
                             break
-                        result = await bounded(one_run(i, sc, bad, good, settings, root / "work"), RUN_TIMEOUT_S + 30, f"run {i}")
+                        result = await bounded(one_run(i, sc, good, settings, work), RUN_TIMEOUT_S + 30, f"run {i}")
                         runs.append(result)
                         print("  " + run_line(i, result), flush=True)
     finally:
@@ -272,7 +277,7 @@ def main() -> None:
             f"{result['baseline_verdict_to_process_rollback_s']['median']:.3f} s; ratio {result['ratio_observed_to_baseline']}; "
             f"target ≤ {TARGET_S:g} s: {'met' if result['meets_target'] else 'NOT met'}"
         )
-    print("wrote " + write_result("flag_rollback", result, args.out))
+    write_result("flag_rollback", result, args.out)
 
 
 if __name__ == "__main__":
