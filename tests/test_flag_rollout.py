@@ -45,11 +45,11 @@ def flag_in(path: Path, key: str = "checkout-new-path") -> dict[str, Any]:
 
 
 async def test_weights_become_fractional_targeting_and_rollback_is_zero(tmp_path: Path) -> None:
-    settings = Settings(state_dir=tmp_path / "state")
+    settings = Settings(state_dir=tmp_path / "state", flags_dir=tmp_path)
     flags = tmp_path / "flags.json"
     neighbour = {"state": "ENABLED", "variants": {"dark": "#000", "light": "#fff"}, "defaultVariant": "light"}
     flags.write_text(json.dumps({"$schema": "https://flagd.dev/schema/v0/flags.json", "flags": {"theme": neighbour}}))
-    spec = DeploySpec(target="flag", settings={"file": str(flags)})
+    spec = DeploySpec(target="flag", settings={"file": "flags.json"})
     acts = DeployActivities(settings)
 
     async def deploy(digest: str, weight: int) -> Any:
@@ -88,12 +88,29 @@ async def test_weights_become_fractional_targeting_and_rollback_is_zero(tmp_path
 async def test_a_broken_flag_file_is_refused_in_one_sentence_and_left_alone(tmp_path: Path, content: str, complaint: str) -> None:
     flags = tmp_path / "flags.json"
     flags.write_text(content)
-    spec = DeploySpec(target="flag", settings={"file": str(flags)})
+    spec = DeploySpec(target="flag", settings={"file": "flags.json"})
     with pytest.raises(ApplicationError) as refused:
-        await call(DeployActivities(Settings(state_dir=tmp_path / "s")).deploy, DeployRequest(release_id="r", service="checkout", digest=A, weight=25, target=spec))
+        await call(DeployActivities(Settings(state_dir=tmp_path / "s", flags_dir=tmp_path)).deploy, DeployRequest(release_id="r", service="checkout", digest=A, weight=25, target=spec))
     assert refused.value.type == "InvalidFlag" and refused.value.non_retryable
     assert complaint in refused.value.message and refused.value.message.endswith("fix the flag file") and "\n" not in refused.value.message
     assert flags.read_text() == content
+
+
+async def test_a_release_file_cannot_make_the_flag_target_write_outside_the_flags_directory(tmp_path: Path) -> None:
+    """The attack: a release names a flag file elsewhere on the worker (its keys, a shell profile,
+    through a symlink planted in the flags directory) so that a deploy writes JSON there."""
+    settings = Settings(state_dir=tmp_path / "state", flags_dir=tmp_path / "flags")
+    (tmp_path / "flags").mkdir()
+    outside = tmp_path / "state" / "keys"
+    outside.mkdir(parents=True)
+    (tmp_path / "flags" / "planted.json").symlink_to(outside / "planted.json")
+    acts = DeployActivities(settings)
+    for file in ("../state/keys/orchestrator.json", str(outside / "abs.json"), "planted.json", "checkout.yaml"):
+        spec = DeploySpec(target="flag", settings={"file": file})
+        with pytest.raises(ApplicationError, match="is not a .json file inside the worker's flags directory") as refused:
+            await call(acts.deploy, DeployRequest(release_id="r", service="checkout", digest=A, weight=100, target=spec))
+        assert refused.value.type == "BadTargetSettings"
+    assert list(outside.iterdir()) == [] and [p.name for p in (tmp_path / "flags").iterdir()] == ["planted.json"]
 
 
 def test_unknown_runs_on_is_explained(tmp_path: Path) -> None:

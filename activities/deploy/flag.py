@@ -16,8 +16,9 @@ promotion is ``defaultVariant: on`` without targeting (100 %) and rollback is
 placement (stable, canary, previous, release) is kept in the flag's own metadata, so the file
 alone says what serves. Other flags in the file are left as they are.
 
-Settings: ``flag`` (key, default ``<service>-new-path``), ``file`` (default
-``<state_dir>/flags/<service>.flagd.json``) and ``runs_on: local`` to keep the build itself
+Settings: ``flag`` (key, default ``<service>-new-path``), ``file`` (a ``.json`` file inside the
+worker's flags directory, ``SIGNOFF_FLAGS_DIR``, default ``<state_dir>/flags``; default name
+``<service>.flagd.json``) and ``runs_on: local`` to keep the build itself
 running through the local target with the flag file handed to it (``--flags FILE --flag KEY``):
 a new build starts dark (the flag at 0 %) and then the flag exposes it. One flag serves a
 service's successive releases, so each build gates its change on that flag.
@@ -98,7 +99,8 @@ class FlagTarget:
         options = dict(options or {})
         self.settings = settings
         self.flag_template = str(options.get("flag") or "{service}-new-path")
-        self.file_template = str(options.get("file") or str(Path(settings.state_dir).resolve() / "flags" / "{service}.flagd.json"))
+        self.flags_dir = (settings.flags_dir or Path(settings.state_dir) / "flags").resolve()
+        self.file_template = str(options.get("file") or "{service}.flagd.json")
         self.root = Path(settings.state_dir) / "deploy" / "flag"
         runs_on = options.get("runs_on")
         if runs_on not in (None, "local"):
@@ -109,7 +111,16 @@ class FlagTarget:
         return self.flag_template.replace("{service}", service)
 
     def flag_file(self, service: str) -> Path:
-        return Path(self.file_template.replace("{service}", service))
+        """The flag file, inside the worker's flags directory: a release file names a file
+        there, never a path elsewhere on the worker (which the target would then write)."""
+        path = (self.flags_dir / self.file_template.replace("{service}", service)).resolve()
+        if not path.is_relative_to(self.flags_dir) or path.suffix not in (".json",):
+            raise DeployError(
+                f"deploy.settings.file {self.file_template!r} is not a .json file inside the worker's flags directory {self.flags_dir}; "
+                "name a file there (an operator sets the directory with SIGNOFF_FLAGS_DIR)",
+                kind="BadTargetSettings",
+            )
+        return path
 
     def actions(self, service: str) -> ActionLog:
         return ActionLog(self.root / f"{service}.actions.jsonl")
