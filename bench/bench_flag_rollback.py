@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.bench_rollback import activity_times  # noqa: E402
-from bench.common import Deadline, bounded, dev_server, isolate_env, write_result  # noqa: E402
+from bench.common import Deadline, bounded, isolate_env, release_stack, write_result  # noqa: E402
 
 SERVICE = "checkout"
 TARGET_S = 1.0
@@ -184,17 +184,6 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    import os
-
-    from activities.deploy import stop_all
-    from signoff.client import SignoffClient
-    from signoff.config import Settings
-    from tests.prom import PrometheusServer, prometheus_available
-    from workers.registry import all_activities, all_workflows
-    from workers.worker import build_worker
-
-    if not prometheus_available():
-        raise SystemExit("/usr/bin/prometheus is missing; install the Debian package `prometheus`.")
     deadline = Deadline(args.max_seconds)
     tmp = tempfile.TemporaryDirectory(prefix="bench-flag-")
     root = Path(tmp.name)
@@ -202,31 +191,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     isolate_env(str(state))
     runs: list[dict[str, Any]] = []
     try:
-        with PrometheusServer(root / "prom", file_sd_dir=state / "prometheus" / "targets", scrape_interval="1s") as prom:
-            os.environ["SIGNOFF_PROMETHEUS_URL"] = prom.url
-            settings = Settings.from_env()
-            task_queue = f"bench-flag-{uuid.uuid4().hex[:8]}"
-            async with dev_server() as env:
-                worker = build_worker(env.client, settings, task_queue=task_queue, activities=all_activities(settings), workflows=all_workflows())
-                async with worker:
-                    sc = SignoffClient(env.client, settings=settings, task_queue=task_queue)
-                    work = checkout(root / "work")
-                    base_id = f"bench-flag-stable-{uuid.uuid4().hex[:6]}"
-                    await sc.start_release(release_file("good", summary="good stable", canary=False), release_id=base_id, base_dir=work)
-                    stable = await bounded(sc.wait(base_id, timeout=RUN_TIMEOUT_S), RUN_TIMEOUT_S + 10, "the stable release")
-                    if stable.phase.value != "succeeded":
-                        raise SystemExit(f"benchmark stopped: the good release ended {stable.phase.value}: {stable.reason}")
-                    good = str(stable.artifact_digest)
-                    print(f"stable {good[:19]}… (flag 100 %); bad flag canaries; {args.runs} runs", flush=True)
-                    for i in range(1, args.runs + 1):
-                        if deadline.expired:
-                            print(f"  time budget of {args.max_seconds:.0f} s spent; stopping after {len(runs)} runs")
-                            break
-                        result = await bounded(one_run(i, sc, good, settings, work), RUN_TIMEOUT_S + 30, f"run {i}")
-                        runs.append(result)
-                        print("  " + run_line(i, result), flush=True)
+        async with release_stack(state, root / "prom", "bench-flag") as (sc, _prom, settings):
+            work = checkout(root / "work")
+            base_id = f"bench-flag-stable-{uuid.uuid4().hex[:6]}"
+            await sc.start_release(release_file("good", summary="good stable", canary=False), release_id=base_id, base_dir=work)
+            stable = await bounded(sc.wait(base_id, timeout=RUN_TIMEOUT_S), RUN_TIMEOUT_S + 10, "the stable release")
+            if stable.phase.value != "succeeded":
+                raise SystemExit(f"benchmark stopped: the good release ended {stable.phase.value}: {stable.reason}")
+            good = str(stable.artifact_digest)
+            print(f"stable {good[:19]}… (flag 100 %); bad flag canaries; {args.runs} runs", flush=True)
+            for i in range(1, args.runs + 1):
+                if deadline.expired:
+                    print(f"  time budget of {args.max_seconds:.0f} s spent; stopping after {len(runs)} runs")
+                    break
+                result = await bounded(one_run(i, sc, good, settings, work), RUN_TIMEOUT_S + 30, f"run {i}")
+                runs.append(result)
+                print("  " + run_line(i, result), flush=True)
     finally:
-        stop_all(state)
         tmp.cleanup()
 
     valid = [r for r in runs if r["valid"]]
