@@ -224,6 +224,8 @@ async def test_wrong_kind_and_missing_manifest_are_explained(settings: Settings,
         await call(DeployActivities(settings).deploy, DeployRequest(release_id="r", service="payments", digest=B, weight=100, target=remote.spec("deployment")))
     with pytest.raises(ApplicationError, match="not one of signoff, argo-rollout, deployment"):
         await deploy(settings, remote.spec("helm"), B, 100, "rel-b")
+    with pytest.raises(ApplicationError, match="via 'kustomize' is not supported with kind argo-rollout"):
+        await deploy(settings, remote.spec("argo-rollout", via="kustomize"), B, 100, "rel-b")
     assert remote.log() == ["checkout manifest"]
 
 
@@ -263,3 +265,54 @@ async def test_commits_are_signed_with_the_workers_key_and_a_forgery_does_not_ve
     unsigned = Remote(tmp_path / "plain", "deployment.yaml")
     await deploy(Settings(state_dir=tmp_path / "state2"), unsigned.spec("deployment"), A, 100, "rel-a")
     assert git(unsigned.clone, "-c", f"gpg.ssh.allowedSignersFile={allowed}", "log", "-1", "--format=%G?").strip() == "N"
+
+
+KUSTOMIZATION = """\
+# production overlay for checkout
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+- deployment.yaml
+images:
+- name: registry.example.com/shop/checkout  # pinned by signoff
+  newTag: 1.4.2
+- name: registry.example.com/infra/fluent-bit
+  newTag: "3.1"
+"""
+
+
+async def test_deployment_through_a_kustomize_images_entry(settings: Settings, tmp_path: Path) -> None:
+    remote = Remote(tmp_path, "deployment.yaml")
+    overlay = remote.colleague / "apps" / "checkout"
+    overlay.mkdir()
+    git(remote.colleague, "mv", MANIFEST, "apps/checkout/deployment.yaml")
+    (overlay / "kustomization.yaml").write_text(KUSTOMIZATION)
+    git(remote.colleague, "add", ".")
+    git(remote.colleague, "commit", "-qm", "kustomize overlay")
+    git(remote.colleague, "push", "-q", "origin", "HEAD:main")
+    spec = DeploySpec(target="gitops", settings={
+        "repo": str(remote.clone), "manifest": "apps/{service}/kustomization.yaml", "kind": "deployment", "via": "kustomize",
+        "image": "registry.example.com/shop/checkout", "push": True, "branch": "main"})
+
+    def kustomization() -> str:
+        return subprocess.run(["git", "--git-dir", str(remote.bare), "show", "main:apps/checkout/kustomization.yaml"], check=True, capture_output=True, text=True).stdout
+
+    await deploy(settings, spec, A, 100, "rel-a")
+    await deploy(settings, spec, B, 100, "rel-b")
+    text = kustomization()
+    assert f"- name: registry.example.com/shop/checkout  # pinned by signoff\n  digest: {B}\n" in text and "newTag: 1.4.2" not in text
+    assert text.startswith("# production overlay") and 'newTag: "3.1"' in text  # the other entry and the comments stay
+    back = await rollback(settings, spec, A, "rel-b")
+    assert back.stable == A and f"digest: {A}" in kustomization()
+    git(remote.colleague, "pull", "-q", "origin", "main")
+    rendered = subprocess.run(["kubectl", "kustomize", str(overlay)], check=True, capture_output=True, text=True).stdout
+    assert f"image: registry.example.com/shop/checkout@{A}" in rendered
+    assert remote.log()[:3] == [f"signoff: checkout: roll back to {A} (release rel-b)", f"signoff: checkout: promote {B} (release rel-b)", f"signoff: checkout: promote {A} (release rel-a)"]
+
+    # an images entry that matches no container would change nothing: refused before any commit
+    head = remote.head()
+    wrong = spec.model_copy(update={"settings": {**spec.settings, "image": "registry.example.com/shop/chekout"}})
+    with pytest.raises(ApplicationError, match="no container of the rendered kustomization runs registry.example.com/shop/chekout") as refused:
+        await deploy(settings, wrong, C, 100, "rel-c")
+    assert refused.value.type == "InvalidManifest" and remote.head() == head
+    assert git(remote.clone, "status", "--porcelain") == ""

@@ -13,8 +13,9 @@ given, else the worker's working directory), ``manifest`` (path inside the repo,
 
 * ``argo-rollout`` — an Argo Rollouts ``Rollout``; canary weights become its ``setWeight``
   steps (activities/deploy/manifests.py says how and why);
-* ``deployment`` — a Kubernetes ``Deployment`` updated in place, for services without
-  progressive delivery (any deploy rolls the whole Deployment to the digest);
+* ``deployment`` — a Kubernetes ``Deployment`` for services without progressive delivery (any
+  deploy rolls the whole Deployment to the digest), updated in place or, with
+  ``via: kustomize``, through the ``images:`` entry of the kustomization ``manifest`` names;
 * ``signoff`` (the default) — signoff's own summary format below, for tools that read it.
 
 For the Kubernetes kinds, ``container`` names the container to pin (default: the one named
@@ -82,7 +83,7 @@ class SummaryManifest:
         """Nothing reads this format but signoff; its shape is the placement itself."""
 
 
-Manifest = SummaryManifest | manifests.KubernetesManifest
+Manifest = SummaryManifest | manifests.KubernetesManifest | manifests.KustomizationImage
 
 
 class GitopsTarget:
@@ -103,6 +104,9 @@ class GitopsTarget:
             raise DeployError(f"deploy.settings.kind {self.kind!r} is not one of {', '.join(KINDS)}; pick the kind of manifest the repository holds", kind="BadTargetSettings")
         self.container = str(options["container"]) if options.get("container") else None
         self.image = str(options["image"]) if options.get("image") else None
+        self.via = str(options.get("via") or "in-place")
+        if self.via not in ("in-place", "kustomize") or (self.via == "kustomize" and self.kind != "deployment"):
+            raise DeployError(f"deploy.settings.via {self.via!r} is not supported with kind {self.kind}; use in-place, or kustomize with kind deployment", kind="BadTargetSettings")
         self.branch = options.get("branch")
         self.push = bool(options.get("push", False))
         self.remote = str(options.get("remote", "origin"))
@@ -211,6 +215,8 @@ class GitopsTarget:
                 f"{relative} does not exist in {self.repo}; commit the {self.kind} manifest for {service} first, signoff only updates it",
                 kind="BadManifest",
             )
+        if self.via == "kustomize":
+            return manifests.KustomizationImage(manifests.load(path.read_text(), relative), where=relative, path=path, image=self.image)
         editor = manifests.MANIFEST_KINDS[self.kind]
         return editor(manifests.load(path.read_text(), relative), where=relative, service=service, container=self.container, image=self.image)
 
