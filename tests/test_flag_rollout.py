@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -24,7 +25,7 @@ from signoff.config import Settings
 from signoff.models import DeployRequest, DeploySpec, ReleaseFile, RollbackRequest
 from tests.helpers import running_worker, wait_for, wait_phase
 from tests.prom import PrometheusServer
-from tests.test_deploy import DeployActivities, call
+from tests.test_deploy import DeployActivities, artifacts, call, digests, settings  # noqa: F401 (fixtures)
 from tests.test_release_canary import canary_release, checkout, stack  # noqa: F401 (the fixture)
 
 A, B, C = ("sha256:" + c * 64 for c in "abc")
@@ -111,6 +112,34 @@ async def test_a_release_file_cannot_make_the_flag_target_write_outside_the_flag
             await call(acts.deploy, DeployRequest(release_id="r", service="checkout", digest=A, weight=100, target=spec))
         assert refused.value.type == "BadTargetSettings"
     assert list(outside.iterdir()) == [] and [p.name for p in (tmp_path / "flags").iterdir()] == ["planted.json"]
+
+
+def served_variants(port: int) -> set[str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+        text = resp.read().decode()
+    return {line.split('variant="', 1)[1].split('"', 1)[0] for line in text.splitlines() if line.startswith("http_requests_total{") and "variant=" in line}
+
+
+async def test_a_service_moving_from_local_to_flag_is_restarted_reading_the_flag(settings: Settings, digests: dict[str, str]) -> None:  # noqa: F811
+    from activities.deploy.local import LocalTarget
+
+    good = digests["good"]
+    LocalTarget(settings, {"rate": 0}).deploy("checkout", good, 100, release_id="rel-local")
+    plain_port = json.loads((settings.state_dir / "deploy" / "checkout.json").read_text())["stable"]["port"]
+    assert served_variants(plain_port) == set()  # started without a flag
+
+    state = FlagTarget(settings, {"runs_on": "local"}).deploy("checkout", good, 100, release_id="rel-flag")
+    proc = json.loads((settings.state_dir / "deploy" / "checkout.json").read_text())["stable"]
+    assert state.stable == good and proc["digest"] == good and "--flags" in proc["flag_args"]
+    assert served_variants(proc["port"]) == {"on", "off"}  # the same build, now reading the flag
+    # 100 %: once the provider has re-read the file (it polls every 100 ms), every request is on
+    answers: list[str] = []
+    deadline = time.monotonic() + 5
+    while answers[-5:] != ["on"] * 5 and time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{proc['port']}/", timeout=2) as resp:
+            answers.append(resp.headers["X-Flag-Variant"])
+        time.sleep(0.02)
+    assert answers[-5:] == ["on"] * 5, answers
 
 
 def test_unknown_runs_on_is_explained(tmp_path: Path) -> None:
