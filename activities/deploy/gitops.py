@@ -83,9 +83,6 @@ class SummaryManifest:
         """Nothing reads this format but signoff; its shape is the placement itself."""
 
 
-Manifest = SummaryManifest | manifests.KubernetesManifest | manifests.KustomizationImage
-
-
 class GitopsTarget:
     def __init__(self, settings: Settings, options: dict[str, Any] | None = None) -> None:
         options = dict(options or {})
@@ -205,7 +202,7 @@ class GitopsTarget:
             )
         return relative
 
-    def _read(self, service: str) -> Manifest:
+    def _read(self, service: str) -> manifests.Manifest:
         relative = self.manifest_path(service)
         path = self.repo / relative
         if self.kind == "signoff":
@@ -220,7 +217,7 @@ class GitopsTarget:
         editor = manifests.MANIFEST_KINDS[self.kind]
         return editor(manifests.load(path.read_text(), relative), where=relative, service=service, container=self.container, image=self.image)
 
-    def _result(self, service: str, manifest: Manifest) -> DeploymentState:
+    def _result(self, service: str, manifest: manifests.Manifest) -> DeploymentState:
         relative = self.manifest_path(service)
         head = self._git("rev-parse", "--verify", "--quiet", "HEAD", check=False).stdout.strip() or None
         commits = self._git("rev-list", "--count", "HEAD", "--", relative, check=False).stdout.strip() if head else "0"

@@ -22,7 +22,7 @@ import json
 import subprocess
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jsonschema
 import kubernetes_validate
@@ -101,6 +101,21 @@ def pick_container(containers: Any, service: str, name: str | None, where: str) 
 # --------------------------------------------------------------------------- manifests
 
 
+class Manifest(Protocol):
+    """What the gitops target needs of a manifest it edits: read the placement, change it,
+    and refuse (DeployError) a result the cluster tool would not accept."""
+
+    doc: Any
+
+    def placement(self) -> Placement: ...
+
+    def release(self) -> str | None: ...
+
+    def apply(self, want: Placement, release_id: str) -> None: ...
+
+    def validate(self) -> None: ...
+
+
 class KubernetesManifest:
     """One workload object; subclasses say where its pod template is and what a placement means."""
 
@@ -169,11 +184,6 @@ class KubernetesManifest:
             raise DeployError(f"{self.where}: container {container.get('name')!r} has no image; set deploy.settings.image", kind="BadManifest")
         container["image"] = f"{repository}@{digest}"
 
-    def apply(self, want: Placement, release_id: str) -> None:
-        raise NotImplementedError
-
-    def validate(self) -> None:
-        raise NotImplementedError
 
 
 class DeploymentManifest(KubernetesManifest):
@@ -312,7 +322,7 @@ def render_kustomization(directory: Path, where: str) -> list[dict[str, Any]]:
     return [plain(d) for d in YAML(typ="safe").load_all(out.stdout) if isinstance(d, dict)]
 
 
-MANIFEST_KINDS: dict[str, type[KubernetesManifest]] = {"argo-rollout": RolloutManifest, "deployment": DeploymentManifest}
+MANIFEST_KINDS: dict[str, type[RolloutManifest] | type[DeploymentManifest]] = {"argo-rollout": RolloutManifest, "deployment": DeploymentManifest}
 
 
 # --------------------------------------------------------------------------- validation
