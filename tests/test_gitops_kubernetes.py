@@ -239,6 +239,7 @@ def verify(repo: Path, allowed: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", "-C", str(repo), "-c", f"gpg.ssh.allowedSignersFile={allowed}", "verify-commit", "HEAD"], capture_output=True, text=True)
 
 
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="git signs with SSH keys through ssh-keygen; install openssh-client")
 async def test_commits_are_signed_with_the_workers_key_and_a_forgery_does_not_verify(tmp_path: Path) -> None:
     key = ssh_key(tmp_path, "gitops")
     allowed = tmp_path / "allowed_signers"
@@ -281,6 +282,7 @@ images:
 """
 
 
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="via: kustomize renders with `kubectl kustomize`; install kubectl (Debian: kubernetes-client)")
 async def test_deployment_through_a_kustomize_images_entry(settings: Settings, tmp_path: Path) -> None:
     remote = Remote(tmp_path, "deployment.yaml")
     overlay = remote.colleague / "apps" / "checkout"
