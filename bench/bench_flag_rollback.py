@@ -4,7 +4,8 @@ the new code path (issue 21's acceptance figure), against the same run's traffic
 Everything is real: the Temporal dev server, a worker with every real activity, a real
 Prometheus (scrape interval 1 s) reading the example service through the local target's file_sd
 files, the example service reading its flag through OpenFeature's flagd file provider. The good
-artifact is released first (it becomes the stable, flag at 100 %). Then, `--runs` times, a
+artifact is released first (it becomes the stable, flag at 100 %). Then, `--runs` times (each
+after Prometheus holds no sample of the previous run younger than the rate window), a
 release of the bad artifact on ``deploy.target: flag`` (runs_on: local) with
 
     steps:    [set_weight: 25, analysis: [error-rate]]
@@ -48,7 +49,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bench_rollback import activity_times  # noqa: E402
+from bench.bench_rollback import activity_times, wait_until_no_recent_data  # noqa: E402
 from bench.common import Deadline, bounded, isolate_env, release_stack, write_result  # noqa: E402
 
 SERVICE = "checkout"
@@ -164,11 +165,12 @@ async def one_run(index: int, sc: Any, good: str, settings: Any, base: Path) -> 
     if probe.last_on is None:
         problems.append("the probe never saw the new path at 25 %")
     if problems:
-        return {"release_id": rid, "valid": False, "problems": problems}
+        return {"release_id": rid, "digest": status.artifact_digest, "valid": False, "problems": problems}
     verdict = failing[-1].completed
     assert verdict is not None and rollbacks[0].completed is not None and probe.last_on is not None
     return {
         "release_id": rid,
+        "digest": status.artifact_digest,
         "valid": True,
         "problems": [],
         "verdict_to_flag_zero_s": round(zero[0] - verdict, 3),
@@ -191,7 +193,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     isolate_env(str(state))
     runs: list[dict[str, Any]] = []
     try:
-        async with release_stack(state, root / "prom", "bench-flag") as (sc, _prom, settings):
+        async with release_stack(state, root / "prom", "bench-flag") as (sc, prom, settings):
             work = checkout(root / "work")
             base_id = f"bench-flag-stable-{uuid.uuid4().hex[:6]}"
             await sc.start_release(release_file("good", summary="good stable", canary=False), release_id=base_id, base_dir=work)
@@ -207,6 +209,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 result = await bounded(one_run(i, sc, good, settings, work), RUN_TIMEOUT_S + 30, f"run {i}")
                 runs.append(result)
                 print("  " + run_line(i, result), flush=True)
+                if result.get("digest"):
+                    # the next run's verdict must come from its own requests, not this run's
+                    await wait_until_no_recent_data(prom.url, result["digest"], 5.0, timeout=60.0)
     finally:
         tmp.cleanup()
 
