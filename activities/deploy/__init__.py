@@ -1,4 +1,4 @@
-"""Deployment activities: one interface (`DeploymentTarget`), three targets.
+"""Deployment activities: one interface (`DeploymentTarget`), four targets.
 
 The workflow only ever says "deploy this digest at this weight", "what is running" and "roll
 back to this digest"; which system does it is the release file's ``deploy.target``:
