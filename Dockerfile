@@ -7,9 +7,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     SIGNOFF_STATE_DIR=/var/lib/signoff
 
-# git: the gitops deployment target commits manifests to a Git repository.
+# git: the gitops deployment target commits manifests to a Git repository; openssh-client signs
+# those commits (SIGNOFF_GITOPS_SIGNING_KEY); kubernetes-client's `kubectl kustomize` checks a
+# kustomize overlay before signoff commits it.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git ca-certificates bubblewrap \
+    && apt-get install -y --no-install-recommends git ca-certificates bubblewrap openssh-client kubernetes-client \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

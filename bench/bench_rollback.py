@@ -72,7 +72,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import Deadline, bounded, dev_server, isolate_env, write_result  # noqa: E402
+from bench.common import Deadline, bounded, isolate_env, release_stack, write_result  # noqa: E402
 
 SERVICE = "checkout"
 SCRAPE_INTERVAL_S = 1.0
@@ -328,15 +328,8 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    import os
-
     from activities.artifacts import store_for
-    from activities.deploy import stop_all
-    from signoff.client import SignoffClient
-    from signoff.config import Settings
-    from tests.prom import PrometheusServer, prometheus_available
-    from workers.registry import all_activities, all_workflows
-    from workers.worker import build_worker
+    from tests.prom import prometheus_available
 
     if not prometheus_available():
         raise SystemExit("/usr/bin/prometheus is missing; install the Debian package `prometheus`.")
@@ -355,33 +348,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     cleared: list[float] = []
 
     try:
-        with PrometheusServer(root / "prom", file_sd_dir=state / "prometheus" / "targets", scrape_interval=f"{SCRAPE_INTERVAL_S:g}s") as prom:
-            os.environ["SIGNOFF_PROMETHEUS_URL"] = prom.url
-            settings = Settings.from_env()
-            task_queue = f"bench-rollback-{uuid.uuid4().hex[:8]}"
-            async with dev_server() as env:
-                worker = build_worker(env.client, settings, task_queue=task_queue, activities=all_activities(settings), workflows=all_workflows())
-                async with worker:
-                    sc = SignoffClient(env.client, settings=settings, task_queue=task_queue)
-                    (root / "work").mkdir()
-                    base_id = f"bench-stable-{uuid.uuid4().hex[:6]}"
-                    await sc.start_release(release_file(good, summary="good stable", canary=None), release_id=base_id, base_dir=root / "work")
-                    stable = await bounded(sc.wait(base_id, timeout=RUN_TIMEOUT_S), RUN_TIMEOUT_S + 10, "the stable release")
-                    if stable.phase.value != "succeeded":
-                        raise SystemExit(f"benchmark stopped: the good release ended {stable.phase.value}: {stable.reason}")
-                    # The stable's traffic must be in Prometheus before the first canary (warm TSDB, live target).
-                    await asyncio.to_thread(prom.wait_for, f'http_requests_total{{digest="{good}"}}', timeout=30.0)
-                    print(f"stable {good[:19]}… serving; bad canary {bad[:19]}…; {args.runs} runs", flush=True)
-                    for i in range(1, args.runs + 1):
-                        if deadline.expired:
-                            print(f"  time budget of {args.max_seconds:.0f} s spent; stopping after {len(runs)} runs")
-                            break
-                        result = await bounded(one_run(i, sc, prom.url, bad, good, args, root / "work"), RUN_TIMEOUT_S + 30, f"run {i}")
-                        runs.append(result)
-                        print("  " + run_line(i, result), flush=True)
-                        cleared.append(await wait_until_no_recent_data(prom.url, bad, window_s, timeout=60.0))
+        async with release_stack(state, root / "prom", "bench-rollback", scrape_interval=f"{SCRAPE_INTERVAL_S:g}s") as (sc, prom, _settings):
+            (root / "work").mkdir()
+            base_id = f"bench-stable-{uuid.uuid4().hex[:6]}"
+            await sc.start_release(release_file(good, summary="good stable", canary=None), release_id=base_id, base_dir=root / "work")
+            stable = await bounded(sc.wait(base_id, timeout=RUN_TIMEOUT_S), RUN_TIMEOUT_S + 10, "the stable release")
+            if stable.phase.value != "succeeded":
+                raise SystemExit(f"benchmark stopped: the good release ended {stable.phase.value}: {stable.reason}")
+            # The stable's traffic must be in Prometheus before the first canary (warm TSDB, live target).
+            await asyncio.to_thread(prom.wait_for, f'http_requests_total{{digest="{good}"}}', timeout=30.0)
+            print(f"stable {good[:19]}… serving; bad canary {bad[:19]}…; {args.runs} runs", flush=True)
+            for i in range(1, args.runs + 1):
+                if deadline.expired:
+                    print(f"  time budget of {args.max_seconds:.0f} s spent; stopping after {len(runs)} runs")
+                    break
+                result = await bounded(one_run(i, sc, prom.url, bad, good, args, root / "work"), RUN_TIMEOUT_S + 30, f"run {i}")
+                runs.append(result)
+                print("  " + run_line(i, result), flush=True)
+                cleared.append(await wait_until_no_recent_data(prom.url, bad, window_s, timeout=60.0))
     finally:
-        stop_all(state)
         tmp.cleanup()
 
     valid = [r for r in runs if r["valid"]]

@@ -141,6 +141,33 @@ async def dev_server(*, extra_args: list[str] | None = None) -> AsyncIterator[An
         await env.shutdown()
 
 
+@contextlib.asynccontextmanager
+async def release_stack(state: Path, prom_dir: Path, name: str, *, scrape_interval: str = "1s") -> AsyncIterator[tuple[Any, Any, Any]]:
+    """(SignoffClient, PrometheusServer, Settings): a real Prometheus reading the local target's
+    file_sd files, the dev server, and a worker with every real activity; the local target's
+    processes are stopped at the end whatever happened."""
+    from activities.deploy import stop_all
+    from signoff.client import SignoffClient
+    from signoff.config import Settings
+    from tests.prom import PrometheusServer, prometheus_available
+    from workers.registry import all_activities, all_workflows
+    from workers.worker import build_worker
+
+    if not prometheus_available():
+        raise SystemExit("/usr/bin/prometheus is missing; install the Debian package `prometheus`.")
+    try:
+        with PrometheusServer(prom_dir, file_sd_dir=state / "prometheus" / "targets", scrape_interval=scrape_interval) as prom:
+            os.environ["SIGNOFF_PROMETHEUS_URL"] = prom.url
+            settings = Settings.from_env()
+            task_queue = f"{name}-{os.urandom(4).hex()}"
+            async with dev_server() as env:
+                worker = build_worker(env.client, settings, task_queue=task_queue, activities=all_activities(settings), workflows=all_workflows())
+                async with worker:
+                    yield SignoffClient(env.client, settings=settings, task_queue=task_queue), prom, settings
+    finally:
+        stop_all(state)
+
+
 def write_directory(path: str, approvers: list[str], *, requester: str = "dana@example.com") -> None:
     """An approver directory: `approvers` in release-managers, the requester in developers."""
     import yaml

@@ -28,6 +28,7 @@ BENCHMARKS: list[tuple[str, str, str, list[str], int]] = [
     ("slack", "bench_slack.py", "slack.json", ["--n", "20"], 600),
     ("release_overhead", "bench_release_overhead.py", "release_overhead.json", ["--quick"], 900),
     ("rollback", "bench_rollback.py", "rollback.json", ["--quick"], 900),
+    ("flag_rollback", "bench_flag_rollback.py", "flag_rollback.json", ["--quick"], 600),
     ("capacity", "bench_capacity.py", "capacity.json", ["--quick"], 3600),
     ("sandbox", "bench_sandbox.py", "sandbox.json", ["--n", "20"], 300),
 ]
@@ -84,6 +85,10 @@ def _known(name: str, doc: dict[str, Any]) -> tuple[str, str, str]:
         return (f"breach→rollback median {_num(doc, 'latency_s', 'median')} s",
                 f"floor {doc.get('floor_s')} s",
                 f"+{doc.get('median_minus_floor_s')} s over floor (≤ {doc.get('target_s')} s: {'ok' if doc.get('meets_target') else 'MISS'})")
+    if name == "flag_rollback":
+        return (f"verdict→flag 0 % median {_num(doc, 'verdict_to_flag_zero_s', 'median')} s (→ last new-path answer {_num(doc, 'verdict_to_last_new_path_s', 'median')} s)",
+                f"process rollback median {_num(doc, 'baseline_verdict_to_process_rollback_s', 'median')} s",
+                f"{_round(doc.get('ratio_observed_to_baseline'))} (≤ {doc.get('target_s')} s: {'ok' if doc.get('meets_target') else 'MISS'})")
     if name.startswith("capacity"):
         n = doc.get("releases_started")
         cut = " TRUNCATED" if doc.get("truncated_by_time_budget") else ""

@@ -167,12 +167,15 @@ def _run(args: list[str]) -> None:
 @click.option("--no-prometheus", is_flag=True, help="do not start Prometheus even when installed")
 @click.option("--demo", "run_demo", is_flag=True, help="run the demo releases once the stack is up")
 @click.option("--exit", "exit_after", is_flag=True, help="with --demo: stop the stack when the demo ends (exit 1 if it failed)")
-def dev(no_prometheus: bool, run_demo: bool, exit_after: bool) -> None:
+@click.option("--flags", "demo_flags", is_flag=True, help="with --demo: deliver the demo releases behind a feature flag")
+def dev(no_prometheus: bool, run_demo: bool, exit_after: bool, demo_flags: bool) -> None:
     """Embedded stack: Temporal dev server, worker, gateway, Prometheus; Ctrl-C stops all."""
     from workers.dev import run_dev
 
     try:
-        code = asyncio.run(run_dev(Settings.from_env(), prometheus=not no_prometheus, demo=run_demo, exit_after_demo=exit_after))
+        code = asyncio.run(
+            run_dev(Settings.from_env(), prometheus=not no_prometheus, demo=run_demo, exit_after_demo=exit_after, demo_flags=demo_flags)
+        )
     except SignoffError as e:
         Out(False).fail(e)
     except KeyboardInterrupt:
@@ -211,12 +214,13 @@ def gateway(host: str, port: int | None) -> None:
 
 
 @cli.command()
+@click.option("--flags", is_flag=True, help="deliver both behind a feature flag (deploy.target: flag)")
 @command
-async def demo(out: Out) -> None:
+async def demo(out: Out, flags: bool) -> None:
     """On a running dev stack: a good release that completes and a bad one rolled back."""
     from workers.demo import run_demo
 
-    result = await run_demo(Settings.from_env(), echo=(lambda line: None) if out.as_json else click.echo)
+    result = await run_demo(Settings.from_env(), echo=(lambda line: None) if out.as_json else click.echo, flags=flags)
     out.emit(result, "demo finished: " + ", ".join(f"{r['release_id']} → {r['phase']}" for r in result["releases"]), ok=result["ok"])
 
 

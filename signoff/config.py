@@ -43,6 +43,8 @@ class Settings:
     temporal_tls_ca: str | None = None
     temporal_tls_server_name: str | None = None
     temporal_api_key: str | None = None
+    gitops_signing_key: Path | None = None  # an SSH private key; gitops commits are signed with it
+    flags_dir: Path | None = None  # where the flag target may write flagd files (default <state_dir>/flags)
     dev_stack: bool = False
     database_url: str | None = None
 
@@ -94,6 +96,8 @@ class Settings:
             temporal_tls_ca=_env("SIGNOFF_TEMPORAL_TLS_CA"),
             temporal_tls_server_name=_env("SIGNOFF_TEMPORAL_TLS_SERVER_NAME"),
             temporal_api_key=_env("SIGNOFF_TEMPORAL_API_KEY"),
+            gitops_signing_key=Path(_env("SIGNOFF_GITOPS_SIGNING_KEY")) if _env("SIGNOFF_GITOPS_SIGNING_KEY") else None,  # type: ignore[arg-type]
+            flags_dir=Path(_env("SIGNOFF_FLAGS_DIR")).resolve() if _env("SIGNOFF_FLAGS_DIR") else None,  # type: ignore[arg-type]
             dev_stack=dev is not None,
             database_url=_env("SIGNOFF_DATABASE_URL"),
         )

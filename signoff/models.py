@@ -169,7 +169,7 @@ class ProvenanceSpec(Strict):
 
 
 class DeploySpec(Strict):
-    target: Literal["local", "gitops", "command"] = "local"
+    target: Literal["local", "gitops", "command", "flag"] = "local"
     settings: dict[str, Any] = Field(default_factory=dict)
 
 

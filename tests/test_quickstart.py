@@ -23,8 +23,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.skipif(shutil.which("prometheus") is None, reason="the demo's canary needs Debian's prometheus (scripts/install installs it)")
-def test_signoff_dev_demo_runs_good_and_bad_release(tmp_path: Path) -> None:
+def dev_demo(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """`signoff dev --demo [options] --exit` in `tmp_path`, on free ports."""
     env = {
         **os.environ,
         "SIGNOFF_STATE_DIR": str(tmp_path / ".signoff"),
@@ -34,10 +34,15 @@ def test_signoff_dev_demo_runs_good_and_bad_release(tmp_path: Path) -> None:
         "SIGNOFF_PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
         "SIGNOFF_WORKER_METRICS": f"127.0.0.1:{free_port()}",
     }
-    proc = subprocess.run(
-        [sys.executable, "-c", "from signoff.cli import main; main()", "dev", "--demo", "--exit"],
+    return subprocess.run(
+        [sys.executable, "-c", "from signoff.cli import main; main()", "dev", "--demo", *options, "--exit"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420,
     )
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="the demo's canary needs Debian's prometheus (scripts/install installs it)")
+def test_signoff_dev_demo_runs_good_and_bad_release(tmp_path: Path) -> None:
+    proc = dev_demo(tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "dana@example.com tries to approve: refused" in out

@@ -1,5 +1,8 @@
 """`signoff demo`: a good release that completes and a bad one the canary rolls back, narrated.
 
+`signoff demo --flags` does the same behind a flagd feature flag (examples/release-flag-*.yaml) and
+says how long after the failing verdict the flag was at 0 %.
+
 It plays the people too: when a release waits at a gate, the demo approves as the examples'
 approvers (alice, then carol from sre), after first showing that the requester (dana) cannot
 approve her own release. Each step is printed as it happens.
@@ -65,14 +68,34 @@ async def drive_release(
     raise TimeoutError(f"{release_id} did not finish within {timeout:.0f}s")
 
 
-async def run_demo(settings: Settings, *, echo: Callable[[str], None]) -> dict[str, Any]:
+async def run_demo(settings: Settings, *, echo: Callable[[str], None], flags: bool = False) -> dict[str, Any]:
+    """The good and the bad release; with `flags`, the same two behind the feature flag."""
     client = await SignoffClient.connect(settings)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    runs = [("release-good.yaml", f"demo-good-{stamp}", "succeeded"), ("release-bad.yaml", f"demo-bad-{stamp}", "rolled_back")]
+    prefix = "release-flag-" if flags else "release-"
+    runs = [(f"{prefix}good.yaml", f"demo-good-{stamp}", "succeeded"), (f"{prefix}bad.yaml", f"demo-bad-{stamp}", "rolled_back")]
     out: list[dict[str, Any]] = []
     for file, rid, expected in runs:
         status = await drive_release(client, str(EXAMPLES / file), rid, echo=echo)
         ok = status.phase.value == expected
         echo(f"■ {rid}: {status.phase.value} ({'as expected' if ok else f'expected {expected}'})")
         out.append({"release_id": rid, "phase": status.phase.value, "expected": expected, "digest": status.artifact_digest})
+        if flags and status.phase.value == "rolled_back":
+            off = flag_off_after_verdict(settings, status)
+            if off is not None:
+                echo(f"  flag checkout-new-path at 0 % {off:.3f} s after the failing verdict")
+                out[-1]["flag_off_after_verdict_s"] = round(off, 3)
     return {"ok": all(r["phase"] == r["expected"] for r in out), "releases": out}
+
+
+def flag_off_after_verdict(settings: Settings, status: ReleaseStatus) -> float | None:
+    """Seconds from the failing measurement to the flag target writing 0 % for this release."""
+    from datetime import datetime
+
+    from activities.deploy.flag import FlagTarget
+
+    failed = [m.at for m in (status.canary.analyses if status.canary else []) if m.verdict == "failed" and m.at]
+    zero = [e["at"] for e in FlagTarget(settings).actions(status.service).entries() if e["release_id"] == status.release_id and e["weight"] == 0]
+    if not failed or len(zero) < 2:  # the first 0 % is the dark start, the last the rollback
+        return None
+    return datetime.fromisoformat(zero[-1].replace("Z", "+00:00")).timestamp() - failed[0].timestamp()

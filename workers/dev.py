@@ -92,7 +92,9 @@ def provision_dev_stack(settings: Settings) -> Settings:
     return dataclasses.replace(settings, directory_path=trust.directory, agents_path=trust.agents, gateway_key_path=trust.gateway_key, dev_stack=True)
 
 
-async def run_dev(settings: Settings, *, prometheus: bool = True, demo: bool = False, exit_after_demo: bool = False) -> int:
+async def run_dev(
+    settings: Settings, *, prometheus: bool = True, demo: bool = False, exit_after_demo: bool = False, demo_flags: bool = False
+) -> int:
     import uvicorn
 
     from activities.deploy.local import stop_all
@@ -164,7 +166,7 @@ async def run_dev(settings: Settings, *, prometheus: bool = True, demo: bool = F
                 from workers.demo import run_demo
 
                 try:
-                    result = await run_demo(settings, echo=lambda line: print(line, flush=True))
+                    result = await run_demo(settings, echo=lambda line: print(line, flush=True), flags=demo_flags)
                     status = 0 if result["ok"] else 1
                 except (SignoffError, TimeoutError) as e:
                     print(f"error: the demo stopped: {e}", file=sys.stderr, flush=True)

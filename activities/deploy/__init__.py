@@ -1,4 +1,4 @@
-"""Deployment activities: one interface (`DeploymentTarget`), three targets.
+"""Deployment activities: one interface (`DeploymentTarget`), four targets.
 
 The workflow only ever says "deploy this digest at this weight", "what is running" and "roll
 back to this digest"; which system does it is the release file's ``deploy.target``:
@@ -6,6 +6,7 @@ back to this digest"; which system does it is the release file's ``deploy.target
 * ``local``  — processes on this machine with a traffic generator (activities/deploy/local.py)
 * ``gitops`` — a manifest committed to a Git repository (activities/deploy/gitops.py)
 * ``command``— user shell commands with placeholders (activities/deploy/command.py)
+* ``flag``   — a flagd feature flag exposes the new code path (activities/deploy/flag.py)
 
 Target code raises `DeployError` (usable outside Temporal, e.g. by `signoff dev`); the
 activities below turn it into an ``ApplicationError`` whose type is the error's kind and which
@@ -22,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.deploy.base import DeployError, DeploymentTarget, Placement, check_digest, plan_deploy, plan_rollback
 from activities.deploy.command import CommandTarget
+from activities.deploy.flag import FlagTarget
 from activities.deploy.gitops import GitopsTarget
 from activities.deploy.local import LocalTarget, stop_all
 from activities.policy import PolicyActivities
@@ -36,6 +38,7 @@ __all__ = [
     "DeployActivities",
     "DeployError",
     "DeploymentTarget",
+    "FlagTarget",
     "GitopsTarget",
     "LocalTarget",
     "Placement",
@@ -58,7 +61,9 @@ def target_for(settings: Settings, spec: DeploySpec) -> DeploymentTarget:
         return GitopsTarget(settings, options)
     if spec.target == "command":
         return CommandTarget(settings, options)
-    raise DeployError(f"unknown deployment target {spec.target!r}; use local, gitops or command", kind="BadTarget")
+    if spec.target == "flag":
+        return FlagTarget(settings, options)
+    raise DeployError(f"unknown deployment target {spec.target!r}; use local, gitops, command or flag", kind="BadTarget")
 
 
 class DeployActivities:

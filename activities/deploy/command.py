@@ -1,10 +1,14 @@
 """The `command` deployment target: user-supplied shell commands do the deploying.
 
-For platforms signoff has no native target for (``kubectl argo rollouts set image …``, a
-vendor CLI, an internal script). Settings::
+For platforms signoff has no native target for (``kubectl argo rollouts``, a vendor CLI, an
+internal script). Settings::
 
-    deploy:   "kubectl argo rollouts set image {service} app=registry/{service}@{digest} && kubectl argo rollouts set weight {service} {weight}"
-    rollback: "kubectl argo rollouts undo {service} --to-digest {digest}"   # optional; default: deploy at weight 100
+    recipe: argo-rollouts  # optional: a documented preset (activities/deploy/recipes.py), with
+    image: registry.example.com/shop/checkout   # its values: image, rollout, container, namespace
+    deploy:   "my-platform deploy {service} registry/{service}@{digest} --weight {weight}"
+    advance:  "my-platform set-weight {service} {weight}"  # optional: the canary's digest at a new weight
+    promote:  "my-platform promote {service}"              # optional: the canary's digest at 100
+    rollback: "my-platform deploy {service} registry/{service}@{digest}"   # optional; default: deploy at weight 100
     current:  "my-platform status {service} --json"                        # optional
     timeout: 300          # seconds per command
     pass_env: [KUBECONFIG] # worker variables the commands may see, on top of the allow-list
@@ -37,10 +41,12 @@ from activities.deploy.base import (
     state_of,
     write_json_atomically,
 )
+from activities.deploy.recipes import recipe_templates
 from activities.runner import command_env
 from signoff.config import Settings
 from signoff.models import DeploymentState
 
+TEMPLATES = ("deploy", "advance", "promote", "rollback", "current")
 PLACEHOLDER = re.compile(r"\{(service|digest|weight|release_id)\}")
 
 
@@ -52,12 +58,13 @@ def render(template: str, values: dict[str, str]) -> str:
 class CommandTarget:
     def __init__(self, settings: Settings, options: dict[str, Any] | None = None) -> None:
         options = dict(options or {})
-        if not options.get("deploy"):
+        self.templates = recipe_templates(str(options["recipe"]), options) if options.get("recipe") else {}
+        self.templates.update({k: str(options[k]) for k in TEMPLATES if options.get(k)})
+        if not self.templates.get("deploy"):
             raise DeployError(
-                "the command target needs deploy.settings.deploy, a shell command with {service}, {digest} and {weight} placeholders",
+                "the command target needs deploy.settings.deploy (a shell command with {service}, {digest} and {weight} placeholders) or a recipe",
                 kind="BadTargetSettings",
             )
-        self.templates = {k: str(options[k]) for k in ("deploy", "rollback", "current") if options.get(k)}
         self.timeout = int(options.get("timeout", 300))
         allowed = {n.strip() for n in os.environ.get("SIGNOFF_DEPLOY_PASS_ENV", "").split(",") if n.strip()}
         refused = sorted(str(k) for k in options.get("pass_env", []) if str(k) not in allowed)
@@ -126,12 +133,19 @@ class CommandTarget:
             if want == now:
                 return self._result(service, now, **extra)
             effective_weight = want.weight if want.canary else 100
-            output = self._run(
-                "deploy", {"service": service, "digest": digest, "weight": str(effective_weight), "release_id": release_id}
-            )
+            values = {"service": service, "digest": digest, "weight": str(effective_weight), "release_id": release_id}
+            output = "".join(self._run(kind, values) for kind in self._deploy_kinds(now, digest, effective_weight))
             write_json_atomically(self._record_path(service), want.to_dict())
             self.actions(service).append("deploy", digest=digest, weight=effective_weight, release_id=release_id)
             return self._result(service, want, output=output[-2000:], **extra)
+
+    def _deploy_kinds(self, now: Placement, digest: str, weight: int) -> list[str]:
+        """The templates to run, in order. A new digest is `deploy` (then `promote` at 100, when
+        given); the running canary moves on with `advance` or `promote` when those are given."""
+        wanted = "promote" if weight >= 100 else "advance"
+        if now.canary != digest:
+            return ["deploy", "promote"] if wanted == "promote" and "promote" in self.templates else ["deploy"]
+        return [wanted if wanted in self.templates else "deploy"]
 
     def current(self, service: str) -> DeploymentState:
         recorded = self._recorded(service)

@@ -146,6 +146,8 @@ class LocalTarget:
         self.python = python
         self.rate = float(options.get("rate", 20))
         self.host = str(options.get("host", "127.0.0.1"))
+        # set by the flag target: the build reads its feature flag from this flagd file
+        self.flag_args = ["--flags", str(options["flags"]), "--flag", str(options["flag"])] if options.get("flags") else []
 
     # paths -----------------------------------------------------------------
 
@@ -252,7 +254,7 @@ class LocalTarget:
         log_path = logs / f"{tag}.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [self.python, str(artifact), "--host", self.host, "--port", "0", "--port-file", str(port_file)],
+                [self.python, str(artifact), "--host", self.host, "--port", "0", "--port-file", str(port_file), *self.flag_args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -272,7 +274,7 @@ class LocalTarget:
                 with contextlib.suppress(ValueError, OSError):
                     port = int(port_file.read_text())
             if port is not None and _get(f"http://{self.host}:{port}/healthz") == 200:
-                return {"digest": digest, "pid": proc.pid, "port": port, "log": str(log_path), "started_at": utc_now()}
+                return {"digest": digest, "pid": proc.pid, "port": port, "log": str(log_path), "started_at": utc_now(), "flag_args": self.flag_args}
             time.sleep(0.05)
         stop_process(proc.pid, str(artifact))
         raise DeployError(
@@ -299,14 +301,21 @@ class LocalTarget:
         return str(self.state_path(service))
 
     def _reconcile(self, service: str, state: dict[str, Any], release_id: str) -> None:
-        """Restart what should run but does not (a crash, a reboot, `stop_all`)."""
+        """Restart what should run but does not (a crash, a reboot, `stop_all`), or runs with
+        other flag settings than this target's (the service moved to or from the flag target)."""
         changed = False
         for track in TRACKS:
             proc = state.get(track)
-            if proc and not process_alive(proc.get("pid"), self._marker(proc)):
-                state[track] = self._start(service, track, proc["digest"])
-                self.actions(service).append("restart", track=track, digest=proc["digest"], release_id=release_id)
-                changed = True
+            if not proc:
+                continue
+            alive = process_alive(proc.get("pid"), self._marker(proc))
+            if alive and proc.get("flag_args", []) == self.flag_args:
+                continue
+            state[track] = self._start(service, track, proc["digest"])
+            if alive:
+                stop_process(proc.get("pid"), self._marker(proc))
+            self.actions(service).append("restart", track=track, digest=proc["digest"], release_id=release_id)
+            changed = True
         if changed:
             self._save(service, state)
         self._ensure_loadgen(service, state)
