@@ -417,12 +417,24 @@ class SignoffClient:
         proof = self.sign(_kind(identity), identity, action="promote", subject=release_id, channel=channel)
         return await self._control(release_id, "promote", {"identity": identity.lower(), "channel": channel, "proof": proof.model_dump(mode="json")})
 
-    async def abort(self, release_id: str, *, identity: str, reason: str, channel: str | None = None) -> dict[str, Any]:
+    async def abort(self, release_id: str, *, identity: str, reason: str, channel: str | None = None, via_signal: bool = False) -> dict[str, Any]:
+        """Ask the release to stop. The signed request goes as the `abort` Update; if Temporal
+        refuses more Updates for this release (its limit), the same request goes as the
+        `abort_request` signal, which the workflow checks the same way."""
         channel = channel or self.channel
         proof = self.sign(_kind(identity), identity, action="abort", subject=release_id, channel=channel, body={"reason": reason})
-        return await self._control(
-            release_id, "abort", {"identity": identity.lower() if "@" in identity else identity, "channel": channel, "reason": reason, "proof": proof.model_dump(mode="json")}
-        )
+        payload = {"identity": identity.lower() if "@" in identity else identity, "channel": channel, "reason": reason, "proof": proof.model_dump(mode="json")}
+        if not via_signal:
+            try:
+                return await self._control(release_id, "abort", payload)
+            except SignoffError as e:
+                if not isinstance(e.__cause__, RPCError) or e.__cause__.status != RPCStatusCode.RESOURCE_EXHAUSTED:
+                    raise
+        try:
+            await self.handle(release_id).signal("abort_request", payload)
+        except RPCError as e:
+            raise _rpc_error(e, self.settings, f"release {release_id}") from e
+        return {"accepted": True, "reason": f"abort requested by {payload['identity']} (as a signal: the workflow checks it and records the outcome)"}
 
 
     # ------------------------------------------------------------------ agents

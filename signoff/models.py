@@ -34,6 +34,12 @@ def parse_duration(value: Any) -> Any:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
+#: Floors that keep a release file from flooding its own history (issue "scale": a 1 s reminder
+#: with a large summary once hit Temporal's history limit and left the release stuck).
+MIN_REMIND_AFTER = timedelta(minutes=1)
+MIN_GATE_TIMEOUT = timedelta(minutes=1)
+MIN_ANALYSIS_INTERVAL = timedelta(seconds=1)
+
 
 class Strict(BaseModel):
     """Base for user-written documents: unknown fields are errors, not silently ignored."""
@@ -107,8 +113,8 @@ class AgentInfo(Strict):
 
 
 class ChangeInfo(Strict):
-    summary: str
-    paths: list[str] = Field(default_factory=list)
+    summary: str = Field(max_length=4000, description="shown in every notice; the diff itself is derived from git")
+    paths: list[str] = Field(default_factory=list, max_length=10_000)
     commit: str | None = None
     co_requested_by: list[str] = Field(default_factory=list)
     repository: str | None = Field(default=None, description="local Git checkout (relative to the release file) signoff derives paths and authors from")
@@ -192,6 +198,12 @@ class GateSpec(Strict):
     def _consistent(self) -> "GateSpec":
         if sum(self.quotas.values()) > self.required:
             self.required = sum(self.quotas.values())
+        # every reminder, escalation and expiry is an event in the release's history: a floor
+        # keeps a fast-reminding gate from filling it
+        for name, floor in (("timeout", MIN_GATE_TIMEOUT), ("remind_after", MIN_REMIND_AFTER), ("escalate_after", MIN_REMIND_AFTER)):
+            value = getattr(self, name)
+            if value is not None and value < floor:
+                raise ValueError(f"gate {self.name}'s {name} is {value}; it must be at least {floor} (every reminder is recorded)")
         return self
 
 
@@ -228,7 +240,14 @@ class JudgeSpec(Strict):
 class AnalysisSpec(Strict):
     query: str
     interval: Duration = timedelta(seconds=10)
-    count: int = Field(default=1, ge=0, description="0 = run until the step/canary ends")
+    count: int = Field(default=1, ge=0, le=10_000, description="0 = run until the step/canary ends")
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_floor(cls, value: timedelta) -> timedelta:
+        if value < MIN_ANALYSIS_INTERVAL:
+            raise ValueError(f"an analysis interval of {value} is too short; it must be at least {MIN_ANALYSIS_INTERVAL} (each measurement is recorded)")
+        return value
     initial_delay: Duration = timedelta(0)
     success: Condition | None = None
     failure: Condition | None = None

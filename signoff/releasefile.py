@@ -28,7 +28,7 @@ def describe_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: field '{where}' {msg[0].lower() + msg[1:]}; fix the value and start again."
 
 
-MAX_BYTES = 1_000_000
+MAX_BYTES = 256 * 1024
 MAX_NODES = 100_000
 """A release file describes a change; anything bigger (after YAML aliases are expanded) is hostile."""
 
@@ -79,7 +79,7 @@ def load_release_file(path: str | Path) -> tuple[ReleaseFile, Path]:
         raise ReleaseFileError(f"release file {p} does not exist; check the path.")
     if not p.is_file():
         raise ReleaseFileError(f"release file {p} is not a file; pass the path of a YAML release file.")
-    too_big = ReleaseFileError(f"release file {p} is larger than 1 MB; a release file describes a change, it does not contain it.")
+    too_big = ReleaseFileError(f"release file {p} is larger than 256 KiB; a release file describes a change, it does not contain it.")
     try:
         if p.stat().st_size > MAX_BYTES:  # refuse before reading, not after
             raise too_big

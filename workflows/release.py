@@ -76,6 +76,8 @@ VULNS = "https://in-toto.io/attestation/vulns/v0.1"
 CYCLONEDX = "https://cyclonedx.org/bom"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 VSA = "https://slsa.dev/verification_summary/v1"
+#: Refused aborts by signal that are recorded; more are dropped (they could fill the history).
+MAX_SIGNAL_REFUSALS = 20
 
 
 def _sha256(text: str) -> str:
@@ -113,6 +115,7 @@ class ReleaseWorkflow:
         )
         self.gates: list[ApprovalGate] = []
         self.gates_ready = False
+        self.signal_refusals = 0
         self.abort_request: dict[str, Any] | None = None
         self.promote_requested = False
         self.finished = False
@@ -720,6 +723,19 @@ class ReleaseWorkflow:
             self.abort_request = {"identity": who, "reason": reason, "channel": request.get("channel", "cli")}
             self.record("abort", "requested", [reason], {"channel": request.get("channel"), **self.control_evidence(request)}, actor=who)
         return {"accepted": True, "reason": f"abort requested by {who}: {reason}"}
+
+    @workflow.signal(name="abort_request")
+    async def abort_signal(self, request: dict[str, Any]) -> None:
+        """The same signed abort as the `abort` Update, as a signal: a path that stays open even
+        if the release's Update limit were ever reached. Checked exactly like the Update;
+        signals that carry no proof are dropped unrecorded, and refusals stop being recorded
+        after MAX_SIGNAL_REFUSALS."""
+        if not isinstance(request.get("proof"), dict) or self.signal_refusals >= MAX_SIGNAL_REFUSALS:
+            return
+        try:
+            await self.abort_update(request)
+        except ApplicationError:
+            self.signal_refusals += 1
 
     async def authorise_control(self, action: str, request: dict[str, Any]) -> tuple[str | None, AuthResult | None]:
         """A promote or abort is proven like an approval: signed for this action on this release."""
