@@ -41,6 +41,23 @@ MIN_GATE_TIMEOUT = timedelta(minutes=1)
 MIN_ANALYSIS_INTERVAL = timedelta(seconds=1)
 
 
+#: How many entries a list in workflow state keeps (the newest); the rest are counted, and every
+#: one of them is in the signed log. Keeps a long-lived release's state and queries bounded.
+STATE_LIST_LIMIT = 200
+NOTICE_LIST_LIMIT = 20
+NOTICE_TEXT_LIMIT = 1000
+
+
+def append_bounded(owner: BaseModel, name: str, item: Any, limit: int = STATE_LIST_LIMIT) -> None:
+    """``owner.<name>.append(item)``, dropping the oldest beyond ``limit`` into ``<name>_dropped``."""
+    items = getattr(owner, name)
+    items.append(item)
+    if len(items) > limit:
+        extra = len(items) - limit
+        del items[:extra]
+        setattr(owner, f"{name}_dropped", getattr(owner, f"{name}_dropped", 0) + extra)
+
+
 class Strict(BaseModel):
     """Base for user-written documents: unknown fields are errors, not silently ignored."""
 
@@ -406,6 +423,7 @@ class GateStatus(Open):
     min_signed: int = 0
     approvals: list[ApprovalRecord] = Field(default_factory=list)
     refusals: list[RefusalRecord] = Field(default_factory=list)
+    refusals_dropped: int = Field(default=0, description="older refusals not kept here (they are in the signed log)")
     rejections: list[ApprovalRecord] = Field(default_factory=list)
     revocations: list[ApprovalRecord] = Field(default_factory=list)
     opened_at: datetime | None = None
@@ -443,6 +461,7 @@ class CanaryStatus(Open):
     step: int = 0
     weight: int = 0
     analyses: list[Measurement] = Field(default_factory=list)
+    analyses_dropped: int = Field(default=0, description="older measurements not kept here (they are in the signed log)")
     paused: bool = False
     pause_reason: str = ""
     verdict: str | None = None
@@ -504,8 +523,10 @@ class ReleaseStatus(Open):
     incident: str | None = None
     remediation: str | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)
+    history_dropped: int = 0
     started_by: dict[str, Any] | None = Field(default=None, description="the authenticated principal that started it")
     refusals: list[RefusalRecord] = Field(default_factory=list, description="refused starts, promotes and aborts (gate refusals are in gates)")
+    refusals_dropped: int = 0
     sandbox: dict[str, str] = Field(default_factory=dict, description="the sandbox profile each release command ran in (build, test)")
     change: ChangeFacts | None = Field(default=None, description="what the commit really changes (from Git), when the release names its repository")
     scans: list[ScanResult] = Field(default_factory=list, description="what each scanner found (SARIF), in the sandbox")
@@ -519,6 +540,21 @@ class ReleaseStatus(Open):
 
 # --------------------------------------------------------------------------- activity payloads
 
+
+    def for_notice(self) -> "ReleaseStatus":
+        """A copy small enough to ride in every notice (each one is an activity input in the
+        release's history): the summary cut to NOTICE_TEXT_LIMIT characters, lists to their last
+        NOTICE_LIST_LIMIT entries. Notices link to the full record."""
+        copy = self.model_copy(deep=True)
+        if len(copy.change_summary) > NOTICE_TEXT_LIMIT:
+            copy.change_summary = copy.change_summary[: NOTICE_TEXT_LIMIT - 1] + "…"
+        copy.history = copy.history[-NOTICE_LIST_LIMIT:]
+        copy.refusals = copy.refusals[-NOTICE_LIST_LIMIT:]
+        for gate in copy.gates:
+            gate.refusals = gate.refusals[-NOTICE_LIST_LIMIT:]
+        if copy.canary is not None:
+            copy.canary.analyses = copy.canary.analyses[-NOTICE_LIST_LIMIT:]
+        return copy
 
 class CommandRequest(Open):
     """Run a user-configured command (build or test) in the sandbox (activities/sandbox.py)."""

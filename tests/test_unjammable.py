@@ -130,3 +130,43 @@ def test_release_files_that_would_flood_their_history_are_refused_in_one_sentenc
     message = str(err.value)
     assert expected in message, message
     assert message.count("\n") == 0 and message.endswith(".")
+
+
+def test_lists_in_workflow_state_keep_the_newest_and_count_the_rest() -> None:
+    from datetime import datetime, timezone
+
+    from signoff.models import STATE_LIST_LIMIT, CanaryStatus, GateStatus, Measurement, RefusalRecord, ReleaseStatus, append_bounded
+
+    canary = CanaryStatus()
+    for n in range(STATE_LIST_LIMIT + 55):
+        append_bounded(canary, "analyses", Measurement(metric="err", value=float(n), verdict="successful"))
+    assert len(canary.analyses) == STATE_LIST_LIMIT and canary.analyses_dropped == 55
+    assert canary.analyses[0].value == 55 and canary.analyses[-1].value == STATE_LIST_LIMIT + 54
+
+    now = datetime.now(timezone.utc)
+    gate = GateStatus(name="production", state="open", required=2)
+    for n in range(300):
+        append_bounded(gate, "refusals", RefusalRecord(by=f"p{n}@example.com", channel="cli", at=now, decision="approve", reason="no"))
+    status = ReleaseStatus(release_id="r", service="checkout", requested_by="dana@example.com", change_summary="x" * 900_000, gates=[gate], canary=canary)
+    notice = status.for_notice()
+    assert len(notice.change_summary) == 1000 and notice.change_summary.endswith("…")
+    assert len(notice.gates[0].refusals) == 20 and notice.gates[0].refusals[-1].by == "p299@example.com"
+    assert len(notice.canary.analyses) == 20
+    assert len(status.change_summary) == 900_000 and len(status.gates[0].refusals) == STATE_LIST_LIMIT  # the original is untouched
+
+
+async def test_one_person_cannot_fill_a_gate_with_refusals(client: Client, task_queue: str) -> None:
+    """Signed but refused attempts are recorded, up to a limit per person; then turned away unrecorded."""
+    from workflows.gate import MAX_REFUSALS_PER_PRINCIPAL
+
+    async with running_worker(client, task_queue) as sc:
+        r = f"fill-{uuid.uuid4().hex[:6]}"
+        await sc.start_release(gated_spec(timeout="P1D"), release_id=r)
+        await wait_phase(sc, r, "awaiting_approval")
+        answers = [await sc.submit_approval(ApprovalAttempt(release_id=r, identity="dana@example.com", channel="cli", digest=DIGEST_A)) for _ in range(MAX_REFUSALS_PER_PRINCIPAL + 3)]
+        assert all(not a.accepted for a in answers)
+        assert all("requester" in a.reason for a in answers[:MAX_REFUSALS_PER_PRINCIPAL])
+        assert all("further ones are not recorded" in a.reason for a in answers[MAX_REFUSALS_PER_PRINCIPAL:])
+        status = await sc.status(r)
+        assert len(status.gates[0].refusals) == MAX_REFUSALS_PER_PRINCIPAL
+        assert (await sc.submit_approval(ApprovalAttempt(release_id=r, identity=ALICE, channel="cli", digest=DIGEST_A))).accepted

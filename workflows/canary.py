@@ -43,7 +43,7 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
-    from signoff.models import AnalysisRequest, AnalysisSpec, CanarySpec, CanaryStatus, Condition, Measurement
+    from signoff.models import AnalysisRequest, AnalysisSpec, CanarySpec, CanaryStatus, Condition, Measurement, append_bounded
 
 Verdict = Literal["successful", "failed", "inconclusive", "error"]
 
@@ -635,5 +635,5 @@ class CanaryRunner:
         measurement = measured.model_copy(
             update={"metric": name, "step": step, "dry_run": spec.dry_run, "at": measured.at or workflow.now()}
         )
-        self.status.analyses.append(measurement)
+        append_bounded(self.status, "analyses", measurement)
         return measurement

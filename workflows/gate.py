@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from signoff.trust.registry import Registry
     from signoff.trust.verify import authenticate
     from signoff.models import (
+        append_bounded,
         ApprovalAttempt,
         ApprovalRecord,
         ApprovalResult,
@@ -250,7 +251,7 @@ class ApprovalGate:
         who = attempt.identity.lower()
         now = workflow.now()
         self._count(attempt, "refused")
-        self.status.refusals.append(RefusalRecord(by=who, channel=attempt.channel, at=now, decision=attempt.decision, reason=reason))
+        append_bounded(self.status, "refusals", RefusalRecord(by=who, channel=attempt.channel, at=now, decision=attempt.decision, reason=reason))
         self.record(
             "approval_attempt",
             "refused",
@@ -362,7 +363,7 @@ class ApprovalGate:
             self.status.approvals = [a for a in self.status.approvals if a.by != who]
             self.proofs.pop(who, None)
             self.signed.discard(who)
-            self.status.refusals.append(RefusalRecord(by=who, channel=approval.channel, at=workflow.now(), decision="approve", reason=f"approval no longer counts: {why}"))
+            append_bounded(self.status, "refusals", RefusalRecord(by=who, channel=approval.channel, at=workflow.now(), decision="approve", reason=f"approval no longer counts: {why}"))
             self.record("approval_dropped", "dropped", [why], {"by": who, "gate": self.spec.name})
         return self._met()
 

@@ -26,6 +26,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from signoff.gates import eligible_groups
     from signoff.models import (
+        append_bounded,
         AgentSuspended,
         ApprovalAttempt,
         ApprovalEvidence,
@@ -756,7 +757,7 @@ class ReleaseWorkflow:
 
     def refuse_control(self, action: str, who: str, request: dict[str, Any], why: str) -> None:
         """Record the refusal (status and signed log), then fail the Update with the sentence."""
-        self.status.refusals.append(RefusalRecord(by=who or "unknown", channel=str(request.get("channel") or "api"), at=workflow.now(), decision=action, reason=why))
+        append_bounded(self.status, "refusals", RefusalRecord(by=who or "unknown", channel=str(request.get("channel") or "api"), at=workflow.now(), decision=action, reason=why))
         self.record(action, "refused", [why], {"channel": request.get("channel")}, actor=who or "unknown")
         raise ApplicationError(why)
 
@@ -811,7 +812,7 @@ class ReleaseWorkflow:
     def set_phase(self, phase: Phase) -> None:
         self.status.phase = phase
         self.status.updated_at = workflow.now()
-        self.status.history.append({"phase": phase.value, "at": workflow.now().isoformat()})
+        append_bounded(self.status, "history", {"phase": phase.value, "at": workflow.now().isoformat()})
         if self.args.search_attributes:
             workflow.upsert_search_attributes([PHASE.value_set(phase.value)])
 
@@ -984,7 +985,7 @@ class ReleaseWorkflow:
 
     def notice_failed(self, channel: str, message: str) -> None:
         """A notice that never reached people is a decision-relevant fact: show and record it."""
-        self.status.history.append({"notice_failed": channel, "reason": message, "at": workflow.now().isoformat()})
+        append_bounded(self.status, "history", {"notice_failed": channel, "reason": message, "at": workflow.now().isoformat()})
         self.record("notification", "failed", [f"{channel}: {message}"], {"channel": channel})
 
     def gate_opened_notice_done(self, gate: GateStatus) -> bool:
@@ -1002,7 +1003,7 @@ class ReleaseWorkflow:
         async def to_slack() -> None:
             await workflow.execute_activity(
                 "slack_notify",
-                NotifyRequest(release_id=self.args.release_id, kind=kind, text=text, status=self.status, mention=mention),
+                NotifyRequest(release_id=self.args.release_id, kind=kind, text=text, status=self.status.for_notice(), mention=mention),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=8, maximum_interval=timedelta(seconds=30)),
                 result_type=ChatRef,
@@ -1013,7 +1014,7 @@ class ReleaseWorkflow:
     async def open_incident(self, reason: str) -> None:
         ref: ChatRef = await workflow.execute_activity(
             "jira_open_incident",
-            NotifyRequest(release_id=self.args.release_id, kind="incident", text=reason, status=self.status),
+            NotifyRequest(release_id=self.args.release_id, kind="incident", text=reason, status=self.status.for_notice()),
             start_to_close_timeout=timedelta(seconds=60),
             schedule_to_close_timeout=timedelta(hours=1),
             retry_policy=PATIENT,
