@@ -56,7 +56,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 @pytest.mark.skipif(not refuses_system_installs(SYSTEM_PYTHON), reason="needs a distribution python3 with PEP 668's EXTERNALLY-MANAGED marker (Debian 12, Ubuntu 24.04)")
 @pytest.mark.skipif(not prometheus_available(), reason="the demo's canary needs Debian's prometheus (scripts/install installs it)")
 def test_quickstart_installs_into_a_venv_where_system_pip_installs_are_refused(tmp_path: Path) -> None:
-    repo = fresh_copy(tmp_path / "signoff")
+    repo = fresh_copy(tmp_path / "clone")
     refused = subprocess.run(
         [str(SYSTEM_PYTHON), "-m", "pip", "install", "-q", "-e", ".[test]"], cwd=repo, env=clean_env(), capture_output=True, text=True, timeout=120
     )
@@ -82,7 +82,7 @@ def test_quickstart_installs_into_a_venv_where_system_pip_installs_are_refused(t
     base = subprocess.run([str(venv_python), "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True, check=True)
     assert base.stdout.strip() == subprocess.run([str(SYSTEM_PYTHON), "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True).stdout.strip()
     assert (repo / ".venv" / "bin" / "signoff").exists() and (repo / ".venv" / "bin" / "temporal").exists()
-    untouched = subprocess.run([str(SYSTEM_PYTHON), "-c", "import signoff"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True)
+    untouched = subprocess.run([str(SYSTEM_PYTHON), "-c", "import signoff"], cwd="/", env=clean_env(), capture_output=True, text=True)
     assert untouched.returncode != 0 and "No module named 'signoff'" in untouched.stderr  # nothing went into the system
 
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
@@ -90,7 +90,7 @@ def test_quickstart_installs_into_a_venv_where_system_pip_installs_are_refused(t
 
 
 def test_install_with_a_missing_interpreter_says_so_in_one_sentence(tmp_path: Path) -> None:
-    repo = fresh_copy(tmp_path / "signoff")
+    repo = fresh_copy(tmp_path / "clone")
     missing = tmp_path / "no-such-python3"
     tools = {"prometheus", "git", "ssh-keygen", "bwrap", "setpriv"}
     if not all(shutil.which(t) for t in tools):
