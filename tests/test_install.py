@@ -19,6 +19,7 @@ import pytest
 from tests.helpers import REPO
 from tests.prom import prometheus_available
 from tests.test_quickstart import free_port
+from tests.test_readme import section_block
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 ROOT_WARNING = "Running pip as the 'root' user"
@@ -82,6 +83,10 @@ def test_quickstart_installs_into_a_venv_where_system_pip_installs_are_refused(t
     base = subprocess.run([str(venv_python), "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True, check=True)
     assert base.stdout.strip() == subprocess.run([str(SYSTEM_PYTHON), "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True).stdout.strip()
     assert (repo / ".venv" / "bin" / "signoff").exists() and (repo / ".venv" / "bin" / "temporal").exists()
+    # The README's line that puts the environment on PATH finds this `signoff`.
+    path_line = section_block("put the environment on your PATH", "bash")
+    found = subprocess.run(["bash", "-c", f"{path_line}\ncommand -v signoff && signoff --version"], cwd=repo, env=clean_env(), capture_output=True, text=True)
+    assert found.returncode == 0 and found.stdout.splitlines() == [str(repo / ".venv" / "bin" / "signoff"), "signoff, version 0.1.0"], found.stderr
     untouched = subprocess.run([str(SYSTEM_PYTHON), "-c", "import signoff"], cwd="/", env=clean_env(), capture_output=True, text=True)
     assert untouched.returncode != 0 and "No module named 'signoff'" in untouched.stderr  # nothing went into the system
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import textwrap
@@ -111,6 +112,32 @@ def test_cli_block_covers_every_command() -> None:
 
     walk(cli, "")
     assert leaves - shown == set()
+
+
+def test_mcp_client_settings_start_the_real_command() -> None:
+    """The Claude Code line and the JSON settings name `signoff mcp` and settings signoff reads."""
+    section = README[README.index("### For agent authors") :]
+    claude = commands(section_block("### For agent authors", "bash"))
+    [line] = claude
+    assert line.startswith("claude mcp add signoff ")
+    command, path, rest = _resolve(line.split(" -- ", 1)[1].split()[1:])
+    assert path == "mcp" and rest == []
+    settings = json.loads(section_block("### For agent authors", "json"))["mcpServers"]["signoff"]
+    assert settings["command"].endswith("/.venv/bin/signoff") and _resolve(settings["args"])[1] == "mcp"
+    documented = set(re.findall(r"`(SIGNOFF_[A-Z_]+)`", README))
+    named = set(settings["env"]) | set(re.findall(r"--env (SIGNOFF_[A-Z_]+)=", line))
+    assert named <= documented, named - documented
+    assert "SIGNOFF_AGENT_ID" in named
+
+
+@pytest.mark.asyncio
+async def test_agent_section_lists_exactly_the_servers_tools() -> None:
+    from signoff.mcp_server import build_server
+
+    section = README[README.index("### For agent authors") : README.index("**What an agent cannot do.**")]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", section, re.M))
+    served = {t.name for t in await build_server(Settings.from_env(), "release-bot").list_tools()}
+    assert documented == served
 
 
 @pytest.fixture
