@@ -24,8 +24,8 @@ from mcp.types import ToolAnnotations
 
 from signoff.client import SignoffClient, connect_temporal
 from signoff.config import Settings
-from signoff.errors import ConfigError, ReleaseFileError, Refused, SignoffError
-from signoff.models import ReleaseFile, ReleaseStatus, StartRelease
+from signoff.errors import ConfigError, ReleaseFileError, Refused, SignoffError, UsageError
+from signoff.models import Phase, ReleaseFile, ReleaseStatus, StartRelease
 from signoff.releasefile import load_release_file, parse_release
 from signoff.trust.credentials import Credential, resolve_credential
 
@@ -230,6 +230,8 @@ def build_server(settings: Settings, agent_id: str) -> MCPServer[Any]:
     @explained
     async def list_releases(phase: str | None = None, awaiting: str | None = None) -> dict[str, Any]:
         """Releases, optionally only those in `phase` or waiting for the person `awaiting`."""
+        if phase is not None and phase not in {p.value for p in Phase}:
+            raise UsageError(f"unknown phase {phase!r}; use one of: {', '.join(p.value for p in Phase)}.")
         releases = await (await session.client()).list_releases(phase=phase, awaiting=awaiting)
         return {"releases": [_status(s) for s in releases]}
 

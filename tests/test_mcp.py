@@ -175,9 +175,21 @@ async def test_bad_release_file_and_wrong_agent_are_tool_errors_naming_the_field
 
         # A good one by content; then the agent aborts it at its gate.
         rid = f"mcp-abort-{uuid.uuid4().hex[:8]}"
-        gated = yaml.safe_dump({**good, "gates": [{"name": "staging", "required": 1, "from_groups": ["release-managers"]}]})
+        gated = yaml.safe_dump(
+            {
+                **good,
+                "change": {**good["change"], "co_requested_by": ["bob@example.com"]},
+                "gates": [{"name": "staging", "required": 1, "from_groups": ["release-managers"]}],
+            }
+        )
         ok(await mcp.call_tool("start_release", {"content": gated, "release_id": rid, "base_dir": str(tmp_path)}))
         await wait_phase(sc, rid, "awaiting_approval", timeout=60)
+        waited = ok(await mcp.call_tool("wait_for_release", {"release_id": rid, "timeout_seconds": 0.5}))
+        assert waited["timed_out"] is True and waited["phase"] == "awaiting_approval"
+        # bob co-requested it: of the release managers only alice may approve (read from the start input)
+        [gate] = ok(await mcp.call_tool("explain_decision", {"release_id": rid}))["gates"]
+        assert gate["eligible_approvers"] == ["alice@example.com"] and {"bob@example.com", "dana@example.com"} <= set(gate["never_approve"])
+        assert "unknown phase 'waiting'" in tool_error(await mcp.call_tool("list_releases", {"phase": "waiting"}))
         aborted = ok(await mcp.call_tool("abort_release", {"release_id": rid, "reason": "superseded"}))
         assert aborted["accepted"] is True, aborted
         assert (await wait_phase(sc, rid, "aborted", timeout=60)).gates[0].approvals == []
