@@ -11,13 +11,9 @@ registry load with the loaders the worker uses. A new example without an expecte
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
-
 import pytest
 from temporalio.client import Client
 
-from activities.deploy import stop_all
-from signoff.config import Settings
 from signoff.directory import load_directory
 from signoff.releasefile import load_release_file
 from signoff.trust.registry import load_registry_file
@@ -49,22 +45,10 @@ def test_directory_and_registry_examples_load() -> None:
     assert registry.agents[0].owner in directory.people
 
 
-@pytest.fixture
-def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PrometheusServer]:
-    """Prometheus scraping what the local deploy target runs; every example service stopped after."""
-    state = Settings.from_env().state_dir
-    with PrometheusServer(tmp_path / "prom", file_sd_dir=state / "prometheus" / "targets", scrape_interval="1s") as prom:
-        monkeypatch.setenv("SIGNOFF_PROMETHEUS_URL", prom.url)
-        try:
-            yield prom
-        finally:
-            stop_all(state)
-
-
 @pytest.mark.skipif(not prometheus_available(), reason="the examples' canaries need Debian's prometheus (scripts/install installs it)")
 @pytest.mark.parametrize("name", sorted(RELEASES))
 @pytest.mark.asyncio
-async def test_example_release_reaches_its_expected_end(name: str, client: Client, task_queue: str, stack: PrometheusServer) -> None:
+async def test_example_release_reaches_its_expected_end(name: str, client: Client, task_queue: str, local_stack: PrometheusServer) -> None:
     before, expected = RELEASES[name]
     narration: list[str] = []
     async with running_worker(client, task_queue) as sc:

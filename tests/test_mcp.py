@@ -9,7 +9,7 @@ import os
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 
 import pytest
 from mcp import ClientSession, StdioServerParameters
@@ -18,7 +18,6 @@ from mcp.types import CallToolResult, TextContent
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.deploy import stop_all
 from signoff.config import Settings
 from signoff.errors import Refused
 from signoff.mcp_server import AgentSession
@@ -29,18 +28,6 @@ from tests.test_cli import SIGNOFF, signoff
 pytestmark = pytest.mark.asyncio
 
 TOOLS = {"plan_release", "start_release", "release_status", "wait_for_release", "list_releases", "explain_decision", "abort_release", "runbook_list"}
-
-
-@pytest.fixture
-def prometheus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PrometheusServer]:
-    """Prometheus scraping what the local deploy target runs; the example services stopped after."""
-    state = Settings.from_env().state_dir
-    with PrometheusServer(tmp_path / "prom", file_sd_dir=state / "prometheus" / "targets", scrape_interval="1s") as prom:
-        monkeypatch.setenv("SIGNOFF_PROMETHEUS_URL", prom.url)
-        try:
-            yield prom
-        finally:
-            stop_all(state)
 
 
 def server_env(dev_env: WorkflowEnvironment, task_queue: str, **extra: str) -> dict[str, str]:
@@ -84,7 +71,7 @@ def tool_error(result: CallToolResult) -> str:
 
 @pytest.mark.skipif(not prometheus_available(), reason="the example's canary needs Debian's prometheus (scripts/install installs it)")
 async def test_agent_starts_release_good_over_mcp_and_people_approve_in_the_cli(
-    dev_env: WorkflowEnvironment, client: Client, task_queue: str, tmp_path: Path, prometheus: PrometheusServer
+    dev_env: WorkflowEnvironment, client: Client, task_queue: str, tmp_path: Path, local_stack: PrometheusServer
 ) -> None:
     rid = f"mcp-good-{uuid.uuid4().hex[:8]}"
     env = server_env(dev_env, task_queue)

@@ -13,17 +13,16 @@ import json
 import re
 import subprocess
 import textwrap
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.deploy import stop_all
 from signoff.cli import cli
 from signoff.config import Settings
+from signoff.errors import NotFound
 from tests.helpers import REPO, running_worker, wait_phase
 from tests.prom import PrometheusServer, prometheus_available
 from tests.test_cli import signoff
@@ -140,21 +139,10 @@ async def test_agent_section_lists_exactly_the_servers_tools() -> None:
     assert documented == served
 
 
-@pytest.fixture
-def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PrometheusServer]:
-    state = Settings.from_env().state_dir
-    with PrometheusServer(tmp_path / "prom", file_sd_dir=state / "prometheus" / "targets", scrape_interval="1s") as prom:
-        monkeypatch.setenv("SIGNOFF_PROMETHEUS_URL", prom.url)
-        try:
-            yield prom
-        finally:
-            stop_all(state)
-
-
 @pytest.mark.skipif(not prometheus_available(), reason="release-good's canary needs Debian's prometheus (scripts/install installs it)")
 @pytest.mark.asyncio
 async def test_python_client_snippet_runs_as_written(
-    dev_env: WorkflowEnvironment, client: Client, task_queue: str, stack: PrometheusServer, monkeypatch: pytest.MonkeyPatch
+    dev_env: WorkflowEnvironment, client: Client, task_queue: str, local_stack: PrometheusServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     snippet = section_block("### From an agent (Python)", "python")
     address = dev_env.client.service_client.config.target_host
@@ -167,6 +155,12 @@ async def test_python_client_snippet_runs_as_written(
     async with running_worker(client, task_queue) as sc:
 
         async def people_approve() -> None:
+            for _ in range(300):  # until the snippet has started it
+                try:
+                    await sc.status("rel-checkout-42")
+                    break
+                except NotFound:
+                    await asyncio.sleep(0.2)
             status = await wait_phase(sc, "rel-checkout-42", "awaiting_approval", timeout=240)
             for person in ("alice@example.com", "carol@example.com"):
                 run = await signoff("approve", status.release_id, "--as", person, "--json", env={"SIGNOFF_TEMPORAL_ADDRESS": address, "SIGNOFF_TASK_QUEUE": task_queue})
