@@ -203,3 +203,43 @@ async def test_the_server_cannot_sign_as_a_person() -> None:
     with pytest.raises(Refused, match="acts only as agent release-bot and cannot sign as person:alice@example.com"):
         session.credential("person", "alice@example.com")
     assert session.credential("agent", "release-bot").principal == "agent:release-bot"
+
+
+async def test_server_signs_with_signoff_identity_key_and_a_stolen_name_starts_nothing(
+    dev_env: WorkflowEnvironment, client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """Attack: a server configured as release-bot but holding a key the registry does not know
+    for it (an impostor claiming the agent's name) asks for a release; nothing starts."""
+    import yaml
+
+    from signoff.trust.credentials import dev_key_path
+    from signoff.trust.keys import ensure_key
+
+    release = yaml.safe_dump(
+        {
+            "service": "checkout",
+            "requested_by": "dana@example.com",
+            "environment": "staging",
+            "agent": {"id": "release-bot"},
+            "change": {"summary": "docs", "paths": ["docs/checkout.md"]},
+            "artifact": DIGEST_A,
+            "deploy": {"target": "command", "settings": {"deploy": f"echo {{digest}} >> '{tmp_path / 'deploys.log'}'"}},
+        }
+    )
+    impostor_key = tmp_path / "impostor.ed25519"
+    ensure_key(impostor_key)
+    registered_key = dev_key_path(Settings.from_env().state_dir, "agent", "release-bot")
+    impostor_id, agent_id = f"mcp-impostor-{uuid.uuid4().hex[:8]}", f"mcp-keyed-{uuid.uuid4().hex[:8]}"
+    async with running_worker(client, task_queue) as sc:
+        async with mcp_session(server_env(dev_env, task_queue, SIGNOFF_IDENTITY_KEY=str(impostor_key)), tmp_path) as mcp:
+            message = tool_error(await mcp.call_tool("start_release", {"content": release, "release_id": impostor_id}))
+            assert message.endswith(f"release {impostor_id} was not started: the proof's signature does not verify with any key registered for agent release-bot.")
+        refused = await sc.status(impostor_id)
+        assert refused.phase.value == "denied" and refused.started_by is None and (refused.reason or "").startswith("the start was refused")
+        assert not (tmp_path / "deploys.log").exists()  # nothing shipped
+
+        async with mcp_session(server_env(dev_env, task_queue, SIGNOFF_IDENTITY_KEY=str(registered_key)), tmp_path) as mcp:
+            started = ok(await mcp.call_tool("start_release", {"content": release, "release_id": agent_id}))
+            assert started["started_by"]["principal"] == "agent:release-bot"
+            assert ok(await mcp.call_tool("wait_for_release", {"release_id": agent_id, "timeout_seconds": 60}))["phase"] == "succeeded"
+        assert (tmp_path / "deploys.log").read_text().split() == [DIGEST_A]  # the registered agent's one release shipped once
