@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Literal, ParamSpec, TypeVar
@@ -131,7 +133,7 @@ def explain(status: ReleaseStatus, spec: ReleaseFile | None, settings: Settings)
     policy = status.policy
     gates = []
     for gate in status.gates:
-        groups = eligible_groups(gate)  # type: ignore[arg-type] - GateStatus has the same fields
+        groups = eligible_groups(gate)  # type: ignore[arg-type]  # a GateStatus carries the gate's groups and quotas
         members = sorted(email for email in directory.people if not groups or directory.groups_of(email) & groups)
         approved = {a.by for a in gate.approvals}
         gates.append(
@@ -262,8 +264,6 @@ def build_server(settings: Settings, agent_id: str) -> MCPServer[Any]:
     @server.resource("signoff://releases/{release_id}/status", mime_type="application/json")
     async def release_status_resource(release_id: str) -> str:
         """A release's status as JSON."""
-        import json
-
         try:
             return json.dumps(_status(await (await session.client()).status(release_id)))
         except SignoffError as e:
@@ -272,8 +272,6 @@ def build_server(settings: Settings, agent_id: str) -> MCPServer[Any]:
     @server.resource("signoff://releases/{release_id}/audit", mime_type="application/json")
     async def release_audit_resource(release_id: str) -> str:
         """A release's signed decision records, in order (`signoff audit show`)."""
-        import json
-
         from signoff.audit import show, store_from_settings
 
         try:
@@ -289,8 +287,6 @@ def agent_from(settings: Settings, agent_id: str | None) -> str:
     server never signs as an agent its operator did not name."""
     if agent_id:
         return agent_id
-    import os
-
     if os.environ.get("SIGNOFF_AGENT_ID"):
         return os.environ["SIGNOFF_AGENT_ID"]
     raise ConfigError("signoff mcp needs the agent it acts as; pass --agent ID or set SIGNOFF_AGENT_ID (the id registered in the agent registry).")

@@ -181,6 +181,15 @@ async def test_bad_release_file_and_wrong_agent_are_tool_errors_naming_the_field
         assert aborted["accepted"] is True, aborted
         assert (await wait_phase(sc, rid, "aborted", timeout=60)).gates[0].approvals == []
 
+        # A denial: explain_decision names the rule that said no.
+        denied_id = f"mcp-denied-{uuid.uuid4().hex[:8]}"
+        ci_change = yaml.safe_dump({**good, "change": {"summary": "ci", "paths": [".github/workflows/x.yml"]}})
+        ok(await mcp.call_tool("start_release", {"content": ci_change, "release_id": denied_id}))
+        assert ok(await mcp.call_tool("wait_for_release", {"release_id": denied_id, "timeout_seconds": 60}))["phase"] == "denied"
+        why = ok(await mcp.call_tool("explain_decision", {"release_id": denied_id}))
+        assert "agent release-bot changes CI configuration (.github/workflows/x.yml) without a human co-requester" in why["denials"]
+        assert why["gates"] == []
+
         runbooks = ok(await mcp.call_tool("runbook_list", {}))
         assert "restart-service" in {r["name"] for r in runbooks["runbooks"]}
 
