@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import pytest
+import yaml
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult, TextContent
@@ -49,6 +50,19 @@ async def mcp_session(env: dict[str, str], tmp_path: Path) -> AsyncIterator[Clie
             async with ClientSession(read, write) as session:
                 await session.initialize()
                 yield session
+
+
+def agent_release(*, deploy: str) -> dict[str, Any]:
+    """A staging release release-bot asks for: a digest, no build, a shell deploy command."""
+    return {
+        "service": "checkout",
+        "requested_by": "dana@example.com",
+        "environment": "staging",
+        "agent": {"id": "release-bot"},
+        "change": {"summary": "docs", "paths": ["docs/checkout.md"]},
+        "artifact": DIGEST_A,
+        "deploy": {"target": "command", "settings": {"deploy": deploy}},
+    }
 
 
 def text(result: CallToolResult) -> str:
@@ -133,17 +147,7 @@ async def test_agent_starts_release_good_over_mcp_and_people_approve_in_the_cli(
 async def test_bad_release_file_and_wrong_agent_are_tool_errors_naming_the_field(
     dev_env: WorkflowEnvironment, client: Client, task_queue: str, tmp_path: Path
 ) -> None:
-    good = {
-        "service": "checkout",
-        "requested_by": "dana@example.com",
-        "environment": "staging",
-        "agent": {"id": "release-bot"},
-        "change": {"summary": "docs", "paths": ["docs/checkout.md"]},
-        "artifact": DIGEST_A,
-        "deploy": {"target": "command", "settings": {"deploy": "true", "current": "true", "rollback": "true"}},
-    }
-    import yaml
-
+    good = agent_release(deploy="true")
     async with running_worker(client, task_queue) as sc, mcp_session(server_env(dev_env, task_queue), tmp_path) as mcp:
         bad = yaml.safe_dump({**good, "artifact": "sha256:abc"})
         message = tool_error(await mcp.call_tool("start_release", {"content": bad}))
@@ -219,22 +223,10 @@ async def test_server_signs_with_signoff_identity_key_and_a_stolen_name_starts_n
 ) -> None:
     """Attack: a server configured as release-bot but holding a key the registry does not know
     for it (an impostor claiming the agent's name) asks for a release; nothing starts."""
-    import yaml
-
     from signoff.trust.credentials import dev_key_path
     from signoff.trust.keys import ensure_key
 
-    release = yaml.safe_dump(
-        {
-            "service": "checkout",
-            "requested_by": "dana@example.com",
-            "environment": "staging",
-            "agent": {"id": "release-bot"},
-            "change": {"summary": "docs", "paths": ["docs/checkout.md"]},
-            "artifact": DIGEST_A,
-            "deploy": {"target": "command", "settings": {"deploy": f"echo {{digest}} >> '{tmp_path / 'deploys.log'}'"}},
-        }
-    )
+    release = yaml.safe_dump(agent_release(deploy=f"echo {{digest}} >> '{tmp_path / 'deploys.log'}'"))
     impostor_key = tmp_path / "impostor.ed25519"
     ensure_key(impostor_key)
     registered_key = dev_key_path(Settings.from_env().state_dir, "agent", "release-bot")
