@@ -167,6 +167,8 @@ async def test_python_client_snippet_runs_as_written(
                 assert run.code == 0 and run.json()["accepted"] is True, run.stdout + run.stderr
 
         result, _ = await asyncio.wait_for(asyncio.gather(scope["readme_snippet"](), people_approve()), timeout=400)
+        # the runbook it started restarts the service: let it finish before the stack is stopped
+        await asyncio.wait_for(sc.client.get_workflow_handle(result["run"].run_id).result(), timeout=120)
     assert result["status"].release_id == "rel-checkout-42"
     assert result["status"].phase.value == "succeeded", result["status"].reason
     assert result["run"].runbook == "restart-service" and result["run"].requested_by == "carol@example.com"
