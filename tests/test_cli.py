@@ -43,7 +43,7 @@ def signoff_executable() -> str:
     beside = Path(sys.executable).parent / "signoff"
     found = str(beside) if beside.exists() else shutil.which("signoff")
     if not found:
-        raise RuntimeError("the signoff console script is not installed; run `pip install -e '.[test]'`")
+        raise RuntimeError("the signoff console script is not installed; run `bash scripts/install` and use .venv/bin/python")
     return found
 
 

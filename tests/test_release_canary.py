@@ -10,12 +10,11 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from temporalio.client import Client
 
-from activities.deploy import stop_all
 from signoff.config import Settings
 from signoff.models import ApprovalAttempt, ReleaseFile
 from tests.helpers import REPO, running_worker, wait_for, wait_phase
@@ -30,15 +29,8 @@ ERROR_RATE = (
 
 
 @pytest.fixture
-def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PrometheusServer]:
-    """Prometheus scraping whatever the local target runs (file_sd), cleaned up afterwards."""
-    state = Settings.from_env().state_dir
-    with PrometheusServer(tmp_path / "prom", file_sd_dir=state / "prometheus" / "targets", scrape_interval="1s") as prom:
-        monkeypatch.setenv("SIGNOFF_PROMETHEUS_URL", prom.url)
-        try:
-            yield prom
-        finally:
-            stop_all(state)
+def stack(local_stack: PrometheusServer) -> PrometheusServer:
+    return local_stack
 
 
 def build(tmp_path: Path, flavour: str) -> str:

