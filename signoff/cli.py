@@ -184,7 +184,7 @@ def dev(no_prometheus: bool, run_demo: bool, exit_after: bool, demo_flags: bool)
 
 
 @cli.command()
-@click.option("--schedules", is_flag=True, help="also create or update signoff's Temporal Schedules (the drift check, every SIGNOFF_DRIFT_INTERVAL)")
+@click.option("--schedules", is_flag=True, help="also create or update signoff's Temporal Schedules (the drift check, every SIGNOFF_DRIFT_INTERVAL; the reaper, every SIGNOFF_REAPER_INTERVAL)")
 def worker(schedules: bool) -> None:
     """A worker for the task queue."""
     import logging

@@ -31,6 +31,8 @@ Scenarios (file name = workflow id):
                                snapshot of the workspace recorded
   drift-detected               a release on a command target, then what the target serves is
                                changed behind signoff's back → DriftWorkflow reports the drift
+  reaper-run                   a gated release terminated from the outside → ReaperWorkflow
+                               finds it and records it (nothing was serving)
   runbook-refused              an unknown runbook → refused           (when RunbookWorkflow exists)
   runbook-restart              restart-service by on-call carol → its checks and steps run
                                (needs the local target and Prometheus, like release-rolled-back)
@@ -270,6 +272,20 @@ class Scenarios:
             raise RuntimeError(f"drift-detected found {report.findings}; expected one detected drift")
         return "drift-detected"
 
+    async def reaper_run(self) -> str:
+        """A gated release terminated from the outside, then one run of the reaper finds it."""
+        from tests.helpers import wait_phase
+
+        rid = "reaper-terminated-release"
+        gates = [{"name": "production", "required": 2, "from_groups": ["release-managers"], "channels": ["cli"]}]
+        await self.sc.start_release(self.spec(rid, gates=gates), release_id=rid, base_dir=self.dir("reaper-run"))
+        await wait_phase(self.sc, rid, "awaiting_approval", timeout=60)
+        await self.sc.client.get_workflow_handle(rid).terminate(reason="operator pulled the plug")
+        result = await self.sc.client.execute_workflow("ReaperWorkflow", 1.0, id="reaper-run", task_queue="histories", result_type=dict)
+        if [r["outcome"] for r in result["reaped"]] != ["nothing_serving"]:
+            raise RuntimeError(f"reaper-run reaped {result}; expected one release with nothing serving")
+        return "reaper-run"
+
     async def renamed(self, workflow_id: str, name: str) -> str:
         """Save a workflow whose id is not chosen by the caller (one per signed request) under `name`."""
         history = await self.sc.client.get_workflow_handle(workflow_id).fetch_history()
@@ -307,6 +323,7 @@ ORDER = [
     "release_stopped_by_suspension",
     "release_build_timed_out",
     "drift_detected",
+    "reaper_run",
 ]
 
 

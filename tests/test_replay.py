@@ -46,6 +46,7 @@ EXPECTED_END = {
 }
 #: Histories whose result has no phase or status: the end they must show instead.
 EXPECTED_FINDINGS = {"drift-detected": ["detected"]}
+EXPECTED_REAPED = {"reaper-run": ["nothing_serving"]}
 
 
 def load(path: Path) -> WorkflowHistory:
@@ -81,6 +82,8 @@ async def test_saved_history_replays_without_nondeterminism(path: Path) -> None:
         assert result.get("phase", result.get("status")) == EXPECTED_END[path.stem], result.get("reason")
     if path.stem in EXPECTED_FINDINGS:
         assert [f["status"] for f in result["findings"]] == EXPECTED_FINDINGS[path.stem]
+    if path.stem in EXPECTED_REAPED:
+        assert [r["outcome"] for r in result["reaped"]] == EXPECTED_REAPED[path.stem]
     replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter, workflow_runner=workflow_runner())
     replay = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert replay.replay_failure is None, f"{path.name} no longer replays: {replay.replay_failure!r}"

@@ -129,9 +129,9 @@ async def run_dev(
             data_converter=pydantic_data_converter, runtime=metrics_runtime(metrics_bind),
         )
         worker = build_worker(wclient, settings)
-        from workers.schedules import ensure_drift_schedule
+        from workers.schedules import ensure_schedules
 
-        await ensure_drift_schedule(wclient, settings)
+        await ensure_schedules(wclient, settings)
 
         prom_url = None
         if prometheus and shutil.which("prometheus"):

@@ -12,16 +12,17 @@ def all_workflows() -> list[type]:
 
     from workflows.agent import AgentControlWorkflow
     from workflows.drift import DriftWorkflow
+    from workflows.reaper import ReaperWorkflow
     from workflows.runbook import RunbookWorkflow
 
-    return [ReleaseWorkflow, RunbookWorkflow, AgentControlWorkflow, DriftWorkflow]
+    return [ReleaseWorkflow, RunbookWorkflow, AgentControlWorkflow, DriftWorkflow, ReaperWorkflow]
 
 
 def all_activities(settings: Settings) -> list[Callable[..., Any]]:
     """Each activity module exposes `activities_from_settings(settings)`; its clients are built there."""
-    from activities import agents, audit, drift, forensics, deploy, directory, git, jira, policy, prometheus, provenance, runbook_actions, runner, slack, trust
+    from activities import agents, audit, drift, forensics, deploy, directory, git, jira, policy, prometheus, provenance, reaper, runbook_actions, runner, slack, trust
 
-    modules: list[Any] = [agents, drift, forensics, runner, git, deploy, provenance, policy, prometheus, directory, trust, audit, slack, jira, runbook_actions]
+    modules: list[Any] = [agents, drift, reaper, forensics, runner, git, deploy, provenance, policy, prometheus, directory, trust, audit, slack, jira, runbook_actions]
     acts: list[Callable[..., Any]] = []
     for module in modules:
         acts.extend(module.activities_from_settings(settings))

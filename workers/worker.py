@@ -75,9 +75,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None, s
         # arrives; a larger cache trades memory (~50 KiB per release) for that replay.
         options["max_cached_workflows"] = int(cache)
     if schedules:
-        from workers.schedules import ensure_drift_schedule
+        from workers.schedules import ensure_schedules
 
-        log.info("schedule %s is set", await ensure_drift_schedule(client, settings))
+        log.info("schedules %s are set", ", ".join(await ensure_schedules(client, settings)))
     worker = build_worker(client, settings, **options)
     log.info("worker on task queue %s (metrics on %s)", settings.task_queue, bind)
     from activities.audit import checkpoint_loop
