@@ -33,7 +33,7 @@ EMBEDDED_STACK_ONLY = {REPO / "workers" / "dev.py"}
 # Settings the contract names even where no code reads them yet (the Jira and Slack
 # activities arrive in later issues); the compose file must carry them from day one.
 # What a *caller* (CLI, client, agent) signs its requests with: never a service's setting.
-CALLER_VARIABLES = {"SIGNOFF_IDENTITY_KEY", "SIGNOFF_OIDC_TOKEN", "SIGNOFF_OIDC_TOKEN_COMMAND", "SIGNOFF_OIDC_NONCE"}
+CALLER_VARIABLES = {"SIGNOFF_IDENTITY_KEY", "SIGNOFF_OIDC_TOKEN", "SIGNOFF_OIDC_TOKEN_COMMAND", "SIGNOFF_OIDC_NONCE", "SIGNOFF_AGENT_ID"}
 
 CONTRACT_VARIABLES = {
     "SIGNOFF_TEMPORAL_ADDRESS",
@@ -138,7 +138,7 @@ def test_every_service_the_stack_needs_is_defined() -> None:
     assert services["prometheus"]["image"].startswith("prom/prometheus:")
     assert any("deploy/prometheus.yml" in v for v in services["prometheus"]["volumes"])
 
-    assert services["worker"]["command"] == ["signoff", "worker"]
+    assert services["worker"]["command"] == ["signoff", "worker", "--schedules"]
     assert services["gateway"]["command"] == ["signoff", "gateway"]
     assert any(str(p).endswith("8700:8700") for p in services["gateway"]["ports"])
     assert services["worker"]["build"]["dockerfile"] == "Dockerfile"
