@@ -174,16 +174,24 @@ def build_server(settings: Settings, agent_id: str) -> MCPServer[Any]:
         """What the policy decides about a release before anything starts: risk tier, the gates it
         will wait at, denials and the rules that fired. Give a release file `path` or its YAML
         `content` (relative paths then resolve against `base_dir`)."""
+        from signoff.plan import approvers, canary_plan, plan_sha256
         from signoff.policy import preview_release
+        from signoff.trust.registry import TrustStore
 
         spec, directory = read_release(path, content, base_dir)
         decision, facts = await asyncio.to_thread(preview_release, spec, directory, policy_dir=settings.policy_dir, opa_url=settings.opa_url)
+        registry = TrustStore(settings.directory_path, settings.agents_path, settings.agent_standings_path).current()
+        owner = registry.agents[spec.agent.id].owner if spec.agent and spec.agent.id in registry.agents else spec.requested_by
         return {
             "tier": decision.tier,
             "gates": [g.model_dump(mode="json") for g in decision.gates],
+            "approvers": approvers(spec, decision, registry.directory, owner, (facts.get("change") or {}).get("authors")),
             "denials": decision.denials,
             "rules_fired": decision.reasons,
+            "canary": canary_plan(spec),
             "policy_sha256": decision.policy_sha256,
+            # the hash the release started from this file will show in its status (`signoff release plan` signs it)
+            "plan_sha256": plan_sha256(spec, decision),
             "facts": facts,
         }
 

@@ -31,7 +31,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.jira import JiraActivities
-from approvals.jira.webhook import DELIVERY_HEADER, MAX_BODY_BYTES, SIGNATURE_HEADER, DeliveryLog, jira_routes, signature_for
+from approvals.deliveries import DeliveryLog
+from approvals.jira.webhook import DELIVERY_HEADER, MAX_BODY_BYTES, SIGNATURE_HEADER, jira_routes, signature_for
 from signoff.client import SignoffClient
 from signoff.config import REPO_ROOT, Settings
 from signoff.models import ApprovalAttempt, ApprovalResult, GateNotice, GateStatus, ReleaseStatus
