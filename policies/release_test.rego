@@ -423,3 +423,15 @@ test_sbom_supplier_deny_list if {
 	some d in release.denials with input as doc
 	contains(d, "Evil Corp")
 }
+
+test_closed_window_is_explained_not_denied if {
+	d := release.decision with input as object.union(base, {"window": {"open": false, "reasons": ["deny window weekend until 2026-12-07T07:00:00Z"]}})
+	count(d.denials) == 0
+	some r in d.reasons
+	contains(r, "deny window weekend")
+}
+
+test_override_groups_come_from_config if {
+	d := release.decision with input as object.union(base, {"config": {"window_override_groups": ["sre"]}})
+	d.override_groups == ["sre"]
+}

@@ -286,6 +286,64 @@ async def release_abort(out: Out, release_id: str, identity: str, reason: str) -
     out.emit(result, result["reason"])
 
 
+@release.command("override")
+@click.argument("release_id")
+@click.option("--as", "identity", required=True, metavar="EMAIL")
+@click.option("--reason", required=True)
+@command
+async def release_override(out: Out, release_id: str, identity: str, reason: str) -> None:
+    """Promote a release waiting for its deploy window or a freeze now (the policy names who may)."""
+    client = await _client()
+    result = await client.override_window(release_id, identity=_email(identity), reason=reason)
+    out.emit(result, result["reason"])
+
+
+# ----------------------------------------------------------------------------- freezes
+
+
+@cli.group()
+def freeze() -> None:
+    """Start, end and show change freezes: promotions in their scope wait until they end."""
+
+
+def _freeze_line(f: dict[str, Any]) -> str:
+    scope = f"{f.get('service') or 'every service'} in {f.get('environment') or 'every environment'}"
+    until = f" until {f['until']}" if f.get("until") else ""
+    return f"{f['id']}  {scope}{until}  by {f['by']}: {f['reason']}"
+
+
+@freeze.command("start")
+@click.option("--as", "identity", required=True, metavar="EMAIL")
+@click.option("--reason", required=True)
+@click.option("--service", default=None, help="only this service (default: every service)")
+@click.option("--environment", default=None, help="only this environment (default: every environment)")
+@click.option("--until", default=None, metavar="TIME", help="ends by itself: an ISO time or a span such as 2h or 3d")
+@click.option("--pause-canaries", is_flag=True, help="also pause running canaries at their current weight")
+@command
+async def freeze_start(out: Out, identity: str, reason: str, service: str | None, environment: str | None, until: str | None, pause_canaries: bool) -> None:
+    client = await _client()
+    result = await client.freeze_start(identity=_email(identity), reason=reason, service=service, environment=environment, until=until, pause_canaries=pause_canaries)
+    out.emit(result, lambda: "freeze started: " + _freeze_line(result["freeze"]))
+
+
+@freeze.command("end")
+@click.option("--as", "identity", required=True, metavar="EMAIL")
+@click.option("--id", "freeze_id", default=None, help="end only this freeze (default: every freeze in force)")
+@command
+async def freeze_end(out: Out, identity: str, freeze_id: str | None) -> None:
+    client = await _client()
+    result = await client.freeze_end(identity=_email(identity), freeze_id=freeze_id)
+    out.emit(result, f"ended: {', '.join(result['ended'])}")
+
+
+@freeze.command("status")
+@command
+async def freeze_status(out: Out) -> None:
+    client = await _client()
+    freezes = await client.freeze_status()
+    out.emit({"freezes": freezes}, lambda: "\n".join(_freeze_line(f) for f in freezes) or "no freeze in force")
+
+
 # ----------------------------------------------------------------------------- approvals
 
 
@@ -298,8 +356,8 @@ async def _decide(out: Out, release_id: str, identity: str, decision: str, gate:
         release_id=release_id, gate=gate, identity=identity, channel="cli", decision=decision, reason=reason, digest=digest  # type: ignore[arg-type]
     )
     result = await client.submit_approval(attempt)
-    progress = f" ({result.gate.progress})" if result.gate and result.gate.progress and result.accepted else ""
-    out.emit(result, f"{'accepted' if result.accepted else 'refused'}: {result.reason}{progress}", ok=result.accepted)
+    # The workflow's answer already ends with the gate's progress ("approval recorded; 1 of 2: …").
+    out.emit(result, f"{'accepted' if result.accepted else 'refused'}: {result.reason}", ok=result.accepted)
 
 
 @cli.command()

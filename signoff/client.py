@@ -39,6 +39,7 @@ from signoff.search_attributes import KIND, PHASE, REQUESTER, SERVICE
 from signoff.trust.credentials import Credential, resolve_credential
 from signoff.trust.evidence import start_body
 from signoff.trust.proofs import new_request, request_of
+from signoff.windows import FREEZES_ID
 
 RELEASE_WORKFLOW = "ReleaseWorkflow"
 RUNBOOK_WORKFLOW = "RunbookWorkflow"
@@ -420,6 +421,60 @@ class SignoffClient:
         return await self._control(
             release_id, "abort", {"identity": identity.lower() if "@" in identity else identity, "channel": channel, "reason": reason, "proof": proof.model_dump(mode="json")}
         )
+
+    async def override_window(self, release_id: str, *, identity: str, reason: str, channel: str | None = None) -> dict[str, Any]:
+        """Promote a release waiting for its deploy window (or a freeze) now; the policy names who may."""
+        channel = channel or self.channel
+        proof = self.sign("person", identity, action="override_window", subject=release_id, channel=channel, body={"reason": reason})
+        return await self._control(release_id, "override_window", {"identity": identity.lower(), "channel": channel, "reason": reason, "proof": proof.model_dump(mode="json")})
+
+    # ------------------------------------------------------------------ freezes
+
+    async def freeze_start(
+        self,
+        *,
+        identity: str,
+        reason: str,
+        service: str | None = None,
+        environment: str | None = None,
+        until: str | None = None,
+        pause_canaries: bool = False,
+    ) -> dict[str, Any]:
+        """Start a change freeze (signed; the policy decides who may). `until`: ISO time or a span (2h)."""
+        from datetime import datetime, timezone
+
+        from signoff.windows import until_time
+
+        end = until_time(until, datetime.now(timezone.utc))
+        body = {"reason": reason, "service": service, "environment": environment, "until": end.isoformat() if end else None, "pause_canaries": pause_canaries}
+        return await self._freeze_update("start_freeze", "freeze_start", identity, body)
+
+    async def freeze_end(self, *, identity: str, freeze_id: str | None = None) -> dict[str, Any]:
+        """End the freeze `freeze_id`, or every freeze in force."""
+        return await self._freeze_update("end_freeze", "freeze_end", identity, {"id": freeze_id})
+
+    async def freeze_status(self) -> list[dict[str, Any]]:
+        """The freezes in force (none when nobody ever started one)."""
+        try:
+            return list(await self.handle(FREEZES_ID).query("freezes"))
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                return []
+            raise _rpc_error(e, self.settings, "the freeze keeper") from e
+
+    async def _freeze_update(self, update: str, action: str, identity: str, body: dict[str, Any]) -> dict[str, Any]:
+        proof = self.sign("person", identity, action=action, subject="freezes", channel=self.channel, body=body)
+        try:
+            handle = await self.client.start_workflow(
+                "FreezeWorkflow", None, id=FREEZES_ID, task_queue=self.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING
+            )
+            return await handle.execute_update(
+                update, {"identity": identity.lower(), "channel": self.channel, **body, "proof": proof.model_dump(mode="json")}, result_type=dict
+            )
+        except WorkflowUpdateFailedError as e:
+            raise Refused(getattr(e.cause, "message", None) or str(e)) from e
+        except RPCError as e:
+            raise _rpc_error(e, self.settings, "the freeze keeper") from e
 
 
 class RunbookClient:

@@ -44,6 +44,7 @@ class Settings:
     temporal_tls_server_name: str | None = None
     temporal_api_key: str | None = None
     dev_stack: bool = False
+    windows_path: Path | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -89,4 +90,5 @@ class Settings:
             temporal_tls_server_name=_env("SIGNOFF_TEMPORAL_TLS_SERVER_NAME"),
             temporal_api_key=_env("SIGNOFF_TEMPORAL_API_KEY"),
             dev_stack=dev is not None,
+            windows_path=Path(w).resolve() if (w := _env("SIGNOFF_WINDOWS")) else None,
         )

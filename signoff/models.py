@@ -68,6 +68,7 @@ class Phase(str, Enum):
     verifying = "verifying"
     deciding = "deciding"
     awaiting_approval = "awaiting_approval"
+    waiting_for_window = "waiting_for_window"
     promoting = "promoting"
     canary = "canary"
     rolling_back = "rolling_back"
@@ -455,6 +456,41 @@ class ProvenanceResult(Open):
     attestations: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class Freeze(Open):
+    """A change freeze (signoff freeze start): promotions in its scope wait until it ends."""
+
+    id: str
+    by: str
+    reason: str
+    service: str | None = Field(default=None, description="only this service (None: every service)")
+    environment: str | None = Field(default=None, description="only this environment (None: every environment)")
+    started_at: datetime
+    until: datetime | None = Field(default=None, description="ends by itself at this time (None: until someone ends it)")
+    pause_canaries: bool = False
+    ended_at: datetime | None = None
+    ended_by: str | None = None
+
+
+class WindowState(Open):
+    """Whether promotion is open now, for one release: the windows and freezes that apply."""
+
+    open: bool = True
+    reasons: list[str] = Field(default_factory=list, description="why it is closed (deny windows, freezes, outside allow windows)")
+    windows: list[str] = Field(default_factory=list, description="the windows that apply to this service and environment")
+    freezes: list[str] = Field(default_factory=list, description="the freezes in force")
+    next_open: datetime | None = Field(default=None, description="when it opens by itself (None: only a person, or the end of a freeze)")
+    at: datetime | None = None
+
+
+class WindowOverride(Open):
+    """A person's signed override of a closed window or freeze, as recorded."""
+
+    by: str
+    reason: str
+    channel: str = "cli"
+    at: datetime
+
+
 class PolicyDecision(Open):
     tier: Literal["low", "medium", "high"] = "medium"
     gates: list[GateSpec] = Field(default_factory=list)
@@ -462,6 +498,7 @@ class PolicyDecision(Open):
     policy_sha256: str = ""
     reasons: list[str] = Field(default_factory=list)
     on_inconclusive: Literal["rollback", "hold"] = "rollback"
+    override_groups: list[str] = Field(default_factory=list, description="who may override a closed window or a freeze for this release")
 
 
 class ReleaseStatus(Open):
@@ -491,6 +528,8 @@ class ReleaseStatus(Open):
     change: ChangeFacts | None = Field(default=None, description="what the commit really changes (from Git), when the release names its repository")
     scans: list[ScanResult] = Field(default_factory=list, description="what each scanner found (SARIF), in the sandbox")
     sbom: SbomResult | None = Field(default=None, description="the artifact's CycloneDX SBOM, as read by signoff")
+    window: WindowState | None = Field(default=None, description="deploy windows and freezes, as last checked before promotion")
+    window_override: WindowOverride | None = None
     started_at: datetime | None = None
     updated_at: datetime | None = None
     workflow_id: str | None = None

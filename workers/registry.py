@@ -10,16 +10,17 @@ from signoff.config import Settings
 def all_workflows() -> list[type]:
     from workflows.release import ReleaseWorkflow
 
+    from workflows.freeze import FreezeWorkflow
     from workflows.runbook import RunbookWorkflow
 
-    return [ReleaseWorkflow, RunbookWorkflow]
+    return [ReleaseWorkflow, RunbookWorkflow, FreezeWorkflow]
 
 
 def all_activities(settings: Settings) -> list[Callable[..., Any]]:
     """Each activity module exposes `activities_from_settings(settings)`; its clients are built there."""
-    from activities import audit, deploy, directory, git, jira, policy, prometheus, provenance, runbook_actions, runner, slack, trust
+    from activities import audit, deploy, directory, git, jira, policy, prometheus, provenance, runbook_actions, runner, slack, trust, windows
 
-    modules: list[Any] = [runner, git, deploy, provenance, policy, prometheus, directory, trust, audit, slack, jira, runbook_actions]
+    modules: list[Any] = [runner, git, deploy, provenance, policy, prometheus, directory, trust, audit, slack, jira, runbook_actions, windows]
     acts: list[Callable[..., Any]] = []
     for module in modules:
         acts.extend(module.activities_from_settings(settings))

@@ -60,8 +60,11 @@ with workflow.unsafe.imports_passed_through():
         TargetRequest,
         TestRequest,
         TestSummary,
+        WindowOverride,
+        WindowState,
     )
     from signoff.policy_input import build_policy_input
+    from signoff.windows import WindowConfig, WindowRequest, window_state
     from signoff.trust.evidence import forbidden_approvers, judge_start, start_expectations
     from signoff.search_attributes import AWAITING, PHASE
 
@@ -129,6 +132,7 @@ class ReleaseWorkflow:
         self.starter: AuthResult | None = None
         self.attestations: list[dict[str, Any]] = []
         self.attesting = False
+        self.freezes_changed = False
 
     # ================================================================== the plan
 
@@ -150,6 +154,7 @@ class ReleaseWorkflow:
             await self.verify()
             await self.decide()
             await self.ask()
+            await self.hold_for_window()
             await self.promote()
             await self.watch()
             self.end(Phase.succeeded, f"{self.status.artifact_digest} is stable")
@@ -403,6 +408,7 @@ class ReleaseWorkflow:
             change=self.status.change,
             scans=self.status.scans,
             sbom=self.status.sbom,
+            window=await self.window_now(watch=False),
         )
         decision: PolicyDecision = await self.act(
             "evaluate_policy",
@@ -572,6 +578,79 @@ class ReleaseWorkflow:
         )
         self.status.remediation = run_id
         self.record("remediation", "started", [f"runbook {self.spec.remediation_runbook} as {run_id}"], {"runbook": self.spec.remediation_runbook})
+
+    # ================================================================== deploy windows and freezes
+
+    async def window_now(self, *, watch: bool) -> WindowState | None:
+        """The deploy windows and freezes for this release, now (None in histories from before
+        windows existed). `watch` asks the freeze keeper to signal us when freezes change."""
+        if not workflow.patched("deploy-windows"):
+            return None
+        config: WindowConfig = await workflow.execute_local_activity(
+            "load_windows",
+            WindowRequest(release_id=self.args.release_id, service=self.spec.service, environment=self.spec.environment, watch=watch),
+            result_type=WindowConfig,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        self.freezes_changed = False
+        self.status.window = window_state(config.windows, config.freezes, service=self.spec.service, environment=self.spec.environment, at=workflow.now())
+        return self.status.window
+
+    async def hold_for_window(self) -> None:
+        """Outside a deploy window or during a freeze, wait durably in `waiting_for_window` until it
+        opens, a permitted person overrides it, or the gates' timeout passes."""
+        state = await self.window_now(watch=True)
+        if state is None or state.open:
+            return
+        self.set_phase(Phase.waiting_for_window)
+        deadline = workflow.now() + max((g.spec.timeout for g in self.gates), default=timedelta(hours=24))
+        self.record("window", "waiting", state.reasons, {"window": state.model_dump(mode="json"), "deadline": deadline.isoformat()})
+        opens = f"; it opens by itself at {state.next_open.isoformat()}" if state.next_open else ""
+        await self.notify("window_wait", f"{self.spec.service}: approved, but promotion waits ({'; '.join(state.reasons)}){opens}. Override: `signoff release override {self.args.release_id} --as EMAIL --reason TEXT`")
+        while not state.open and self.status.window_override is None:
+            wake = min(t for t in (state.next_open, deadline) if t is not None)
+            try:
+                await workflow.wait_condition(
+                    lambda: self.freezes_changed or self.status.window_override is not None or self.abort_request is not None,
+                    timeout=max(wake - workflow.now(), timedelta(seconds=1)),
+                )
+            except asyncio.TimeoutError:
+                pass
+            self.check_abort()
+            if self.status.window_override is not None:
+                break
+            state = await self.window_now(watch=True) or state
+            if not state.open and workflow.now() >= deadline:
+                raise Stop(Phase.rejected, f"the deploy window did not open before the gate's timeout ({'; '.join(state.reasons)})")
+        how = f"overridden by {self.status.window_override.by}: {self.status.window_override.reason}" if self.status.window_override else "the window is open"
+        self.record("window", "resumed", [how], {"window": state.model_dump(mode="json")})
+        await self.notify("window_resume", f"{self.spec.service}: promotion resumes ({how})")
+
+    @workflow.signal(name="freezes_changed")
+    def on_freezes_changed(self) -> None:
+        self.freezes_changed = True
+
+    @workflow.update(name="override_window")
+    async def override_window(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A signed override of a closed window or freeze, by a member of the policy's override groups."""
+        who = str(request.get("identity", "")).lower()
+        reason = str(request.get("reason", "")).strip()
+        if not reason:
+            raise ApplicationError("an override needs a reason; say why this cannot wait for the window")
+        why, auth = await self.authorise_control("override_window", request)
+        groups = set(self.status.policy.override_groups) if self.status.policy else set()
+        if why is None and who in forbidden_approvers(self.spec.requested_by, self.spec):
+            why = f"{who} asked for this release and cannot override its window; ask someone in {', '.join(sorted(groups)) or 'the override groups'}"
+        if why is None and not (auth and auth.snapshot and auth.snapshot.groups_of(who) & groups):
+            why = f"{who} is not in the groups the policy lets override a deploy window ({', '.join(sorted(groups)) or 'none'})"
+        if why is None and self.status.phase != Phase.waiting_for_window:
+            why = f"release {self.args.release_id} is {self.status.phase.value}, not waiting for a window; there is nothing to override"
+        if why is not None:
+            self.refuse_control("override_window", who, request, why)
+        channel = str(request.get("channel") or "cli")
+        self.status.window_override = WindowOverride(by=who, reason=reason, channel=channel, at=workflow.now())
+        self.record("override_window", "accepted", [reason], {"channel": channel, "window": self.status.window.model_dump(mode="json") if self.status.window else None, **self.control_evidence(request)}, actor=who)
+        return {"accepted": True, "reason": f"window overridden by {who}: {reason}"}
 
     # ================================================================== Updates and queries
 
