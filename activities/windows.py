@@ -2,7 +2,7 @@
 runs before promotion) and `evaluate_freeze_policy` (who may start or end a freeze).
 
 The windows are the worker's (SIGNOFF_WINDOWS); the freezes are kept by the FreezeWorkflow
-(workflows/freeze.py). A release that must wait asks the keeper to signal it when freezes
+(workflows/freeze.py), one per task queue. A release that must wait asks the keeper to signal it when freezes
 change (signal-with-start, so the first release or freeze creates the keeper).
 """
 
@@ -20,7 +20,7 @@ from signoff.config import Settings
 from signoff.errors import ConfigError, PolicyError
 from signoff.models import Freeze
 from signoff.policy import evaluate_rule
-from signoff.windows import FREEZES_ID, WindowConfig, WindowRequest, read_windows_file
+from signoff.windows import WindowConfig, freezes_id, WindowRequest, read_windows_file
 
 FREEZE_RULE = "data.signoff.freeze.decision"
 
@@ -46,14 +46,14 @@ class WindowActivities:
             handle: WorkflowHandle[Any, Any] = await client.start_workflow(
                 FreezeWorkflow.run,
                 None,
-                id=FREEZES_ID,
+                id=freezes_id(activity.info().task_queue),
                 task_queue=activity.info().task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 start_signal="watch",
                 start_signal_args=[request.release_id],
             )
         else:
-            handle = client.get_workflow_handle(FREEZES_ID)
+            handle = client.get_workflow_handle(freezes_id(activity.info().task_queue))
         try:
             raw = await handle.query("freezes")
         except RPCError:

@@ -2,7 +2,8 @@
 #
 # Input: {action: "freeze_start" | "freeze_end", principal, groups, reason, service,
 # environment, until, pause_canaries, active}. The principal is already authenticated (a signed
-# request); this decides whether they may. Groups come from release.rego's config.freeze_groups.
+# request); this decides whether they may. The groups are release.rego's default_config
+# freeze_groups, which input.config.freeze_groups may replace.
 package signoff.freeze
 
 import rego.v1
@@ -11,7 +12,7 @@ import data.signoff.release
 
 default decision := {"allow": false, "reason": "only members of the freeze groups may start or end a freeze"}
 
-allowed_groups := release.config.freeze_groups
+allowed_groups := object.get(object.get(input, "config", {}), "freeze_groups", release.default_config.freeze_groups)
 
 member if {
 	some g in input.groups

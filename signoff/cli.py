@@ -262,7 +262,13 @@ async def release_list(out: Out, phase: str | None, awaiting: str | None) -> Non
         raise UsageError(f"unknown phase {phase!r}; use one of: {', '.join(p.value for p in Phase)}.")
     client = await _client()
     releases = await client.list_releases(phase=phase, awaiting=awaiting)
-    out.emit({"releases": releases}, lambda: "\n".join(_status_line(s) for s in releases) or "no releases")
+    freezes = await client.freeze_status()
+
+    def text() -> str:
+        lines = [_status_line(s) for s in releases] or ["no releases"]
+        return "\n".join(lines + [f"frozen: {_freeze_line(f)}" for f in freezes])
+
+    out.emit({"releases": releases, "freezes": freezes}, text)
 
 
 @release.command("promote")

@@ -39,7 +39,7 @@ from signoff.search_attributes import KIND, PHASE, REQUESTER, SERVICE
 from signoff.trust.credentials import Credential, resolve_credential
 from signoff.trust.evidence import start_body
 from signoff.trust.proofs import new_request, request_of
-from signoff.windows import FREEZES_ID
+from signoff.windows import freezes_id
 
 RELEASE_WORKFLOW = "ReleaseWorkflow"
 RUNBOOK_WORKFLOW = "RunbookWorkflow"
@@ -456,7 +456,7 @@ class SignoffClient:
     async def freeze_status(self) -> list[dict[str, Any]]:
         """The freezes in force (none when nobody ever started one)."""
         try:
-            return list(await self.handle(FREEZES_ID).query("freezes"))
+            return list(await self.handle(freezes_id(self.task_queue)).query("freezes"))
         except RPCError as e:
             if e.status == RPCStatusCode.NOT_FOUND:
                 return []
@@ -466,7 +466,7 @@ class SignoffClient:
         proof = self.sign("person", identity, action=action, subject="freezes", channel=self.channel, body=body)
         try:
             handle = await self.client.start_workflow(
-                "FreezeWorkflow", None, id=FREEZES_ID, task_queue=self.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING
+                "FreezeWorkflow", None, id=freezes_id(self.task_queue), task_queue=self.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING
             )
             return await handle.execute_update(
                 update, {"identity": identity.lower(), "channel": self.channel, **body, "proof": proof.model_dump(mode="json")}, result_type=dict

@@ -28,8 +28,13 @@ from signoff.models import Duration, Freeze, Open, Strict, WindowState
 #: DTSTART starts at midnight of this Monday, so BYHOUR/BYMINUTE give the time of day.
 ANCHOR = datetime(2020, 1, 6)
 
-#: The workflow id of the one freeze keeper per namespace (workflows/freeze.py).
+#: The workflow id of the freeze keeper (workflows/freeze.py) of the default task queue.
 FREEZES_ID = "signoff-freezes"
+
+
+def freezes_id(task_queue: str) -> str:
+    """One keeper per task queue: the workers of a queue are the ones that run its releases."""
+    return FREEZES_ID if task_queue == "signoff" else f"{FREEZES_ID}-{task_queue}"
 
 #: How many boundaries `window_state` steps over looking for the next opening (a year of weekly
 #: windows); past that the release waits for its deadline.

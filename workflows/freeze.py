@@ -1,4 +1,4 @@
-"""FreezeWorkflow: the one keeper of change freezes (workflow id `signoff-freezes`).
+"""FreezeWorkflow: the keeper of change freezes (workflow id `signoff-freezes`, one per task queue).
 
 `signoff freeze start/end` are Updates on it, each with the person's signed proof; the policy
 (data.signoff.freeze.decision) decides who may. Every freeze and every refusal is a signed
@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from signoff.models import AuthRequest, AuthResult, Freeze, NotifyRequest, Proof
@@ -145,12 +145,11 @@ class FreezeWorkflow:
         if why is None:
             self.used_nonces.add(auth.nonce)
             groups = sorted(auth.snapshot.groups_of(who)) if auth.snapshot else []
-            decision = await workflow.execute_activity(
-                "evaluate_freeze_policy",
-                {"action": action, "principal": who, "groups": groups, **body, "active": [f.id for f in self.active()]},
-                result_type=dict,
-                start_to_close_timeout=timedelta(seconds=30),
-            )
+            facts = {"action": action, "principal": who, "groups": groups, **{k: v for k, v in body.items() if v is not None}, "active": [f.id for f in self.active()]}
+            try:
+                decision = await workflow.execute_activity("evaluate_freeze_policy", facts, result_type=dict, start_to_close_timeout=timedelta(seconds=30))
+            except ActivityError as e:
+                raise ApplicationError(getattr(e.cause, "message", None) or str(e)) from None
             if not decision["allow"]:
                 why = decision["reason"] or f"the policy does not let {who} {action.replace('_', ' ')}"
         if why is not None:

@@ -1,0 +1,94 @@
+"""Change freezes on the real dev server: only the policy's freeze groups may start or end one
+(signed requests), a freeze holds a release that passed its gate in waiting_for_window, and
+ending it releases the release at once. Every freeze and refusal is in the signed log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+from temporalio.client import Client
+
+from signoff.audit import show, store_from_settings
+from signoff.config import Settings
+from signoff.errors import Refused
+from signoff.models import ApprovalAttempt
+from signoff.windows import freezes_id
+from tests.helpers import DIGEST_A, gated_spec, running_worker, wait_phase
+
+pytestmark = pytest.mark.asyncio
+
+
+async def cli(client: Client, task_queue: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command line in a thread, so the in-process worker keeps answering meanwhile."""
+    env = {**os.environ, "SIGNOFF_TEMPORAL_ADDRESS": client.service_client.config.target_host, "SIGNOFF_TASK_QUEUE": task_queue}
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", "from signoff.cli import main; main()", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_freeze_holds_an_approved_release_until_it_ends(client: Client, task_queue: str) -> None:
+    async with running_worker(client, task_queue) as sc:
+        # dana is a developer: the policy's freeze groups are release-managers and sre
+        with pytest.raises(Refused, match="not in the groups that may start or end a freeze"):
+            await sc.freeze_start(identity="dana@example.com", reason="I want quiet")
+        started = await sc.freeze_start(identity="carol@example.com", reason="payments incident", service="checkout")
+        freeze_id = started["freeze"]["id"]
+        assert [f["id"] for f in await sc.freeze_status()] == [freeze_id]
+
+        rid = f"frz-{uuid.uuid4().hex[:6]}"
+        await sc.start_release(gated_spec(), release_id=rid)
+        await wait_phase(sc, rid, "awaiting_approval")
+        for who in ("alice@example.com", "bob@example.com"):
+            assert (await sc.submit_approval(ApprovalAttempt(release_id=rid, identity=who, channel="cli", digest=DIGEST_A))).accepted
+        held = await wait_phase(sc, rid, "waiting_for_window")
+        assert held.gates[0].state == "approved"
+        assert held.window is not None and held.window.freezes == [freeze_id]
+        assert any("payments incident" in r for r in held.window.reasons)
+
+        listed = await cli(client, task_queue, "release", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert [f["id"] for f in json.loads(listed.stdout)["freezes"]] == [freeze_id]
+
+        with pytest.raises(Refused, match="not in the groups"):
+            await sc.freeze_end(identity="dana@example.com")
+        assert (await sc.status(rid)).phase.value == "waiting_for_window"
+        ended = await cli(client, task_queue, "freeze", "end", "--as", "alice@example.com", "--json")
+        assert ended.returncode == 0, ended.stdout + ended.stderr
+        assert json.loads(ended.stdout)["ended"] == [freeze_id]
+        done = await wait_phase(sc, rid, "succeeded", timeout=30)
+        assert done.window is not None and done.window.open
+
+    store = store_from_settings(Settings.from_env())
+    freeze_rows = [(r["kind"], r["outcome"], r.get("who")) for r in show(freezes_id(task_queue), store)]
+    assert ("freeze", "refused", "dana@example.com") in freeze_rows
+    assert ("freeze", "started", "carol@example.com") in freeze_rows and ("freeze", "ended", "alice@example.com") in freeze_rows
+    kinds = [(r["kind"], r["outcome"]) for r in show(rid, store)]
+    assert kinds.index(("window", "waiting")) < kinds.index(("window", "resumed")) < kinds.index(("promotion", "started"))
+
+
+async def test_freeze_requests_are_proven_and_bad_input_is_one_sentence(client: Client, task_queue: str) -> None:
+    async with running_worker(client, task_queue) as sc:
+        # a proof signed for other settings (a narrower scope) cannot start a global freeze
+        proof = sc.sign("person", "carol@example.com", action="freeze_start", subject="freezes", body={"reason": "x", "service": "checkout", "environment": None, "until": None, "pause_canaries": False})
+        handle = await client.start_workflow("FreezeWorkflow", None, id=freezes_id(task_queue), task_queue=task_queue)
+        from temporalio.client import WorkflowUpdateFailedError
+
+        with pytest.raises(WorkflowUpdateFailedError) as e:
+            await handle.execute_update("start_freeze", {"identity": "carol@example.com", "reason": "x", "proof": proof.model_dump(mode="json")}, result_type=dict)
+        assert "the proof was made for body" in str(e.value.cause)
+        assert await sc.freeze_status() == []
+        bad = await cli(client, task_queue, "freeze", "start", "--as", "carol@example.com", "--reason", "x", "--until", "next tuesday")
+        assert bad.returncode == 1 and "neither an ISO time" in bad.stderr and "Traceback" not in bad.stderr
+        none = await cli(client, task_queue, "freeze", "end", "--as", "carol@example.com")
+        assert none.returncode == 1 and "no freeze is in force" in none.stderr, none.stderr
