@@ -23,6 +23,10 @@ Scenarios (file name = workflow id):
   release-rolled-back          good release on the local target, then the bad flavour's canary
                                fails its Prometheus analysis → rolled back
                                (skipped, with a message, when /usr/bin/prometheus is missing)
+  release-waiting-for-window   a freeze holds the release in waiting_for_window; ending it
+                               releases it → succeeded
+  freeze-keeper                a freeze keeper: a refused start, a freeze started and ended,
+                               then it ends by itself when idle
   runbook-refused              an unknown runbook → refused           (when RunbookWorkflow exists)
   runbook-restart              restart-service by on-call carol → its checks and steps run
                                (needs the local target and Prometheus, like release-rolled-back)
@@ -223,6 +227,36 @@ class Scenarios:
         await self.finish(rid, "rolled_back", timeout=240)
         return rid
 
+    async def release_waiting_for_window(self) -> str:
+        from tests.helpers import wait_phase
+
+        rid = "release-waiting-for-window"
+        await self.sc.freeze_start(identity="carol@example.com", reason="history scenario freeze", service="checkout")
+        await self.sc.start_release(self.spec(rid), release_id=rid, base_dir=self.dir(rid))
+        await wait_phase(self.sc, rid, "waiting_for_window", timeout=60)
+        await self.sc.freeze_end(identity="alice@example.com")
+        await self.finish(rid, "succeeded")
+        return rid
+
+    async def freeze_keeper(self) -> str:
+        """A keeper that ends when idle for two seconds, so its history is a finished run."""
+        rid = "freeze-keeper"
+        handle = await self.sc.client.start_workflow("FreezeWorkflow", {"idle_seconds": 2}, id=rid, task_queue=self.sc.task_queue)
+
+        async def update(name: str, who: str, action: str, body: dict[str, Any]) -> None:
+            proof = self.sc.sign("person", who, action=action, subject="freezes", body=body)
+            try:
+                await handle.execute_update(name, {"identity": who, **body, "proof": proof.model_dump(mode="json")}, result_type=dict)
+            except Exception as e:  # noqa: BLE001 - the refused start is part of the story
+                log(f"{rid}: {name} by {who}: {e}")
+
+        start = {"reason": "history freeze", "service": None, "environment": None, "until": None, "pause_canaries": False}
+        await update("start_freeze", "dana@example.com", "freeze_start", start)
+        await update("start_freeze", "carol@example.com", "freeze_start", start)
+        await update("end_freeze", "alice@example.com", "freeze_end", {"id": None})
+        await handle.result()
+        return rid
+
     async def runbook_refused(self) -> str:
         rid = "runbook-refused"
         status = await self.sc.runbooks.run("no-such-runbook", params={}, identity="carol@example.com", run_id=rid, wait=True)
@@ -251,6 +285,8 @@ ORDER = [
     "release_rolled_back",  # leaves the good build serving on the local target ...
     "runbook_refused",
     "runbook_restart",  # ... which this restarts
+    "release_waiting_for_window",
+    "freeze_keeper",
 ]
 
 

@@ -40,6 +40,7 @@ EXPECTED_END = {
     "release-rolled-back": "rolled_back",
     "runbook-refused": "refused",
     "runbook-restart": "succeeded",
+    "release-waiting-for-window": "succeeded",
 }
 
 
