@@ -111,6 +111,20 @@ def _status_line(s: Any) -> str:
     return f"{s.release_id}  {s.service}  {s.phase.value}  {s.artifact_digest or '-'}" + (f"  [{gates}]" if gates else "") + extra
 
 
+def _status_text(s: Any) -> str:
+    """The status line, then what approvers must see (what will run) and the window state."""
+    from signoff.plan_view import approval_rows
+
+    lines = [_status_line(s)]
+    lines += [f"  {label}: {value}" for label, value in approval_rows(s, full=f"signoff release status {s.release_id} --json")]
+    if s.window is not None and not s.window.open:
+        opens = f" (opens {s.window.next_open.isoformat()})" if s.window.next_open else ""
+        lines.append(f"  Waiting for: {'; '.join(s.window.reasons)}{opens}")
+    if s.window_override is not None:
+        lines.append(f"  Window overridden by {s.window_override.by}: {s.window_override.reason}")
+    return "\n".join(lines)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="signoff")
 def cli() -> None:
@@ -248,7 +262,7 @@ async def release_start(out: Out, file: Path, release_id: str | None, wait: bool
 async def release_status(out: Out, release_id: str) -> None:
     client = await _client()
     status = await client.status(release_id)
-    out.emit(status, lambda: _status_line(status))
+    out.emit(status, lambda: _status_text(status))
 
 
 @release.command("list")

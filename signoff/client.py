@@ -370,9 +370,10 @@ class SignoffClient:
         """The attempt with the person's proof. Keep it to retry: the same signed attempt is the
         same Update (Temporal answers a retry from the first answer); a new one is a new request."""
         if attempt.decision == "approve" and attempt.digest is None:
-            # An approval binds the digest the person approves: the one the release ships now
-            # (a runbook run has none).
-            attempt = attempt.model_copy(update={"digest": await self._current_digest(attempt.release_id)})
+            # An approval binds the digest and the plan the person approves: the ones the release
+            # ships now (a runbook run has neither).
+            digest, plan = await self._current_binding(attempt.release_id)
+            attempt = attempt.model_copy(update={"digest": digest, "plan": attempt.plan or plan})
         proof = self.sign(
             "person",
             attempt.identity,
@@ -380,18 +381,22 @@ class SignoffClient:
             subject=attempt.release_id,
             gate=attempt.gate,
             digest=attempt.digest,
+            plan=attempt.plan,
             channel=attempt.channel,
             body={"reason": attempt.reason},
         )
         return attempt.model_copy(update={"proof": proof})
 
-    async def _current_digest(self, workflow_id: str) -> str | None:
+    async def _current_binding(self, workflow_id: str) -> tuple[str | None, str | None]:
+        """The artifact digest and plan hash the release shows now."""
         try:
             raw = await self.handle(workflow_id).query("status")
         except (RPCError, WorkflowQueryFailedError):
-            return None  # the Update itself will say what is wrong with this id
-        digest = raw.get("artifact_digest") if isinstance(raw, dict) else None
-        return digest if isinstance(digest, str) else None
+            return None, None  # the Update itself will say what is wrong with this id
+        if not isinstance(raw, dict):
+            return None, None
+        digest, plan = raw.get("artifact_digest"), raw.get("plan_sha256")
+        return (digest if isinstance(digest, str) else None), (plan if isinstance(plan, str) else None)
 
     async def _control(self, release_id: str, update: str, payload: dict[str, Any]) -> dict[str, Any]:
         handle = self.handle(release_id)

@@ -263,6 +263,10 @@ class CanarySpec(Strict):
     background: list[str] = Field(default_factory=list)
     inconclusive_deadline: Duration = timedelta(minutes=30)
     on_inconclusive: Literal["rollback", "hold"] | None = None
+    on_failure: Literal["rollback", "hold"] = Field(
+        default="rollback", description="hold: a failed analysis sets weight 0 and asks the approvers to roll back or forward, instead of redeploying the previous digest"
+    )
+    hold_deadline: Duration = Field(default=timedelta(hours=1), description="how long a held release waits for people before the policy default applies")
 
     @model_validator(mode="after")
     def _names_known(self) -> "CanarySpec":
@@ -354,6 +358,7 @@ class ApprovalAttempt(Open):
     decision: Decision = "approve"
     reason: str = ""
     digest: str | None = Field(default=None, description="the artifact digest the person saw")
+    plan: str | None = Field(default=None, description="the plan hash the person saw (spec + artifact, see ReleaseStatus.plan_sha256)")
     external_ref: str | None = Field(default=None, description="Slack action ts / Jira delivery id")
     directory_sha256: str | None = Field(
         default=None,
@@ -471,6 +476,19 @@ class Freeze(Open):
     ended_by: str | None = None
 
 
+class PlanSummary(Open):
+    """What will run if the release is approved, as approvers see it (Slack, Jira, release status)."""
+
+    build_command: str | None = None
+    test_command: str | None = None
+    scanners: list[str] = Field(default_factory=list)
+    deploy_target: str = "local"
+    deploy_settings: dict[str, Any] = Field(default_factory=dict, description="the target's commands and settings")
+    canary: list[str] = Field(default_factory=list, description="the canary steps, in order")
+    on_failure: str = "rollback"
+    rollback_target: str | None = Field(default=None, description="the digest serving now, which a rollback restores")
+
+
 class WindowState(Open):
     """Whether promotion is open now, for one release: the windows and freezes that apply."""
 
@@ -528,6 +546,8 @@ class ReleaseStatus(Open):
     change: ChangeFacts | None = Field(default=None, description="what the commit really changes (from Git), when the release names its repository")
     scans: list[ScanResult] = Field(default_factory=list, description="what each scanner found (SARIF), in the sandbox")
     sbom: SbomResult | None = Field(default=None, description="the artifact's CycloneDX SBOM, as read by signoff")
+    plan_sha256: str | None = Field(default=None, description="what approvals bind: the evaluated release spec plus the artifact digest")
+    plan: PlanSummary | None = Field(default=None, description="what will run once approved: commands, deploy target, canary plan, rollback target")
     window: WindowState | None = Field(default=None, description="deploy windows and freezes, as last checked before promotion")
     window_override: WindowOverride | None = None
     started_at: datetime | None = None
@@ -587,6 +607,7 @@ class Evidence(Open):
     scans: list[ScanResult] = Field(default_factory=list)
     sbom: SbomResult | None = None
     approvals: list[ApprovalEvidence] = Field(default_factory=list)
+    plan_sha256: str | None = Field(default=None, description="set when the release's approvals bind the plan hash; each must then name it")
 
 
 class ScanRequest(CommandRequest):

@@ -8,16 +8,18 @@ import json
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import AsyncIterator
 from zoneinfo import ZoneInfo
 
 import pytest
+import pytest_asyncio
 import yaml
 
 from signoff.audit import show, store_from_settings
 from signoff.config import Settings
 from signoff.errors import ConfigError, Refused
 from signoff.models import ApprovalAttempt, Freeze
-from signoff.windows import WindowSpec, read_windows_file, window_state
+from signoff.windows import WindowSpec, freezes_id, read_windows_file, window_state
 from tests.helpers import DIGEST_A, gated_spec, running_worker, wait_phase
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -118,18 +120,23 @@ def next_friday_17(now: datetime) -> datetime:
     return target.astimezone(timezone.utc)
 
 
-def approval_at(sc, rid: str, who: str, at: datetime) -> ApprovalAttempt:  # type: ignore[no-untyped-def]
+async def approval_at(sc, rid: str, who: str, at: datetime) -> ApprovalAttempt:  # type: ignore[no-untyped-def]
     """An approval signed at `at`: the gate checks proofs against the workflow's (skipped) clock."""
-    proof = sc.sign("person", who, action="approve", subject=rid, gate=None, digest=DIGEST_A, channel="cli", body={"reason": ""}, now=at)
-    return ApprovalAttempt(release_id=rid, identity=who, channel="cli", digest=DIGEST_A, proof=proof)
+    plan = (await sc.status(rid)).plan_sha256
+    proof = sc.sign("person", who, action="approve", subject=rid, gate=None, digest=DIGEST_A, plan=plan, channel="cli", body={"reason": ""}, now=at)
+    return ApprovalAttempt(release_id=rid, identity=who, channel="cli", digest=DIGEST_A, plan=plan, proof=proof)
 
 
-@pytest.fixture
-def weekend_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest_asyncio.fixture
+async def weekend_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, skip_env, task_queue: str) -> AsyncIterator[Path]:  # type: ignore[no-untyped-def]
+    """The worker's windows file with the weekend deny window. Afterwards the freeze keeper the
+    waiting release started is ended: its timers would otherwise stop the shared time-skipping
+    server from skipping once this test's worker is gone."""
     path = tmp_path / "windows.yaml"
     path.write_text(yaml.safe_dump({"windows": [{**WEEKEND, "environments": ["staging"]}]}))
     monkeypatch.setenv("SIGNOFF_WINDOWS", str(path))
-    return path
+    yield path
+    await skip_env.client.get_workflow_handle(freezes_id(task_queue)).terminate("test over")
 
 
 def records(rid: str) -> list[tuple[str, str, str]]:
@@ -144,7 +151,7 @@ async def test_friday_approval_waits_for_monday_0800_berlin(skip_env, task_queue
             await wait_phase(sc, rid, "awaiting_approval")
             friday = next_friday_17(await skip_env.get_current_time())
             await skip_env.sleep(friday - await skip_env.get_current_time())
-            result = await sc.submit_approval(approval_at(sc, rid, "alice@example.com", friday))
+            result = await sc.submit_approval(await approval_at(sc, rid, "alice@example.com", friday))
             assert result.accepted, result.reason
             status = await wait_phase(sc, rid, "waiting_for_window")
             assert status.window is not None and not status.window.open
@@ -169,7 +176,7 @@ async def test_override_by_permitted_person_promotes_at_once_and_others_are_refu
             await wait_phase(sc, rid, "awaiting_approval")
             friday = next_friday_17(await skip_env.get_current_time())
             await skip_env.sleep(friday - await skip_env.get_current_time())
-            assert (await sc.submit_approval(approval_at(sc, rid, "carol@example.com", friday))).accepted
+            assert (await sc.submit_approval(await approval_at(sc, rid, "carol@example.com", friday))).accepted
             await wait_phase(sc, rid, "waiting_for_window")
             # carol (sre, on-call) approved the gate but is not in the override groups the policy names
             with pytest.raises(Refused, match="not in the groups the policy lets override"):

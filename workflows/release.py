@@ -60,12 +60,14 @@ with workflow.unsafe.imports_passed_through():
         TargetRequest,
         TestRequest,
         TestSummary,
+        PlanSummary,
         WindowOverride,
         WindowState,
     )
+    from signoff.plan_view import canary_steps
     from signoff.policy_input import build_policy_input
     from signoff.windows import WindowConfig, WindowRequest, window_state
-    from signoff.trust.evidence import forbidden_approvers, judge_start, start_expectations
+    from signoff.trust.evidence import forbidden_approvers, judge_start, plan_sha256, start_expectations
     from signoff.search_attributes import AWAITING, PHASE
 
 from workflows.canary import CanaryRunner
@@ -395,6 +397,9 @@ class ReleaseWorkflow:
     async def decide(self) -> None:
         """Ask the policy for the risk tier, the gates and any denials."""
         self.set_phase(Phase.deciding)
+        binding = workflow.patched("plan-binding")
+        if binding:
+            self.status.plan_sha256 = plan_sha256(self.spec, self.status.artifact_digest)
         # No patch needed: only releases naming change.repository (a field older histories never
         # had) read Git, so histories from before replay unchanged.
         await self.derive()
@@ -442,6 +447,7 @@ class ReleaseWorkflow:
                 forbidden=forbidden,
                 directory_path=self.args.directory_path or "",
                 current_digest=lambda: self.status.artifact_digest,
+                current_plan=lambda: self.status.plan_sha256,
                 notify=self.gate_notice,
                 record=self.record,
                 cancelled=lambda: self.abort_request is not None,
@@ -449,6 +455,31 @@ class ReleaseWorkflow:
             )
             self.gates.append(gate)
         self.status.gates = [g.status for g in self.gates]
+        if binding:
+            await self.summarise_plan()
+
+    async def summarise_plan(self) -> None:
+        """What approvers are shown will run: the commands, the deploy target with its settings,
+        the canary plan and the digest a rollback would restore (read from the target now)."""
+        spec = self.spec
+        current: DeploymentState = await self.act(
+            "current_deployment",
+            TargetRequest(service=spec.service, target=spec.deploy),
+            DeploymentState,
+            timeout=timedelta(seconds=60),
+            failure_phase=Phase.failed,
+            what="reading the current deployment",
+        )
+        self.status.plan = PlanSummary(
+            build_command=spec.build.command if spec.build else None,
+            test_command=spec.test.command if spec.test else None,
+            scanners=[s.name for s in spec.scans],
+            deploy_target=spec.deploy.target,
+            deploy_settings=dict(spec.deploy.settings),
+            canary=canary_steps(spec.canary.steps) if spec.canary else [],
+            on_failure=spec.canary.on_failure if spec.canary else "rollback",
+            rollback_target=current.stable if current.stable != self.digest() else current.detail.get("previous"),
+        )
 
     async def ask(self) -> None:
         """Open every gate at once and wait until all are approved (or one is not)."""
@@ -915,6 +946,7 @@ class ReleaseWorkflow:
             scans=self.status.scans,
             sbom=self.status.sbom,
             approvals=[ApprovalEvidence(gate=g.spec.name, identity=who, proof=p) for g in self.gates for who, p in g.proofs.items()],
+            plan_sha256=self.status.plan_sha256,
         )
 
     def record(self, kind: str, outcome: str, reasons: list[str], evidence: dict[str, Any], actor: str | None = None) -> None:

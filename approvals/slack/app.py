@@ -252,6 +252,7 @@ class SlackApprovals:
             decision=decision,  # type: ignore[arg-type]
             reason=reason,
             digest=target.get("digest"),
+            plan=target.get("plan"),
             external_ref=external_ref,
         )
         try:
@@ -386,7 +387,13 @@ def _parse_value(raw: str | None, *, extra: tuple[str, ...] = ()) -> dict[str, A
             check_digest(digest)
         except ValueError:
             return None
-    out = {"release_id": data["release_id"], "gate": data.get("gate") if isinstance(data.get("gate"), str) else None, "digest": digest}
+    plan = data.get("plan")
+    if plan is not None:
+        try:
+            check_digest(plan)
+        except ValueError:
+            return None
+    out = {"release_id": data["release_id"], "gate": data.get("gate") if isinstance(data.get("gate"), str) else None, "digest": digest, "plan": plan}
     for key in extra:
         if isinstance(data.get(key), str):
             out[key] = data[key]
