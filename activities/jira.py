@@ -239,11 +239,13 @@ def incident_ticket(req: NotifyRequest, *, ui_url: str, namespace: str) -> tuple
         if canary is not None:
             lines += ["", f"h4. Canary (step {canary.step}, weight {canary.weight}%, verdict {canary.verdict or 'none'})"]
             if canary.analyses:
-                lines.append("||metric||step||value||verdict||message||")
+                lines.append("||metric||step||query||value||condition||verdict||message||")
                 for m in canary.analyses[-50:]:
                     value = "no data" if m.value is None else f"{m.value:g}"
                     message = _one_line(m.message, 200).replace("|", "/") or " "
-                    lines.append(f"|{m.metric}|{'' if m.step is None else m.step} |{value}|{m.verdict}{' (dry run)' if m.dry_run else ''}|{message}|")
+                    query = "{{" + _one_line(m.query, 300).replace("|", "/").replace("}", ")") + "}}" if m.query else " "
+                    condition = _one_line(m.condition, 200).replace("|", "/") or " "
+                    lines.append(f"|{m.metric}|{'' if m.step is None else m.step} |{query}|{value}|{condition}|{m.verdict}{' (dry run)' if m.dry_run else ''}|{message}|")
             else:
                 lines.append("No canary measurements were recorded.")
     lines += [

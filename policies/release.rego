@@ -29,6 +29,8 @@ default_config := {
 	# Who may promote a release outside its deploy window or during a freeze (a signed override
 	# with a reason), and who may start and end freezes (policies/freeze.rego).
 	"window_override_groups": ["release-managers"],
+	# What a held canary (canary.on_failure: hold) does when nobody decides by its deadline.
+	"hold_default": "rollback",
 	"freeze_groups": ["release-managers", "sre"],
 }
 
@@ -296,6 +298,10 @@ window_reasons := [sprintf("promotion waits: %s", [concat("; ", input.window.rea
 	input.window.open == false
 } else := []
 
+hold_default := config.hold_default if {
+	config.hold_default in {"rollback", "forward"}
+} else := "rollback"
+
 # ---------------------------------------------------------------- the decision
 
 decision := {
@@ -305,5 +311,6 @@ decision := {
 	"reasons": array.concat(reasons, window_reasons),
 	"on_inconclusive": on_inconclusive,
 	"override_groups": config.window_override_groups,
+	"hold_default": hold_default,
 	"allow": count(denials) == 0,
 }

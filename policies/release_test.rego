@@ -431,6 +431,12 @@ test_closed_window_is_explained_not_denied if {
 	contains(r, "deny window weekend")
 }
 
+test_hold_default_is_rollback_unless_configured if {
+	release.decision.hold_default == "rollback" with input as base
+	release.decision.hold_default == "forward" with input as object.union(base, {"config": {"hold_default": "forward"}})
+	release.decision.hold_default == "rollback" with input as object.union(base, {"config": {"hold_default": "maybe"}})
+}
+
 test_override_groups_come_from_config if {
 	d := release.decision with input as object.union(base, {"config": {"window_override_groups": ["sre"]}})
 	d.override_groups == ["sre"]

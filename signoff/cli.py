@@ -318,6 +318,22 @@ async def release_override(out: Out, release_id: str, identity: str, reason: str
     out.emit(result, result["reason"])
 
 
+@release.command("resolve")
+@click.argument("release_id")
+@click.option("--as", "identity", required=True, metavar="EMAIL")
+@click.option("--rollback", "decision", flag_value="rollback", help="redeploy the previous digest")
+@click.option("--forward", "decision", flag_value="forward", help="ship the held digest to 100% anyway")
+@click.option("--reason", required=True)
+@command
+async def release_resolve(out: Out, release_id: str, identity: str, decision: str | None, reason: str) -> None:
+    """Decide a canary held after a failed analysis (canary.on_failure: hold)."""
+    if decision is None:
+        raise UsageError("say what to do with the held release: --rollback or --forward.")
+    client = await _client()
+    result = await client.resolve_hold(release_id, identity=_email(identity), decision=decision, reason=reason)
+    out.emit(result, result["reason"])
+
+
 # ----------------------------------------------------------------------------- freezes
 
 

@@ -433,6 +433,14 @@ class SignoffClient:
         proof = self.sign("person", identity, action="override_window", subject=release_id, channel=channel, body={"reason": reason})
         return await self._control(release_id, "override_window", {"identity": identity.lower(), "channel": channel, "reason": reason, "proof": proof.model_dump(mode="json")})
 
+    async def resolve_hold(self, release_id: str, *, identity: str, decision: str, reason: str, channel: str | None = None) -> dict[str, Any]:
+        """Decide a held canary: `rollback` or `forward` (an approver, signed)."""
+        channel = channel or self.channel
+        proof = self.sign("person", identity, action="resolve_hold", subject=release_id, channel=channel, body={"decision": decision, "reason": reason})
+        return await self._control(
+            release_id, "resolve_hold", {"identity": identity.lower(), "channel": channel, "decision": decision, "reason": reason, "proof": proof.model_dump(mode="json")}
+        )
+
     # ------------------------------------------------------------------ freezes
 
     async def freeze_start(

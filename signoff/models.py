@@ -71,6 +71,7 @@ class Phase(str, Enum):
     waiting_for_window = "waiting_for_window"
     promoting = "promoting"
     canary = "canary"
+    held = "held"
     rolling_back = "rolling_back"
     succeeded = "succeeded"
     rolled_back = "rolled_back"
@@ -424,6 +425,20 @@ class Measurement(Open):
     message: str = ""
     dry_run: bool = False
     step: int | None = None
+    query: str = Field(default="", description="the PromQL query as sent, with the release's placeholders filled in")
+    condition: str = Field(default="", description="the conditions judged, with their thresholds (success: < 0.05; failure: >= 0.1)")
+
+    def explain(self) -> str:
+        """Why this verdict, in one line: query, value, condition and threshold, verdict."""
+        value = "no data" if self.value is None else f"{self.value:g}"
+        parts = [f"{self.metric}: {self.verdict}", f"value {value}"]
+        if self.condition:
+            parts.append(f"condition {self.condition}")
+        if self.query:
+            parts.append(f"query `{self.query}`")
+        if self.message:
+            parts.append(self.message)
+        return "; ".join(parts)
 
 
 class CanaryStatus(Open):
@@ -500,6 +515,18 @@ class WindowState(Open):
     at: datetime | None = None
 
 
+class HoldStatus(Open):
+    """A failed canary held at weight 0 (canary.on_failure: hold), waiting for people to decide."""
+
+    reason: str
+    since: datetime
+    deadline: datetime
+    default: Literal["rollback", "forward"] = "rollback"
+    decision: Literal["rollback", "forward"] | None = None
+    decided_by: str | None = Field(default=None, description="the person, or 'policy default' at the deadline")
+    decision_reason: str = ""
+
+
 class WindowOverride(Open):
     """A person's signed override of a closed window or freeze, as recorded."""
 
@@ -517,6 +544,7 @@ class PolicyDecision(Open):
     reasons: list[str] = Field(default_factory=list)
     on_inconclusive: Literal["rollback", "hold"] = "rollback"
     override_groups: list[str] = Field(default_factory=list, description="who may override a closed window or a freeze for this release")
+    hold_default: Literal["rollback", "forward"] = Field(default="rollback", description="what a held canary does when nobody decides by its deadline")
 
 
 class ReleaseStatus(Open):
@@ -550,6 +578,7 @@ class ReleaseStatus(Open):
     plan: PlanSummary | None = Field(default=None, description="what will run once approved: commands, deploy target, canary plan, rollback target")
     window: WindowState | None = Field(default=None, description="deploy windows and freezes, as last checked before promotion")
     window_override: WindowOverride | None = None
+    hold: HoldStatus | None = Field(default=None, description="set when a failed canary is held instead of rolled back")
     started_at: datetime | None = None
     updated_at: datetime | None = None
     workflow_id: str | None = None

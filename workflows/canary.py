@@ -84,6 +84,12 @@ def describe_condition(condition: Condition) -> str:
     return " and ".join(parts)
 
 
+def describe_conditions(success: Condition | None, failure: Condition | None) -> str:
+    """Both conditions of an analysis with their thresholds: 'success: < 0.05; failure: >= 0.1'."""
+    parts = [f"{name}: {describe_condition(c)}" for name, c in (("success", success), ("failure", failure)) if c is not None]
+    return "; ".join(parts) or "none (the value is only recorded)"
+
+
 def condition_holds(condition: Condition, value: float) -> bool:
     """True when every comparison given in `condition` holds for `value` (a conjunction).
 
@@ -338,8 +344,10 @@ class CanaryRunner:
         clear_promote: Callable[[], None],
         version: str = "",
         measurement_timeout: timedelta = timedelta(seconds=30),
+        on_measurement: Callable[[Measurement], None] | None = None,
     ) -> None:
         self.spec = spec
+        self.on_measurement = on_measurement
         self.status = status
         self.release_id = release_id
         self.service = service
@@ -583,6 +591,8 @@ class CanaryRunner:
         text = f"analysis {result.name!r} is {result.phase.value} ({result.state.summary()})"
         if result.last is not None and result.last.message:
             text += f"; last measurement: {result.last.message}"
+        if result.last is not None and result.last.query:
+            text += f"; condition {result.last.condition}; query `{result.last.query}`"
         return text
 
     def _failure(self, result: _AnalysisResult, index: int) -> CanaryOutcome:
@@ -636,4 +646,6 @@ class CanaryRunner:
             update={"metric": name, "step": step, "dry_run": spec.dry_run, "at": measured.at or workflow.now()}
         )
         self.status.analyses.append(measurement)
+        if self.on_measurement is not None:
+            self.on_measurement(measurement)
         return measurement

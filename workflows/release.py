@@ -43,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
         DeploymentState,
         GateNotice,
         GateStatus,
+        HoldStatus,
+        Measurement,
         NotifyRequest,
         Phase,
         PolicyDecision,
@@ -135,6 +137,7 @@ class ReleaseWorkflow:
         self.attestations: list[dict[str, Any]] = []
         self.attesting = False
         self.freezes_changed = False
+        self.measure_thread: tuple[str | None, str | None] = (None, None)
 
     # ================================================================== the plan
 
@@ -549,6 +552,7 @@ class ReleaseWorkflow:
                 is_promote_requested=lambda: self.promote_requested,
                 is_abort_requested=lambda: self.abort_request is not None,
                 clear_promote=self.clear_promote,
+                on_measurement=self.measurement_notice,
             )
             outcome = await runner.run()
             self.record(
@@ -560,12 +564,68 @@ class ReleaseWorkflow:
             if outcome.result == "aborted":
                 await self.roll_back(self.abort_reason())
                 raise Stop(Phase.aborted, self.abort_reason())
-            if outcome.result != "promoted":
+            if outcome.result == "failed" and self.spec.canary.on_failure == "hold":
+                # Gated on the new spec field: histories from before it never take this path.
+                await self.hold(outcome.reason)
+            elif outcome.result != "promoted":
                 await self.roll_back(outcome.reason)
                 raise Stop(Phase.rolled_back, outcome.reason)
             await self.deploy(100)
         self.check_abort()
         self.record("promotion", "stable", [f"{self.digest()} serves 100%"], {})
+
+    async def hold(self, reason: str) -> None:
+        """canary.on_failure: hold — weight 0 for the new digest, the previous one is not
+        redeployed (its migrations may be irreversible). The gates' approvers decide: roll back, or
+        roll forward to 100%; at the deadline the policy's default applies. Returns only when rolled forward."""
+        assert self.spec.canary is not None
+        await self.deploy(0)
+        self.set_phase(Phase.held)
+        now = workflow.now()
+        default = self.status.policy.hold_default if self.status.policy else "rollback"
+        self.status.hold = HoldStatus(reason=reason, since=now, deadline=now + self.spec.canary.hold_deadline, default=default)
+        self.record("canary_hold", "held", [reason], {"deadline": self.status.hold.deadline.isoformat(), "default": default, "weight": 0})
+        await self.notify(
+            "held",
+            f"{self.spec.service}: canary failed and is HELD at weight 0 (no rollback yet): {reason}. Decide by {self.status.hold.deadline.isoformat()} "
+            f"with `signoff release resolve {self.args.release_id} --as EMAIL --rollback|--forward --reason TEXT`; then the policy default ({default}) applies.",
+        )
+        hold = self.status.hold
+        try:
+            await workflow.wait_condition(lambda: hold.decision is not None or self.abort_request is not None, timeout=self.spec.canary.hold_deadline)
+        except asyncio.TimeoutError:
+            hold.decision, hold.decided_by = default, "policy default"
+            self.record("canary_hold", default, [f"nobody decided by {hold.deadline.isoformat()}; the policy default applies"], {})
+        if hold.decision is None:  # aborted while held
+            await self.roll_back(self.abort_reason())
+            raise Stop(Phase.aborted, self.abort_reason())
+        if hold.decision == "rollback":
+            why = f"{reason}; rolled back after a hold, decided by {hold.decided_by}" + (f": {hold.decision_reason}" if hold.decision_reason else "")
+            await self.roll_back(why)
+            raise Stop(Phase.rolled_back, why)
+        self.set_phase(Phase.canary)
+        await self.notify("forward", f"{self.spec.service}: rolling forward despite the failed analysis, decided by {hold.decided_by}")
+
+    @workflow.update(name="resolve_hold")
+    async def resolve_hold(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A person's decision on a held canary: roll back or roll forward (signed, an approver)."""
+        who = str(request.get("identity", "")).lower()
+        decision, reason = str(request.get("decision", "")), str(request.get("reason", "")).strip()
+        if decision not in ("rollback", "forward") or not reason:
+            raise ApplicationError("resolving a hold needs --rollback or --forward, and a reason")
+        why, auth = await self.authorise_control("resolve_hold", request)
+        if why is None and who in forbidden_approvers(self.spec.requested_by, self.spec):
+            why = "the requester cannot decide their own held release; ask an approver"
+        if why is None and not (auth and auth.snapshot and auth.snapshot.groups_of(who) & self.control_groups()):
+            why = f"{who} is not in the groups that may decide this release ({', '.join(sorted(self.control_groups()))})"
+        if why is None and (self.status.hold is None or self.status.hold.decision is not None):
+            why = f"release {self.args.release_id} is {self.status.phase.value}, not held waiting for a decision"
+        if why is not None:
+            self.refuse_control("resolve_hold", who, request, why)
+        assert self.status.hold is not None
+        self.status.hold.decision, self.status.hold.decided_by, self.status.hold.decision_reason = decision, who, reason  # type: ignore[assignment]
+        self.record("canary_hold", decision, [reason], {"channel": request.get("channel"), **self.control_evidence(request)}, actor=who)
+        return {"accepted": True, "reason": f"{decision} decided by {who}: {reason}"}
 
     async def roll_back(self, reason: str) -> None:
         """Weight 0, deploy the previous stable digest again, tell people, open an incident."""
@@ -814,7 +874,7 @@ class ReleaseWorkflow:
         return base
 
     def past_gates(self) -> bool:
-        order = [Phase.promoting, Phase.canary, Phase.rolling_back]
+        order = [Phase.waiting_for_window, Phase.promoting, Phase.canary, Phase.held, Phase.rolling_back]
         return self.status.phase in order
 
     def pick_gate(self, attempt: ApprovalAttempt) -> ApprovalGate | None:
@@ -1025,6 +1085,27 @@ class ReleaseWorkflow:
                 retry_policy=RetryPolicy(maximum_attempts=8, maximum_interval=timedelta(seconds=30)),
                 result_type=ChatRef,
             )
+
+        self.slack.put(to_slack)
+
+    def measurement_notice(self, measurement: Measurement) -> None:
+        """Each canary measurement, explained (query, value, condition, verdict), as a reply in
+        the release's own Slack thread; the first one starts the thread."""
+        if not workflow.patched("measurement-thread"):
+            return
+        when = measurement.at.strftime("%H:%M:%S") if measurement.at else ""
+        text = f"step {measurement.step} {when}: {measurement.explain()}"
+
+        async def to_slack() -> None:
+            ref: ChatRef = await workflow.execute_activity(
+                "slack_notify",
+                NotifyRequest(release_id=self.args.release_id, kind="measurement", text=text, status=self.status, channel=self.measure_thread[0], thread_ts=self.measure_thread[1]),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=8, maximum_interval=timedelta(seconds=30)),
+                result_type=ChatRef,
+            )
+            if self.measure_thread[1] is None and ref.ts:
+                self.measure_thread = (ref.channel, ref.ts)
 
         self.slack.put(to_slack)
 
