@@ -383,13 +383,13 @@ async def freeze_status(out: Out) -> None:
 # ----------------------------------------------------------------------------- approvals
 
 
-async def _decide(out: Out, release_id: str, identity: str, decision: str, gate: str | None, reason: str, digest: str | None) -> None:
+async def _decide(out: Out, release_id: str, identity: str, decision: str, gate: str | None, reason: str, digest: str | None, plan: str | None = None) -> None:
     from signoff.models import ApprovalAttempt
 
     identity = _email(identity)
     client = await _client()
     attempt = ApprovalAttempt(
-        release_id=release_id, gate=gate, identity=identity, channel="cli", decision=decision, reason=reason, digest=digest  # type: ignore[arg-type]
+        release_id=release_id, gate=gate, identity=identity, channel="cli", decision=decision, reason=reason, digest=digest, plan=plan  # type: ignore[arg-type]
     )
     result = await client.submit_approval(attempt)
     # The workflow's answer already ends with the gate's progress ("approval recorded; 1 of 2: …").
@@ -402,11 +402,12 @@ async def _decide(out: Out, release_id: str, identity: str, decision: str, gate:
 @click.option("--gate", default=None, help="gate name (default: the open gate)")
 @click.option("--reason", default="")
 @click.option("--digest", default=None, help="the artifact digest you reviewed (approvals bind to evidence)")
+@click.option("--plan", default=None, help="the plan hash you reviewed (release status shows it; approvals bind to it)")
 @click.option("--revoke", is_flag=True, help="withdraw your approval before the quorum")
 @command
-async def approve(out: Out, release_id: str, identity: str, gate: str | None, reason: str, digest: str | None, revoke: bool) -> None:
+async def approve(out: Out, release_id: str, identity: str, gate: str | None, reason: str, digest: str | None, plan: str | None, revoke: bool) -> None:
     """Approve a release at a gate (or --revoke your approval)."""
-    await _decide(out, release_id, identity, "revoke" if revoke else "approve", gate, reason, digest)
+    await _decide(out, release_id, identity, "revoke" if revoke else "approve", gate, reason, digest, plan)
 
 
 @cli.command()

@@ -369,11 +369,11 @@ class SignoffClient:
     async def signed_attempt(self, attempt: ApprovalAttempt) -> ApprovalAttempt:
         """The attempt with the person's proof. Keep it to retry: the same signed attempt is the
         same Update (Temporal answers a retry from the first answer); a new one is a new request."""
-        if attempt.decision == "approve" and attempt.digest is None:
-            # An approval binds the digest and the plan the person approves: the ones the release
-            # ships now (a runbook run has neither).
+        if attempt.decision == "approve" and (attempt.digest is None or attempt.plan is None):
+            # An approval binds the digest and the plan the person approves: the ones given, else
+            # the ones the release shows now (a runbook run has neither).
             digest, plan = await self._current_binding(attempt.release_id)
-            attempt = attempt.model_copy(update={"digest": digest, "plan": attempt.plan or plan})
+            attempt = attempt.model_copy(update={"digest": attempt.digest or digest, "plan": attempt.plan or plan})
         proof = self.sign(
             "person",
             attempt.identity,
