@@ -243,7 +243,8 @@ def incident_ticket(req: NotifyRequest, *, ui_url: str, namespace: str) -> tuple
                 for m in canary.analyses[-50:]:
                     value = "no data" if m.value is None else f"{m.value:g}"
                     message = _one_line(m.message, 200).replace("|", "/") or " "
-                    query = "{{" + _one_line(m.query, 300).replace("|", "/").replace("}", ")") + "}}" if m.query else " "
+                    # Jira wiki markup: braces and pipes escaped, so the query reads as it was sent.
+                    query = _one_line(m.query, 300).replace("{", "\\{").replace("}", "\\}").replace("|", "\\|") or " "
                     condition = _one_line(m.condition, 200).replace("|", "/") or " "
                     lines.append(f"|{m.metric}|{'' if m.step is None else m.step} |{query}|{value}|{condition}|{m.verdict}{' (dry run)' if m.dry_run else ''}|{message}|")
             else:

@@ -153,7 +153,7 @@ class Scenarios:
         status = await wait_phase(self.sc, rid, "awaiting_approval", timeout=60)
 
         def attempt(who: str, channel: str) -> ApprovalAttempt:
-            return ApprovalAttempt(release_id=rid, identity=who, channel=channel, digest=status.artifact_digest)  # type: ignore[arg-type]
+            return ApprovalAttempt(release_id=rid, identity=who, channel=channel, digest=status.artifact_digest, plan=status.plan_sha256)  # type: ignore[arg-type]
 
         refused = await self.sc.submit_approval(attempt("dana@example.com", "cli"))
         assert not refused.accepted, refused
