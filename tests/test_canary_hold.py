@@ -63,7 +63,7 @@ async def test_failed_canary_with_hold_stays_at_weight_0_until_a_person_decides(
                 await sc.resolve_hold(bad_id, identity="dana@example.com", decision="forward", reason="ship it")
             await sc.resolve_hold(bad_id, identity="alice@example.com", decision="rollback", reason="errors are real")
             done = await wait_phase(sc, bad_id, "rolled_back", timeout=60)
-            await asyncio.sleep(1)  # the last notices drain
+            await sc.handle(bad_id).result()  # every record and notice written
         assert done.hold is not None and done.hold.decided_by == "alice@example.com"
         rows = [(r["kind"], r["outcome"]) for r in show(bad_id, store_from_settings(settings))]
         assert rows.index(("canary_hold", "held")) < rows.index(("canary_hold", "rollback")) < rows.index(("rollback", "rolled_back"))

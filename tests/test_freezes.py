@@ -19,7 +19,7 @@ from signoff.config import Settings
 from signoff.errors import Refused
 from signoff.models import ApprovalAttempt
 from signoff.windows import freezes_id
-from tests.helpers import DIGEST_A, gated_spec, running_worker, wait_phase
+from tests.helpers import DIGEST_A, gated_spec, release_spec, running_worker, wait_for, wait_phase
 
 pytestmark = pytest.mark.asyncio
 
@@ -68,6 +68,7 @@ async def test_freeze_holds_an_approved_release_until_it_ends(client: Client, ta
         assert json.loads(ended.stdout)["ended"] == [freeze_id]
         done = await wait_phase(sc, rid, "succeeded", timeout=30)
         assert done.window is not None and done.window.open
+        await sc.handle(rid).result()  # every record written
 
     store = store_from_settings(Settings.from_env())
     freeze_rows = [(r["kind"], r["outcome"], r.get("who")) for r in show(freezes_id(task_queue), store)]
@@ -92,3 +93,23 @@ async def test_freeze_requests_are_proven_and_bad_input_is_one_sentence(client: 
         assert bad.returncode == 1 and "neither an ISO time" in bad.stderr and "Traceback" not in bad.stderr
         none = await cli(client, task_queue, "freeze", "end", "--as", "carol@example.com")
         assert none.returncode == 1 and "no freeze is in force" in none.stderr, none.stderr
+
+
+async def test_freeze_with_pause_canaries_holds_a_running_canary_at_its_weight(client: Client, task_queue: str) -> None:
+    steps = {"steps": [{"set_weight": 20}, {"pause": {}}, {"set_weight": 50}, {"set_weight": 80}]}
+    async with running_worker(client, task_queue) as sc:
+        rid = f"frz-canary-{uuid.uuid4().hex[:6]}"
+        await sc.start_release(release_spec(canary=steps), release_id=rid)
+        await wait_for(sc, rid, lambda s: bool(s.canary and s.canary.paused and s.canary.weight == 20))
+        await sc.freeze_start(identity="carol@example.com", reason="peak traffic", pause_canaries=True)
+        await sc.promote(rid, identity="alice@example.com")  # the pause step ends, but the freeze holds the canary
+        await asyncio.sleep(3)
+        held = await sc.status(rid)
+        assert held.phase.value == "canary" and held.canary is not None and held.canary.weight == 20
+        assert held.canary.paused and "peak traffic" in held.canary.pause_reason
+        await sc.freeze_end(identity="alice@example.com")
+        done = await wait_phase(sc, rid, "succeeded", timeout=30)
+        await sc.handle(rid).result()
+    kinds = [(r["kind"], r["outcome"]) for r in show(rid, store_from_settings(Settings.from_env()))]
+    assert kinds.index(("canary_freeze", "paused")) < kinds.index(("canary_freeze", "resumed"))
+    assert done.canary is not None and done.canary.weight == 100

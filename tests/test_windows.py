@@ -160,6 +160,7 @@ async def test_friday_approval_waits_for_monday_0800_berlin(skip_env, task_queue
             assert (await sc.status(rid)).phase.value == "waiting_for_window"
             await skip_env.sleep(timedelta(minutes=5))
         status = await wait_phase(sc, rid, "succeeded")
+        await sc.handle(rid).result()  # every record written
     promoted = next(datetime.fromisoformat(h["at"]) for h in status.history if h.get("phase") == "promoting")
     assert promoted.astimezone(BERLIN).strftime("%a %H:%M") == "Mon 08:00", promoted
     assert status.window is not None and status.window.open and status.window_override is None
@@ -193,6 +194,7 @@ async def test_override_by_permitted_person_promotes_at_once_and_others_are_refu
             assert accepted["accepted"]
             status = await wait_phase(sc, rid, "succeeded")
             assert await skip_env.get_current_time() < friday + timedelta(hours=1)  # at once, not on Monday
+        await sc.handle(rid).result()
     assert status.window_override is not None and status.window_override.by == "alice@example.com"
     assert status.window_override.reason == "payment outage fix"
     refused = {(r.by, r.decision) for r in status.refusals}

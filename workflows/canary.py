@@ -345,9 +345,11 @@ class CanaryRunner:
         version: str = "",
         measurement_timeout: timedelta = timedelta(seconds=30),
         on_measurement: Callable[[Measurement], None] | None = None,
+        is_frozen: Callable[[], bool] = lambda: False,
     ) -> None:
         self.spec = spec
         self.on_measurement = on_measurement
+        self.is_frozen = is_frozen
         self.status = status
         self.release_id = release_id
         self.service = service
@@ -373,7 +375,8 @@ class CanaryRunner:
         background: list[asyncio.Task] = []
         try:
             for index, step in enumerate(self.spec.steps, start=1):
-                await workflow.wait_condition(lambda: self._holds == 0 or self._interrupted() is not None)
+                # A freeze that pauses canaries keeps the current weight until it ends.
+                await workflow.wait_condition(lambda: (self._holds == 0 and not self.is_frozen()) or self._interrupted() is not None)
                 if (stop := self._interrupted()) is not None:
                     return self._finish(stop)
                 self.status.step = index
@@ -461,7 +464,7 @@ class CanaryRunner:
             except asyncio.TimeoutError:
                 pass
         finally:
-            if self._holds == 0:
+            if self._holds == 0 and not self.is_frozen():  # a freeze's pause outlasts the step's
                 self.status.paused = False
                 self.status.pause_reason = ""
         return None

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         DeployRequest,
         DeploymentState,
         GateNotice,
+        Freeze,
         GateStatus,
         HoldStatus,
         Measurement,
@@ -68,7 +69,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from signoff.plan_view import canary_steps
     from signoff.policy_input import build_policy_input
-    from signoff.windows import WindowConfig, WindowRequest, window_state
+    from signoff.windows import WindowConfig, WindowRequest, freezes_for, window_state
     from signoff.trust.evidence import forbidden_approvers, judge_start, plan_sha256, start_expectations
     from signoff.search_attributes import AWAITING, PHASE
 
@@ -138,6 +139,9 @@ class ReleaseWorkflow:
         self.attesting = False
         self.freezes_changed = False
         self.measure_thread: tuple[str | None, str | None] = (None, None)
+        self.freezes_now: list[Freeze] = []
+        self.canary_frozen = False
+        self.canary_done = False
 
     # ================================================================== the plan
 
@@ -553,8 +557,15 @@ class ReleaseWorkflow:
                 is_abort_requested=lambda: self.abort_request is not None,
                 clear_promote=self.clear_promote,
                 on_measurement=self.measurement_notice,
+                is_frozen=lambda: self.canary_frozen,
             )
-            outcome = await runner.run()
+            follow = asyncio.create_task(self.follow_freezes()) if workflow.patched("freeze-pauses-canary") else None
+            try:
+                outcome = await runner.run()
+            finally:
+                self.canary_done = True
+            if follow is not None:
+                await follow
             self.record(
                 "canary_verdict",
                 outcome.result,
@@ -684,8 +695,32 @@ class ReleaseWorkflow:
             start_to_close_timeout=timedelta(seconds=30),
         )
         self.freezes_changed = False
+        self.freezes_now = freezes_for(config.freezes, self.spec.service, self.spec.environment, workflow.now())
         self.status.window = window_state(config.windows, config.freezes, service=self.spec.service, environment=self.spec.environment, at=workflow.now())
         return self.status.window
+
+    async def follow_freezes(self) -> None:
+        """While the canary runs: a freeze started with --pause-canaries holds it at its current
+        weight (the runner waits before its next step) until the freeze ends or expires."""
+        await self.window_now(watch=True)
+        while not self.canary_done:
+            now = workflow.now()
+            paused = [f for f in freezes_for(self.freezes_now, self.spec.service, self.spec.environment, now) if f.pause_canaries]
+            if bool(paused) != self.canary_frozen:
+                self.canary_frozen = bool(paused)
+                canary = self.status.canary
+                why = f"freeze {paused[0].id} by {paused[0].by}: {paused[0].reason}" if paused else "the freeze ended"
+                if canary is not None:
+                    canary.paused, canary.pause_reason = self.canary_frozen, (f"held at weight {canary.weight} by {why}" if paused else "")
+                self.record("canary_freeze", "paused" if paused else "resumed", [why], {"weight": canary.weight if canary else None})
+                await self.notify("freeze_pause" if paused else "freeze_resume", f"{self.spec.service}: canary {'paused at its current weight' if paused else 'resumes'} ({why})")
+            ends = [f.until for f in paused if f.until is not None]
+            try:
+                await workflow.wait_condition(lambda: self.freezes_changed or self.canary_done, timeout=(min(ends) - now) if ends else None)
+            except asyncio.TimeoutError:
+                pass
+            if self.freezes_changed and not self.canary_done:
+                await self.window_now(watch=True)
 
     async def hold_for_window(self) -> None:
         """Outside a deploy window or during a freeze, wait durably in `waiting_for_window` until it
