@@ -441,3 +441,13 @@ test_override_groups_come_from_config if {
 	d := release.decision with input as object.union(base, {"config": {"window_override_groups": ["sre"]}})
 	d.override_groups == ["sre"]
 }
+
+test_window_reasons_only_when_closed if {
+	count(release.window_reasons) == 0 with input as base
+	count(release.window_reasons) == 0 with input as object.union(base, {"window": {"open": true, "reasons": []}})
+	release.window_reasons == ["promotion waits: freeze by carol@example.com: incident"] with input as object.union(base, {"window": {"open": false, "reasons": ["freeze by carol@example.com: incident"]}})
+}
+
+test_hold_default_rule if {
+	release.hold_default == "forward" with input as object.union(base, {"config": {"hold_default": "forward"}})
+}
