@@ -624,11 +624,9 @@ class ReleaseWorkflow:
         decision, reason = str(request.get("decision", "")), str(request.get("reason", "")).strip()
         if decision not in ("rollback", "forward") or not reason:
             raise ApplicationError("resolving a hold needs --rollback or --forward, and a reason")
-        why, auth = await self.authorise_control("resolve_hold", request)
-        if why is None and who in forbidden_approvers(self.spec.requested_by, self.spec):
-            why = "the requester cannot decide their own held release; ask an approver"
-        if why is None and not (auth and auth.snapshot and auth.snapshot.groups_of(who) & self.control_groups()):
-            why = f"{who} is not in the groups that may decide this release ({', '.join(sorted(self.control_groups()))})"
+        why = await self.permitted(
+            "resolve_hold", request, self.control_groups(), own="the requester cannot decide their own held release; ask an approver", what="decide this release"
+        )
         if why is None and (self.status.hold is None or self.status.hold.decision is not None):
             why = f"release {self.args.release_id} is {self.status.phase.value}, not held waiting for a decision"
         if why is not None:
@@ -763,12 +761,9 @@ class ReleaseWorkflow:
         reason = str(request.get("reason", "")).strip()
         if not reason:
             raise ApplicationError("an override needs a reason; say why this cannot wait for the window")
-        why, auth = await self.authorise_control("override_window", request)
         groups = set(self.status.policy.override_groups) if self.status.policy else set()
-        if why is None and who in forbidden_approvers(self.spec.requested_by, self.spec):
-            why = f"{who} asked for this release and cannot override its window; ask someone in {', '.join(sorted(groups)) or 'the override groups'}"
-        if why is None and not (auth and auth.snapshot and auth.snapshot.groups_of(who) & groups):
-            why = f"{who} is not in the groups the policy lets override a deploy window ({', '.join(sorted(groups)) or 'none'})"
+        own = f"{who} asked for this release and cannot override its window; ask someone in {', '.join(sorted(groups)) or 'the override groups'}"
+        why = await self.permitted("override_window", request, groups, own=own, what="the policy lets override a deploy window")
         if why is None and self.status.phase != Phase.waiting_for_window:
             why = f"release {self.args.release_id} is {self.status.phase.value}, not waiting for a window; there is nothing to override"
         if why is not None:
@@ -868,6 +863,17 @@ class ReleaseWorkflow:
             return f"the proof speaks for {auth.identity}, not {who}", auth
         self.used_nonces.add(auth.nonce)
         return None, auth
+
+    async def permitted(self, action: str, request: dict[str, Any], groups: set[str], *, own: str, what: str) -> str | None:
+        """Why a signed control request may not act (None when it may): its proof, the requester
+        acting on their own release (`own`), or a person outside `groups`."""
+        who = str(request.get("identity", "")).lower()
+        why, auth = await self.authorise_control(action, request)
+        if why is None and who in forbidden_approvers(self.spec.requested_by, self.spec):
+            why = own
+        if why is None and not (auth and auth.snapshot and auth.snapshot.groups_of(who) & groups):
+            why = f"{who} is not in the groups {what} ({', '.join(sorted(groups)) or 'none'})"
+        return why
 
     def refuse_control(self, action: str, who: str, request: dict[str, Any], why: str) -> None:
         """Record the refusal (status and signed log), then fail the Update with the sentence."""

@@ -381,18 +381,13 @@ def _parse_value(raw: str | None, *, extra: tuple[str, ...] = ()) -> dict[str, A
         return None
     if not isinstance(data, dict) or not isinstance(data.get("release_id"), str) or not data["release_id"]:
         return None
-    digest = data.get("digest")
-    if digest is not None:
-        try:
-            check_digest(digest)
-        except ValueError:
-            return None
-    plan = data.get("plan")
-    if plan is not None:
-        try:
-            check_digest(plan)
-        except ValueError:
-            return None
+    digest, plan = data.get("digest"), data.get("plan")
+    for value in (digest, plan):
+        if value is not None:
+            try:
+                check_digest(value)
+            except ValueError:
+                return None
     out = {"release_id": data["release_id"], "gate": data.get("gate") if isinstance(data.get("gate"), str) else None, "digest": digest, "plan": plan}
     for key in extra:
         if isinstance(data.get(key), str):
