@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -268,6 +268,18 @@ class CanarySpec(Strict):
         default="rollback", description="hold: a failed analysis sets weight 0 and asks the approvers to roll back or forward, instead of redeploying the previous digest"
     )
     hold_deadline: Duration = Field(default=timedelta(hours=1), description="how long a held release waits for people before the policy default applies")
+
+    @model_serializer(mode="wrap")
+    def _without_new_defaults(self, handler: Any) -> Any:
+        """on_failure / hold_deadline appear only when set: a release file that does not use them
+        serialises (and so hashes, for start proofs and the plan) as it did before they existed,
+        so releases in flight across an upgrade keep verifying."""
+        doc = handler(self)
+        if isinstance(doc, dict):
+            for name in ("on_failure", "hold_deadline"):
+                if name in doc and getattr(self, name) == type(self).model_fields[name].default:
+                    del doc[name]
+        return doc
 
     @model_validator(mode="after")
     def _names_known(self) -> "CanarySpec":

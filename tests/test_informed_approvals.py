@@ -128,3 +128,18 @@ async def test_actuator_refuses_approvals_given_for_another_plan(client: Client,
         assert not marker.exists()
         assert await ship(evidence(plan)) == "shipped"
         assert marker.read_text().split() == [DIGEST_A, "100"]
+
+
+def test_canary_without_the_new_settings_hashes_as_before() -> None:
+    """A release file that does not use on_failure/hold_deadline signs and plans exactly as before
+    they existed, so releases in flight across an upgrade keep their start proof and approvals."""
+    from signoff.trust.proofs import body_digest
+
+    spec = gated_spec().model_copy(update={"canary": None})
+    with_canary = spec.model_validate({**spec.model_dump(mode="json"), "canary": {"steps": [{"set_weight": 10}]}})
+    dumped = with_canary.model_dump(mode="json")
+    assert "on_failure" not in dumped["canary"] and "hold_deadline" not in dumped["canary"]
+    held = with_canary.model_validate({**dumped, "canary": {**dumped["canary"], "on_failure": "hold"}})
+    assert held.model_dump(mode="json")["canary"]["on_failure"] == "hold"
+    assert plan_sha256(with_canary, DIGEST_A) != plan_sha256(held, DIGEST_A)
+    assert body_digest(dumped) == body_digest(with_canary.model_validate(dumped).model_dump(mode="json"))
