@@ -143,3 +143,39 @@ def test_canary_without_the_new_settings_hashes_as_before() -> None:
     assert held.model_dump(mode="json")["canary"]["on_failure"] == "hold"
     assert plan_sha256(with_canary, DIGEST_A) != plan_sha256(held, DIGEST_A)
     assert body_digest(dumped) == body_digest(with_canary.model_validate(dumped).model_dump(mode="json"))
+
+
+def test_jira_ticket_shows_the_plan_and_its_labels_carry_the_plan_hash() -> None:
+    """The Jira request shows the same rows as Slack, and an approval from the ticket binds the
+    plan its labels name; a ticket whose plan label was tampered with is refused."""
+    from activities.jira import PLAN_LABEL_PREFIX, approval_ticket, gate_labels
+    from approvals.jira.parse import JiraWebhookConfig, Refusal, attempt_from_webhook
+    from signoff.directory import load_directory
+    from signoff.models import GateStatus, PlanSummary, PolicyDecision, ReleaseStatus
+    from signoff.config import REPO_ROOT
+
+    plan = "sha256:" + "ab" * 32
+    status = ReleaseStatus(
+        release_id="rel-j",
+        service="checkout",
+        requested_by=DANA,
+        artifact_digest=DIGEST_A,
+        policy=PolicyDecision(tier="high", reasons=["touches deploy manifests: deploy/k8s.yaml"]),
+        plan_sha256=plan,
+        plan=PlanSummary(build_command="make dist", deploy_target="command", deploy_settings={"deploy": "kubectl-apply " + "x" * 400}, canary=["weight 10%"], rollback_target=DIGEST_A),
+    )
+    _, description = approval_ticket(status, GateStatus(name="production", required=2), ui_url="http://ui", namespace="default")
+    for words in ("touches deploy manifests: deploy/k8s.yaml", "make dist", "kubectl-apply", "weight 10%", plan, "(cut; full: signoff release status rel-j --json)"):
+        assert words in description, words
+    labels = gate_labels("rel-j", "production", DIGEST_A, plan)
+    assert PLAN_LABEL_PREFIX + "ab" * 32 in labels
+
+    def comment(on: list[str]) -> object:
+        payload = {"webhookEvent": "comment_created", "comment": {"id": "1", "body": "/approve", "author": {"accountId": "jira-alice-0001"}},
+                   "issue": {"id": "1", "key": "REL-1", "fields": {"labels": on, "status": {"name": "To Do"}}}}
+        return attempt_from_webhook(payload, directory=load_directory(REPO_ROOT / "examples" / "approvers.yaml"), config=JiraWebhookConfig(), delivery_id="d")
+
+    attempt = comment(labels)
+    assert not isinstance(attempt, Refusal) and attempt.plan == plan  # type: ignore[union-attr]
+    tampered = comment(labels + [PLAN_LABEL_PREFIX + "cd" * 32])
+    assert isinstance(tampered, Refusal) and "signoff-plan" in tampered.reason
