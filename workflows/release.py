@@ -137,6 +137,7 @@ class ReleaseWorkflow:
         self.starter: AuthResult | None = None
         self.attestations: list[dict[str, Any]] = []
         self.attesting = False
+        self.windowed = False
         self.freezes_changed = False
         self.measure_thread: tuple[str | None, str | None] = (None, None)
         self.freezes_now: list[Freeze] = []
@@ -153,6 +154,9 @@ class ReleaseWorkflow:
         drains = [asyncio.create_task(box.run(lambda: self.finished)) for box in (self.audit, self.slack, self.jira)]
         # Histories from before evidence attestations replay without them.
         self.attesting = workflow.patched("evidence-attestations")
+        # Deploy windows, freezes, the plan hash and explained measurements: one patch, asked here,
+        # before any local activity (a patch first asked after one does not replay).
+        self.windowed = workflow.patched("windows-plan-verdicts")
         try:
             if workflow.patched("authenticated-start"):
                 await self.authenticate()
@@ -404,8 +408,7 @@ class ReleaseWorkflow:
     async def decide(self) -> None:
         """Ask the policy for the risk tier, the gates and any denials."""
         self.set_phase(Phase.deciding)
-        binding = workflow.patched("plan-binding")
-        if binding:
+        if self.windowed:
             self.status.plan_sha256 = plan_sha256(self.spec, self.status.artifact_digest)
         # No patch needed: only releases naming change.repository (a field older histories never
         # had) read Git, so histories from before replay unchanged.
@@ -462,7 +465,7 @@ class ReleaseWorkflow:
             )
             self.gates.append(gate)
         self.status.gates = [g.status for g in self.gates]
-        if binding:
+        if self.windowed:
             await self.summarise_plan()
 
     async def summarise_plan(self) -> None:
@@ -559,7 +562,7 @@ class ReleaseWorkflow:
                 on_measurement=self.measurement_notice,
                 is_frozen=lambda: self.canary_frozen,
             )
-            follow = asyncio.create_task(self.follow_freezes()) if workflow.patched("freeze-pauses-canary") else None
+            follow = asyncio.create_task(self.follow_freezes()) if self.windowed else None
             try:
                 outcome = await runner.run()
             finally:
@@ -684,7 +687,7 @@ class ReleaseWorkflow:
     async def window_now(self, *, watch: bool) -> WindowState | None:
         """The deploy windows and freezes for this release, now (None in histories from before
         windows existed). `watch` asks the freeze keeper to signal us when freezes change."""
-        if not workflow.patched("deploy-windows"):
+        if not self.windowed:
             return None
         config: WindowConfig = await workflow.execute_local_activity(
             "load_windows",
@@ -1132,7 +1135,7 @@ class ReleaseWorkflow:
     def measurement_notice(self, measurement: Measurement) -> None:
         """Each canary measurement, explained (query, value, condition, verdict), as a reply in
         the release's own Slack thread; the first one starts the thread."""
-        if not workflow.patched("measurement-thread"):
+        if not self.windowed:
             return
         when = measurement.at.strftime("%H:%M:%S") if measurement.at else ""
         text = f"step {measurement.step} {when}: {measurement.explain()}"
