@@ -16,7 +16,6 @@ import pytest
 from temporalio.client import Client
 
 from signoff.config import Settings
-from signoff.errors import Refused
 from signoff.models import ApprovalAttempt, ApprovalEvidence, DeployRequest, DeploySpec, Evidence
 from signoff.trust.evidence import plan_sha256, start_body
 from tests.helpers import DIGEST_A, gated_spec, running_worker, wait_phase
