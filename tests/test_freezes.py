@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
+from typing import Iterator
 
 import pytest
 from temporalio.client import Client
@@ -19,6 +20,7 @@ from signoff.config import Settings
 from signoff.errors import Refused
 from signoff.models import ApprovalAttempt
 from signoff.windows import freezes_id
+from tests.stubs.slack_stub import SlackStub
 from tests.helpers import DIGEST_A, gated_spec, release_spec, running_worker, wait_for, wait_phase
 
 pytestmark = pytest.mark.asyncio
@@ -37,7 +39,20 @@ async def cli(client: Client, task_queue: str, *args: str) -> subprocess.Complet
     )
 
 
-async def test_freeze_holds_an_approved_release_until_it_ends(client: Client, task_queue: str) -> None:
+@pytest.fixture
+def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackStub]:
+    """The local Slack stub as the worker's Slack."""
+    stub = SlackStub().start()
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-f")
+    monkeypatch.setenv("SIGNOFF_SLACK_API_URL", stub.api_url)
+    monkeypatch.setenv("SIGNOFF_SLACK_CHANNEL", "C0REL")
+    try:
+        yield stub
+    finally:
+        stub.stop()
+
+
+async def test_freeze_holds_an_approved_release_until_it_ends(client: Client, task_queue: str, slack: SlackStub) -> None:
     async with running_worker(client, task_queue) as sc:
         # dana is a developer: the policy's freeze groups are release-managers and sre
         with pytest.raises(Refused, match="not in the groups that may start or end a freeze"):
@@ -70,11 +85,20 @@ async def test_freeze_holds_an_approved_release_until_it_ends(client: Client, ta
         assert done.window is not None and done.window.open
         await sc.handle(rid).result()  # every record written
 
+    posted = [c.body["text"] for c in slack.calls("chat.postMessage")]
+    assert any(f"freeze {freeze_id} started by carol@example.com" in t and "payments incident" in t for t in posted)
+    assert any(f"freeze {freeze_id}" in t and "ended by alice@example.com" in t for t in posted)
+    assert any("approved, but promotion waits" in t for t in posted) and any("promotion resumes" in t for t in posted)
     store = store_from_settings(Settings.from_env())
     freeze_rows = [(r["kind"], r["outcome"], r.get("who")) for r in show(freezes_id(task_queue), store)]
     assert ("freeze", "refused", "dana@example.com") in freeze_rows
     assert ("freeze", "started", "carol@example.com") in freeze_rows and ("freeze", "ended", "alice@example.com") in freeze_rows
-    kinds = [(r["kind"], r["outcome"]) for r in show(rid, store)]
+    rows = show(rid, store)
+    # the policy decided with the window state in its input, and said why promotion would wait
+    policy = next(r for r in rows if r["kind"] == "policy")
+    assert policy["evidence"]["input"]["window"]["open"] is False and policy["evidence"]["input"]["window"]["freezes"] == [freeze_id]
+    assert "promotion waits: freeze by carol@example.com: payments incident" in policy["why"]
+    kinds = [(r["kind"], r["outcome"]) for r in rows]
     assert kinds.index(("window", "waiting")) < kinds.index(("window", "resumed")) < kinds.index(("promotion", "started"))
 
 
@@ -102,6 +126,8 @@ async def test_freeze_with_pause_canaries_holds_a_running_canary_at_its_weight(c
         await sc.start_release(release_spec(canary=steps), release_id=rid)
         await wait_for(sc, rid, lambda s: bool(s.canary and s.canary.paused and s.canary.weight == 20))
         await sc.freeze_start(identity="carol@example.com", reason="peak traffic", pause_canaries=True)
+        # the keeper signals the running release, which re-reads the freezes
+        await wait_for(sc, rid, lambda s: bool(s.canary and "peak traffic" in s.canary.pause_reason))
         await sc.promote(rid, identity="alice@example.com")  # the pause step ends, but the freeze holds the canary
         await asyncio.sleep(3)
         held = await sc.status(rid)
