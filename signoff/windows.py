@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from dateutil.rrule import rrulestr
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from signoff.errors import ConfigError
 from signoff.models import Duration, Freeze, Open, Strict, WindowState
@@ -36,8 +36,9 @@ def freezes_id(task_queue: str) -> str:
     """One keeper per task queue: the workers of a queue are the ones that run its releases."""
     return FREEZES_ID if task_queue == "signoff" else f"{FREEZES_ID}-{task_queue}"
 
-#: How many boundaries `window_state` steps over looking for the next opening (a year of weekly
-#: windows); past that the release waits for its deadline.
+#: How far and over how many boundaries `window_state` looks for the next opening; past that
+#: `next_open` is None and the release waits for its deadline (or a person).
+HORIZON = timedelta(days=366)
 MAX_STEPS = 200
 
 
@@ -52,6 +53,7 @@ class WindowSpec(Strict):
     duration: Duration
     services: list[str] = Field(default_factory=list, description="services it applies to (empty: all)")
     environments: list[str] = Field(default_factory=list, description="environments it applies to (empty: all)")
+    _compiled: object = PrivateAttr(default=None)
 
     @field_validator("tzid")
     @classmethod
@@ -99,13 +101,20 @@ class WindowSpec(Strict):
         return None if start is None else start.astimezone(timezone.utc)
 
     def _rule(self):  # type: ignore[no-untyped-def]
+        """The parsed rule, built once per window with dateutil's occurrence cache: a release
+        re-checks its window many times, inside a workflow task that must stay fast."""
+        if self._compiled is not None:
+            return self._compiled
         text = self.rrule or ""
         try:
             if "DTSTART" in text.upper():
-                return rrulestr(text, tzinfos=lambda _name, _offset: self._zone())
-            return rrulestr(text.removeprefix("RRULE:"), dtstart=ANCHOR.replace(tzinfo=self._zone()))
+                rule = rrulestr(text, tzinfos=lambda _name, _offset: self._zone(), cache=True)
+            else:
+                rule = rrulestr(text.removeprefix("RRULE:"), dtstart=ANCHOR.replace(tzinfo=self._zone()), cache=True)
         except (ValueError, TypeError) as e:
             raise ValueError(f"window {self.name}: {text!r} is not an RFC 5545 RRULE ({e})") from e
+        self._compiled = rule
+        return rule
 
     def active(self, at: datetime) -> datetime | None:
         """When the occurrence that covers `at` ends, or None when `at` is outside the window."""
@@ -210,7 +219,7 @@ def window_state(windows: list[WindowSpec], freezes: list[Freeze], *, service: s
     moment = at
     for _ in range(MAX_STEPS):
         nxt = _next_boundary(mine, frozen, moment)
-        if nxt is None:
+        if nxt is None or nxt > at + HORIZON:
             break
         if not _closed_by(mine, freezes_for(frozen, service, environment, nxt), nxt):
             return state.model_copy(update={"next_open": nxt})

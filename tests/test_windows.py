@@ -4,6 +4,7 @@ the time-skipping server, a release approved on Friday 17:00 Europe/Berlin that 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -14,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import pytest_asyncio
 import yaml
+from temporalio.service import RPCError
 
 from signoff.audit import show, store_from_settings
 from signoff.config import Settings
@@ -80,6 +82,14 @@ def test_windows_apply_per_service_and_environment() -> None:
     assert state([staging_only], berlin(2026, 12, 4, 17)).open
 
 
+def test_a_window_that_never_opens_has_no_next_opening() -> None:
+    """Overlapping daily deny windows never open: the search gives up at its horizon, and the
+    release waits for its deadline or a person (next_open None)."""
+    always = {**WEEKEND, "rrule": "FREQ=DAILY;BYHOUR=0;BYMINUTE=0;BYSECOND=0", "duration": "25h"}
+    closed = state([always], berlin(2026, 12, 8, 12))
+    assert not closed.open and closed.next_open is None
+
+
 def test_freeze_closes_until_it_ends_or_expires() -> None:
     now = berlin(2026, 12, 2, 10)
     open_ended = Freeze(id="f1", by="carol@example.com", reason="incident", started_at=now - timedelta(hours=1))
@@ -127,6 +137,19 @@ async def approval_at(sc, rid: str, who: str, at: datetime) -> ApprovalAttempt: 
     return ApprovalAttempt(release_id=rid, identity=who, channel="cli", digest=DIGEST_A, plan=plan, proof=proof)
 
 
+async def approved_friday_17(skip_env, sc, rid: str, spec, who: str) -> datetime:  # type: ignore[no-untyped-def]
+    """Start `rid` an hour before the next Friday 17:00 Berlin (on the shared skipped clock,
+    wherever earlier tests left it), then have `who` approve it at 17:00 sharp."""
+    friday = next_friday_17(await skip_env.get_current_time() + timedelta(hours=1))
+    await skip_env.sleep(friday - timedelta(hours=1) - await skip_env.get_current_time())
+    await sc.start_release(spec, release_id=rid)
+    await wait_phase(sc, rid, "awaiting_approval")
+    await skip_env.sleep(friday - await skip_env.get_current_time())
+    result = await sc.submit_approval(await approval_at(sc, rid, who, friday))
+    assert result.accepted, result.reason
+    return friday
+
+
 @pytest_asyncio.fixture
 async def weekend_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, skip_env, task_queue: str) -> AsyncIterator[Path]:  # type: ignore[no-untyped-def]
     """The worker's windows file with the weekend deny window. Afterwards the freeze keeper the
@@ -136,7 +159,8 @@ async def weekend_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, skip_
     path.write_text(yaml.safe_dump({"windows": [{**WEEKEND, "environments": ["staging"]}]}))
     monkeypatch.setenv("SIGNOFF_WINDOWS", str(path))
     yield path
-    await skip_env.client.get_workflow_handle(freezes_id(task_queue)).terminate("test over")
+    with contextlib.suppress(RPCError):  # a keeper idle for a (skipped) day has ended by itself
+        await skip_env.client.get_workflow_handle(freezes_id(task_queue)).terminate("test over")
 
 
 def records(rid: str) -> list[tuple[str, str, str]]:
@@ -146,13 +170,8 @@ def records(rid: str) -> list[tuple[str, str, str]]:
 async def test_friday_approval_waits_for_monday_0800_berlin(skip_env, task_queue: str, weekend_windows: Path) -> None:  # type: ignore[no-untyped-def]
     async with running_worker(skip_env.client, task_queue, visibility=False) as sc:
         rid = f"win-{uuid.uuid4().hex[:6]}"
-        await sc.start_release(gated_spec(required=1, timeout="P5D"), release_id=rid)
         with skip_env.auto_time_skipping_disabled():
-            await wait_phase(sc, rid, "awaiting_approval")
-            friday = next_friday_17(await skip_env.get_current_time())
-            await skip_env.sleep(friday - await skip_env.get_current_time())
-            result = await sc.submit_approval(await approval_at(sc, rid, "alice@example.com", friday))
-            assert result.accepted, result.reason
+            friday = await approved_friday_17(skip_env, sc, rid, gated_spec(required=1, timeout="P5D"), "alice@example.com")
             status = await wait_phase(sc, rid, "waiting_for_window")
             assert status.window is not None and not status.window.open
             assert status.window.next_open == friday + timedelta(days=2, hours=15)  # Monday 08:00 Berlin
@@ -172,12 +191,9 @@ async def test_friday_approval_waits_for_monday_0800_berlin(skip_env, task_queue
 async def test_override_by_permitted_person_promotes_at_once_and_others_are_refused(skip_env, task_queue: str, weekend_windows: Path) -> None:  # type: ignore[no-untyped-def]
     async with running_worker(skip_env.client, task_queue, visibility=False) as sc:
         rid = f"win-{uuid.uuid4().hex[:6]}"
-        await sc.start_release(gated_spec(required=1, timeout="P5D", from_groups=["checkout-owners", "sre"]), release_id=rid)
         with skip_env.auto_time_skipping_disabled():
-            await wait_phase(sc, rid, "awaiting_approval")
-            friday = next_friday_17(await skip_env.get_current_time())
-            await skip_env.sleep(friday - await skip_env.get_current_time())
-            assert (await sc.submit_approval(await approval_at(sc, rid, "carol@example.com", friday))).accepted
+            spec = gated_spec(required=1, timeout="P5D", from_groups=["checkout-owners", "sre"])
+            friday = await approved_friday_17(skip_env, sc, rid, spec, "carol@example.com")
             await wait_phase(sc, rid, "waiting_for_window")
             # carol (sre, on-call) approved the gate but is not in the override groups the policy names
             with pytest.raises(Refused, match="not in the groups the policy lets override"):
@@ -203,3 +219,20 @@ async def test_override_by_permitted_person_promotes_at_once_and_others_are_refu
     overrides = [(o, doc) for k, o, doc in rows if k == "override_window"]
     assert [o for o, _ in overrides] == ["refused", "refused", "refused", "accepted"]
     assert "payment outage fix" in overrides[-1][1] and "alice@example.com" in overrides[-1][1]
+
+
+async def test_a_window_that_does_not_open_before_the_gate_timeout_ends_the_release(skip_env, task_queue: str, weekend_windows: Path) -> None:  # type: ignore[no-untyped-def]
+    async with running_worker(skip_env.client, task_queue, visibility=False) as sc:
+        rid = f"win-{uuid.uuid4().hex[:6]}"
+        with skip_env.auto_time_skipping_disabled():
+            friday = await approved_friday_17(skip_env, sc, rid, gated_spec(required=1, timeout="P4D"), "alice@example.com")
+            await wait_phase(sc, rid, "waiting_for_window")
+            # the windows file now denies every day: it never opens before the gate's 4 days pass
+            weekend_windows.write_text(yaml.safe_dump({"windows": [{**WEEKEND, "rrule": "FREQ=DAILY;BYHOUR=0;BYMINUTE=0;BYSECOND=0", "duration": "25h"}]}))
+            await skip_env.sleep(friday + timedelta(days=4, minutes=30) - await skip_env.get_current_time())
+            status = await wait_phase(sc, rid, "rejected")
+        await sc.handle(rid).result()
+    assert status.phase.value == "rejected"
+    assert "did not open before the gate's timeout" in (status.reason or "")
+    ended = datetime.fromisoformat(status.history[-1]["at"])
+    assert timedelta(days=4) <= ended - friday < timedelta(days=4, hours=1)
