@@ -33,6 +33,7 @@ from temporalio.exceptions import ApplicationError
 
 from signoff.config import Settings
 from signoff.models import ChatRef, GateNotice, GateStatus, NotifyRequest, ReleaseStatus
+from signoff.plan_view import approval_rows
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ BASE_LABEL = "signoff"
 RELEASE_LABEL_PREFIX = "signoff-release-"
 GATE_LABEL_PREFIX = "signoff-gate-"
 DIGEST_LABEL_PREFIX = "signoff-digest-"
+PLAN_LABEL_PREFIX = "signoff-plan-"
 INCIDENT_LABEL_PREFIX = "signoff-incident-"
 
 CLOSED_STATES = {"approved", "rejected", "expired", "closed"}
@@ -97,10 +99,13 @@ def label_value(value: str) -> str:
     return re.sub(r"\s+", "_", value.strip())
 
 
-def gate_labels(release_id: str, gate: str, digest: str | None) -> list[str]:
+def gate_labels(release_id: str, gate: str, digest: str | None, plan: str | None = None) -> list[str]:
+    """The labels that tie a ticket to its gate and to the artifact and plan it shows."""
     labels = [BASE_LABEL, RELEASE_LABEL_PREFIX + label_value(release_id), GATE_LABEL_PREFIX + label_value(gate)]
     if digest and digest.startswith("sha256:"):
         labels.append(DIGEST_LABEL_PREFIX + digest.removeprefix("sha256:"))
+    if plan and plan.startswith("sha256:"):
+        labels.append(PLAN_LABEL_PREFIX + plan.removeprefix("sha256:"))
     return labels
 
 
@@ -161,6 +166,9 @@ def approval_ticket(status: ReleaseStatus, gate: GateStatus, *, ui_url: str, nam
         lines.append(f"*Provenance:* {'verified' if p.verified else 'NOT verified'}" + (f" ({p.identity}, {p.issuer})" if p.identity else ""))
     if status.policy is not None and status.policy.reasons:
         lines += ["*Why this tier:*", _untrusted("\n".join(status.policy.reasons[:10]))]
+    rows = approval_rows(status, full=f"signoff release status {status.release_id} --json")
+    if rows:
+        lines += ["", "h4. What will run"] + [f"*{label}:* " + _untrusted(value) for label, value in rows]
     needs = f"{gate.required} approval{'s' if gate.required != 1 else ''}"
     if gate.from_groups:
         needs += " from " + ", ".join(gate.from_groups)
@@ -231,11 +239,14 @@ def incident_ticket(req: NotifyRequest, *, ui_url: str, namespace: str) -> tuple
         if canary is not None:
             lines += ["", f"h4. Canary (step {canary.step}, weight {canary.weight}%, verdict {canary.verdict or 'none'})"]
             if canary.analyses:
-                lines.append("||metric||step||value||verdict||message||")
+                lines.append("||metric||step||query||value||condition||verdict||message||")
                 for m in canary.analyses[-50:]:
                     value = "no data" if m.value is None else f"{m.value:g}"
                     message = _one_line(m.message, 200).replace("|", "/") or " "
-                    lines.append(f"|{m.metric}|{'' if m.step is None else m.step} |{value}|{m.verdict}{' (dry run)' if m.dry_run else ''}|{message}|")
+                    # Jira wiki markup: braces and pipes escaped, so the query reads as it was sent.
+                    query = _one_line(m.query, 300).replace("{", "\\{").replace("}", "\\}").replace("|", "\\|") or " "
+                    condition = _one_line(m.condition, 200).replace("|", "/") or " "
+                    lines.append(f"|{m.metric}|{'' if m.step is None else m.step} |{query}|{value}|{condition}|{m.verdict}{' (dry run)' if m.dry_run else ''}|{message}|")
             else:
                 lines.append("No canary measurements were recorded.")
     lines += [
@@ -384,7 +395,7 @@ class JiraActivities:
                 "issuetype": {"name": self.jira_settings.issue_type},
                 "summary": summary,
                 "description": description,
-                "labels": gate_labels(status.release_id, gate.name, status.artifact_digest),
+                "labels": gate_labels(status.release_id, gate.name, status.artifact_digest, status.plan_sha256),
             },
             prefetch=False,
         )

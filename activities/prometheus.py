@@ -36,7 +36,7 @@ from urllib3.util.retry import Retry
 from activities.judge import judge
 from signoff.config import Settings
 from signoff.models import AnalysisRequest, JudgeSpec, Measurement
-from workflows.canary import Verdict, evaluate
+from workflows.canary import Verdict, describe_conditions, evaluate
 
 PLACEHOLDER = re.compile(r"\{(service|digest|version)\}")
 _SEVERITY: dict[str, int] = {"successful": 0, "inconclusive": 1, "error": 2, "failed": 3}
@@ -131,6 +131,16 @@ class PrometheusActivities:
     # ------------------------------------------------------------------ synchronous core
 
     def measure(self, request: AnalysisRequest) -> Measurement:
+        """One measurement, carrying the resolved query and the conditions it was judged by, so
+        every notice built from it explains itself."""
+        spec = request.spec
+        try:
+            query = render_query(spec.query, service=request.service, digest=request.digest, version=request.version)
+        except ValueError:
+            query = spec.query
+        return self._measure(request).model_copy(update={"query": query, "condition": describe_conditions(spec.success, spec.failure)})
+
+    def _measure(self, request: AnalysisRequest) -> Measurement:
         spec = request.spec
         at = datetime.now(timezone.utc)
         try:

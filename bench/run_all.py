@@ -31,6 +31,7 @@ BENCHMARKS: list[tuple[str, str, str, list[str], int]] = [
     ("flag_rollback", "bench_flag_rollback.py", "flag_rollback.json", ["--quick"], 600),
     ("capacity", "bench_capacity.py", "capacity.json", ["--quick"], 3600),
     ("sandbox", "bench_sandbox.py", "sandbox.json", ["--n", "20"], 300),
+    ("windows", "bench_windows.py", "windows.json", ["--runs", "60"], 300),
 ]
 
 
@@ -66,6 +67,12 @@ def _known(name: str, doc: dict[str, Any]) -> tuple[str, str, str]:
             f"bare `true` median {_round(true_cmd.get('bare_median_ms'))} ms",
             "meets ≤ 50 ms" if doc.get("meets_target") else "MISSES ≤ 50 ms",
         )
+    if name == "windows":
+        cases = doc.get("cases") or {}
+        worst = cases.get("never opens (worst case)") or {}
+        weekend = cases.get("weekend deny") or {}
+        return (f"weekend median {_round(weekend.get('median_ms'))} ms, worst median {_round(worst.get('median_ms'))} ms",
+                f"no windows {_round((cases.get('no windows (baseline)') or {}).get('median_ms'))} ms", "≪ 2 s workflow-task limit")
     if name == "policy":
         return (f"median {_ms(doc, 'evaluate_full', 'median_ms')}, p99 {_ms(doc, 'evaluate_full', 'p99_ms')}",
                 f"trivial rule {_ms(doc, 'baseline_trivial_rule', 'median_ms')}", "in-process")

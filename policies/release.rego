@@ -26,6 +26,12 @@ default_config := {
 	"allow_cli_approvals": true,
 	"gate_timeout": "PT24H",
 	"on_inconclusive": "rollback",
+	# Who may promote a release outside its deploy window or during a freeze (a signed override
+	# with a reason), and who may start and end freezes (policies/freeze.rego).
+	"window_override_groups": ["release-managers"],
+	# What a held canary (canary.on_failure: hold) does when nobody decides by its deadline.
+	"hold_default": "rollback",
+	"freeze_groups": ["release-managers", "sre"],
 }
 
 config := object.union(default_config, object.get(input, "config", {}))
@@ -285,13 +291,26 @@ on_inconclusive := config.on_inconclusive if {
 	config.on_inconclusive in {"rollback", "hold"}
 } else := "rollback"
 
+# A release decided while its window is closed is still allowed (it waits in waiting_for_window);
+# the reasons say so, so approvers know it will not ship at once.
+window_reasons := [sprintf("promotion waits: %s", [concat("; ", input.window.reasons)])] if {
+	is_object(input.window)
+	input.window.open == false
+} else := []
+
+hold_default := config.hold_default if {
+	config.hold_default in {"rollback", "forward"}
+} else := "rollback"
+
 # ---------------------------------------------------------------- the decision
 
 decision := {
 	"tier": tier,
 	"gates": array.concat(gates, budget_gates),
 	"denials": sort(denials),
-	"reasons": reasons,
+	"reasons": array.concat(reasons, window_reasons),
 	"on_inconclusive": on_inconclusive,
+	"override_groups": config.window_override_groups,
+	"hold_default": hold_default,
 	"allow": count(denials) == 0,
 }

@@ -423,3 +423,31 @@ test_sbom_supplier_deny_list if {
 	some d in release.denials with input as doc
 	contains(d, "Evil Corp")
 }
+
+test_closed_window_is_explained_not_denied if {
+	d := release.decision with input as object.union(base, {"window": {"open": false, "reasons": ["deny window weekend until 2026-12-07T07:00:00Z"]}})
+	count(d.denials) == 0
+	some r in d.reasons
+	contains(r, "deny window weekend")
+}
+
+test_hold_default_is_rollback_unless_configured if {
+	release.decision.hold_default == "rollback" with input as base
+	release.decision.hold_default == "forward" with input as object.union(base, {"config": {"hold_default": "forward"}})
+	release.decision.hold_default == "rollback" with input as object.union(base, {"config": {"hold_default": "maybe"}})
+}
+
+test_override_groups_come_from_config if {
+	d := release.decision with input as object.union(base, {"config": {"window_override_groups": ["sre"]}})
+	d.override_groups == ["sre"]
+}
+
+test_window_reasons_only_when_closed if {
+	count(release.window_reasons) == 0 with input as base
+	count(release.window_reasons) == 0 with input as object.union(base, {"window": {"open": true, "reasons": []}})
+	release.window_reasons == ["promotion waits: freeze by carol@example.com: incident"] with input as object.union(base, {"window": {"open": false, "reasons": ["freeze by carol@example.com: incident"]}})
+}
+
+test_hold_default_rule if {
+	release.hold_default == "forward" with input as object.union(base, {"config": {"hold_default": "forward"}})
+}

@@ -111,6 +111,20 @@ def _status_line(s: Any) -> str:
     return f"{s.release_id}  {s.service}  {s.phase.value}  {s.artifact_digest or '-'}" + (f"  [{gates}]" if gates else "") + extra
 
 
+def _status_text(s: Any) -> str:
+    """The status line, then what approvers must see (what will run) and the window state."""
+    from signoff.plan_view import approval_rows
+
+    lines = [_status_line(s)]
+    lines += [f"  {label}: {value}" for label, value in approval_rows(s, full=f"signoff release status {s.release_id} --json")]
+    if s.window is not None and not s.window.open:
+        opens = f" (opens {s.window.next_open.isoformat()})" if s.window.next_open else ""
+        lines.append(f"  Waiting for: {'; '.join(s.window.reasons)}{opens}")
+    if s.window_override is not None:
+        lines.append(f"  Window overridden by {s.window_override.by}: {s.window_override.reason}")
+    return "\n".join(lines)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="signoff")
 def cli() -> None:
@@ -268,7 +282,7 @@ async def release_start(out: Out, file: Path, release_id: str | None, wait: bool
 async def release_status(out: Out, release_id: str) -> None:
     client = await _client()
     status = await client.status(release_id)
-    out.emit(status, lambda: _status_line(status))
+    out.emit(status, lambda: _status_text(status))
 
 
 @release.command("list")
@@ -282,7 +296,13 @@ async def release_list(out: Out, phase: str | None, awaiting: str | None) -> Non
         raise UsageError(f"unknown phase {phase!r}; use one of: {', '.join(p.value for p in Phase)}.")
     client = await _client()
     releases = await client.list_releases(phase=phase, awaiting=awaiting)
-    out.emit({"releases": releases}, lambda: "\n".join(_status_line(s) for s in releases) or "no releases")
+    freezes = await client.freeze_status()
+
+    def text() -> str:
+        lines = [_status_line(s) for s in releases] or ["no releases"]
+        return "\n".join(lines + [f"frozen: {_freeze_line(f)}" for f in freezes])
+
+    out.emit({"releases": releases, "freezes": freezes}, text)
 
 
 @release.command("promote")
@@ -306,20 +326,94 @@ async def release_abort(out: Out, release_id: str, identity: str, reason: str) -
     out.emit(result, result["reason"])
 
 
+@release.command("override")
+@click.argument("release_id")
+@click.option("--as", "identity", required=True, metavar="EMAIL")
+@click.option("--reason", required=True)
+@command
+async def release_override(out: Out, release_id: str, identity: str, reason: str) -> None:
+    """Promote a release waiting for its deploy window or a freeze now (the policy names who may)."""
+    client = await _client()
+    result = await client.override_window(release_id, identity=_email(identity), reason=reason)
+    out.emit(result, result["reason"])
+
+
+@release.command("resolve")
+@click.argument("release_id")
+@click.option("--as", "identity", required=True, metavar="EMAIL")
+@click.option("--rollback", "decision", flag_value="rollback", help="redeploy the previous digest")
+@click.option("--forward", "decision", flag_value="forward", help="ship the held digest to 100% anyway")
+@click.option("--reason", required=True)
+@command
+async def release_resolve(out: Out, release_id: str, identity: str, decision: str | None, reason: str) -> None:
+    """Decide a canary held after a failed analysis (canary.on_failure: hold)."""
+    if decision is None:
+        raise UsageError("say what to do with the held release: --rollback or --forward.")
+    client = await _client()
+    result = await client.resolve_hold(release_id, identity=_email(identity), decision=decision, reason=reason)
+    out.emit(result, result["reason"])
+
+
+# ----------------------------------------------------------------------------- freezes
+
+
+@cli.group()
+def freeze() -> None:
+    """Start, end and show change freezes: promotions in their scope wait until they end."""
+
+
+def _freeze_line(f: dict[str, Any]) -> str:
+    scope = f"{f.get('service') or 'every service'} in {f.get('environment') or 'every environment'}"
+    until = f" until {f['until']}" if f.get("until") else ""
+    return f"{f['id']}  {scope}{until}  by {f['by']}: {f['reason']}"
+
+
+@freeze.command("start")
+@click.option("--as", "identity", required=True, metavar="EMAIL")
+@click.option("--reason", required=True)
+@click.option("--service", default=None, help="only this service (default: every service)")
+@click.option("--environment", default=None, help="only this environment (default: every environment)")
+@click.option("--until", default=None, metavar="TIME", help="ends by itself: an ISO time or a span such as 2h or 3d")
+@click.option("--pause-canaries", is_flag=True, help="also pause running canaries at their current weight")
+@command
+async def freeze_start(out: Out, identity: str, reason: str, service: str | None, environment: str | None, until: str | None, pause_canaries: bool) -> None:
+    client = await _client()
+    result = await client.freeze_start(identity=_email(identity), reason=reason, service=service, environment=environment, until=until, pause_canaries=pause_canaries)
+    out.emit(result, lambda: "freeze started: " + _freeze_line(result["freeze"]))
+
+
+@freeze.command("end")
+@click.option("--as", "identity", required=True, metavar="EMAIL")
+@click.option("--id", "freeze_id", default=None, help="end only this freeze (default: every freeze in force)")
+@command
+async def freeze_end(out: Out, identity: str, freeze_id: str | None) -> None:
+    client = await _client()
+    result = await client.freeze_end(identity=_email(identity), freeze_id=freeze_id)
+    out.emit(result, f"ended: {', '.join(result['ended'])}")
+
+
+@freeze.command("status")
+@command
+async def freeze_status(out: Out) -> None:
+    client = await _client()
+    freezes = await client.freeze_status()
+    out.emit({"freezes": freezes}, lambda: "\n".join(_freeze_line(f) for f in freezes) or "no freeze in force")
+
+
 # ----------------------------------------------------------------------------- approvals
 
 
-async def _decide(out: Out, release_id: str, identity: str, decision: str, gate: str | None, reason: str, digest: str | None) -> None:
+async def _decide(out: Out, release_id: str, identity: str, decision: str, gate: str | None, reason: str, digest: str | None, plan: str | None = None) -> None:
     from signoff.models import ApprovalAttempt
 
     identity = _email(identity)
     client = await _client()
     attempt = ApprovalAttempt(
-        release_id=release_id, gate=gate, identity=identity, channel="cli", decision=decision, reason=reason, digest=digest  # type: ignore[arg-type]
+        release_id=release_id, gate=gate, identity=identity, channel="cli", decision=decision, reason=reason, digest=digest, plan=plan  # type: ignore[arg-type]
     )
     result = await client.submit_approval(attempt)
-    progress = f" ({result.gate.progress})" if result.gate and result.gate.progress and result.accepted else ""
-    out.emit(result, f"{'accepted' if result.accepted else 'refused'}: {result.reason}{progress}", ok=result.accepted)
+    # The workflow's answer already ends with the gate's progress ("approval recorded; 1 of 2: …").
+    out.emit(result, f"{'accepted' if result.accepted else 'refused'}: {result.reason}", ok=result.accepted)
 
 
 @cli.command()
@@ -328,11 +422,12 @@ async def _decide(out: Out, release_id: str, identity: str, decision: str, gate:
 @click.option("--gate", default=None, help="gate name (default: the open gate)")
 @click.option("--reason", default="")
 @click.option("--digest", default=None, help="the artifact digest you reviewed (approvals bind to evidence)")
+@click.option("--plan", default=None, help="the plan hash you reviewed (release status shows it; approvals bind to it)")
 @click.option("--revoke", is_flag=True, help="withdraw your approval before the quorum")
 @command
-async def approve(out: Out, release_id: str, identity: str, gate: str | None, reason: str, digest: str | None, revoke: bool) -> None:
+async def approve(out: Out, release_id: str, identity: str, gate: str | None, reason: str, digest: str | None, plan: str | None, revoke: bool) -> None:
     """Approve a release at a gate (or --revoke your approval)."""
-    await _decide(out, release_id, identity, "revoke" if revoke else "approve", gate, reason, digest)
+    await _decide(out, release_id, identity, "revoke" if revoke else "approve", gate, reason, digest, plan)
 
 
 @cli.command()

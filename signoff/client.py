@@ -41,6 +41,7 @@ from signoff.search_attributes import AGENT, DIGEST, KIND, MODEL, PHASE, REQUEST
 from signoff.trust.credentials import Credential, resolve_credential
 from signoff.trust.evidence import start_body
 from signoff.trust.proofs import new_request, request_of
+from signoff.windows import freezes_id
 
 RELEASE_WORKFLOW = "ReleaseWorkflow"
 RUNBOOK_WORKFLOW = "RunbookWorkflow"
@@ -371,10 +372,11 @@ class SignoffClient:
     async def signed_attempt(self, attempt: ApprovalAttempt) -> ApprovalAttempt:
         """The attempt with the person's proof. Keep it to retry: the same signed attempt is the
         same Update (Temporal answers a retry from the first answer); a new one is a new request."""
-        if attempt.decision == "approve" and attempt.digest is None:
-            # An approval binds the digest the person approves: the one the release ships now
-            # (a runbook run has none).
-            attempt = attempt.model_copy(update={"digest": await self._current_digest(attempt.release_id)})
+        if attempt.decision == "approve" and (attempt.digest is None or attempt.plan is None):
+            # An approval binds the digest and the plan the person approves: the ones given, else
+            # the ones the release shows now (a runbook run has neither).
+            digest, plan = await self._current_binding(attempt.release_id)
+            attempt = attempt.model_copy(update={"digest": attempt.digest or digest, "plan": attempt.plan or plan})
         proof = self.sign(
             "person",
             attempt.identity,
@@ -382,18 +384,22 @@ class SignoffClient:
             subject=attempt.release_id,
             gate=attempt.gate,
             digest=attempt.digest,
+            plan=attempt.plan,
             channel=attempt.channel,
             body={"reason": attempt.reason},
         )
         return attempt.model_copy(update={"proof": proof})
 
-    async def _current_digest(self, workflow_id: str) -> str | None:
+    async def _current_binding(self, workflow_id: str) -> tuple[str | None, str | None]:
+        """The artifact digest and plan hash the release shows now."""
         try:
             raw = await self.handle(workflow_id).query("status")
         except (RPCError, WorkflowQueryFailedError):
-            return None  # the Update itself will say what is wrong with this id
-        digest = raw.get("artifact_digest") if isinstance(raw, dict) else None
-        return digest if isinstance(digest, str) else None
+            return None, None  # the Update itself will say what is wrong with this id
+        if not isinstance(raw, dict):
+            return None, None
+        digest, plan = raw.get("artifact_digest"), raw.get("plan_sha256")
+        return (digest if isinstance(digest, str) else None), (plan if isinstance(plan, str) else None)
 
     async def _control(self, release_id: str, update: str, payload: dict[str, Any]) -> dict[str, Any]:
         handle = self.handle(release_id)
@@ -470,6 +476,68 @@ class SignoffClient:
             return [wf.id async for wf in self.client.list_workflows(query)]
         except RPCError as e:
             raise _rpc_error(e, self.settings, "release") from e
+
+    async def override_window(self, release_id: str, *, identity: str, reason: str, channel: str | None = None) -> dict[str, Any]:
+        """Promote a release waiting for its deploy window (or a freeze) now; the policy names who may."""
+        channel = channel or self.channel
+        proof = self.sign("person", identity, action="override_window", subject=release_id, channel=channel, body={"reason": reason})
+        return await self._control(release_id, "override_window", {"identity": identity.lower(), "channel": channel, "reason": reason, "proof": proof.model_dump(mode="json")})
+
+    async def resolve_hold(self, release_id: str, *, identity: str, decision: str, reason: str, channel: str | None = None) -> dict[str, Any]:
+        """Decide a held canary: `rollback` or `forward` (an approver, signed)."""
+        channel = channel or self.channel
+        proof = self.sign("person", identity, action="resolve_hold", subject=release_id, channel=channel, body={"decision": decision, "reason": reason})
+        return await self._control(
+            release_id, "resolve_hold", {"identity": identity.lower(), "channel": channel, "decision": decision, "reason": reason, "proof": proof.model_dump(mode="json")}
+        )
+
+    # ------------------------------------------------------------------ freezes
+
+    async def freeze_start(
+        self,
+        *,
+        identity: str,
+        reason: str,
+        service: str | None = None,
+        environment: str | None = None,
+        until: str | None = None,
+        pause_canaries: bool = False,
+    ) -> dict[str, Any]:
+        """Start a change freeze (signed; the policy decides who may). `until`: ISO time or a span (2h)."""
+        from datetime import datetime, timezone
+
+        from signoff.windows import until_time
+
+        end = until_time(until, datetime.now(timezone.utc))
+        body = {"reason": reason, "service": service, "environment": environment, "until": end.isoformat() if end else None, "pause_canaries": pause_canaries}
+        return await self._freeze_update("start_freeze", "freeze_start", identity, body)
+
+    async def freeze_end(self, *, identity: str, freeze_id: str | None = None) -> dict[str, Any]:
+        """End the freeze `freeze_id`, or every freeze in force."""
+        return await self._freeze_update("end_freeze", "freeze_end", identity, {"id": freeze_id})
+
+    async def freeze_status(self) -> list[dict[str, Any]]:
+        """The freezes in force (none when nobody ever started one)."""
+        try:
+            return list(await self.handle(freezes_id(self.task_queue)).query("freezes"))
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                return []
+            raise _rpc_error(e, self.settings, "the freeze keeper") from e
+
+    async def _freeze_update(self, update: str, action: str, identity: str, body: dict[str, Any]) -> dict[str, Any]:
+        proof = self.sign("person", identity, action=action, subject="freezes", channel=self.channel, body=body)
+        try:
+            handle = await self.client.start_workflow(
+                "FreezeWorkflow", None, id=freezes_id(self.task_queue), task_queue=self.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING
+            )
+            return await handle.execute_update(
+                update, {"identity": identity.lower(), "channel": self.channel, **body, "proof": proof.model_dump(mode="json")}, result_type=dict
+            )
+        except WorkflowUpdateFailedError as e:
+            raise Refused(getattr(e.cause, "message", None) or str(e)) from e
+        except RPCError as e:
+            raise _rpc_error(e, self.settings, "the freeze keeper") from e
 
 
 class RunbookClient:

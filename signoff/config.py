@@ -52,6 +52,7 @@ class Settings:
     def agent_standings_path(self) -> Path:
         """Where the worker keeps agent suspensions (`signoff agent suspend`), beside its other state."""
         return Path(self.state_dir) / "agents" / "standings.json"
+    windows_path: Path | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -100,4 +101,5 @@ class Settings:
             flags_dir=Path(_env("SIGNOFF_FLAGS_DIR")).resolve() if _env("SIGNOFF_FLAGS_DIR") else None,  # type: ignore[arg-type]
             dev_stack=dev is not None,
             database_url=_env("SIGNOFF_DATABASE_URL"),
+            windows_path=Path(w).resolve() if (w := _env("SIGNOFF_WINDOWS")) else None,
         )

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -91,8 +91,10 @@ class Phase(str, Enum):
     verifying = "verifying"
     deciding = "deciding"
     awaiting_approval = "awaiting_approval"
+    waiting_for_window = "waiting_for_window"
     promoting = "promoting"
     canary = "canary"
+    held = "held"
     rolling_back = "rolling_back"
     succeeded = "succeeded"
     rolled_back = "rolled_back"
@@ -298,6 +300,22 @@ class CanarySpec(Strict):
     background: list[str] = Field(default_factory=list)
     inconclusive_deadline: Duration = timedelta(minutes=30)
     on_inconclusive: Literal["rollback", "hold"] | None = None
+    on_failure: Literal["rollback", "hold"] = Field(
+        default="rollback", description="hold: a failed analysis sets weight 0 and asks the approvers to roll back or forward, instead of redeploying the previous digest"
+    )
+    hold_deadline: Duration = Field(default=timedelta(hours=1), description="how long a held release waits for people before the policy default applies")
+
+    @model_serializer(mode="wrap")
+    def _without_new_defaults(self, handler: Any) -> Any:
+        """on_failure / hold_deadline appear only when set: a release file that does not use them
+        serialises (and so hashes, for start proofs and the plan) as it did before they existed,
+        so releases in flight across an upgrade keep verifying."""
+        doc = handler(self)
+        if isinstance(doc, dict):
+            for name in ("on_failure", "hold_deadline"):
+                if name in doc and getattr(self, name) == type(self).model_fields[name].default:
+                    del doc[name]
+        return doc
 
     @model_validator(mode="after")
     def _names_known(self) -> "CanarySpec":
@@ -389,6 +407,7 @@ class ApprovalAttempt(Open):
     decision: Decision = "approve"
     reason: str = ""
     digest: str | None = Field(default=None, description="the artifact digest the person saw")
+    plan: str | None = Field(default=None, description="the plan hash the person saw (spec + artifact, see ReleaseStatus.plan_sha256)")
     external_ref: str | None = Field(default=None, description="Slack action ts / Jira delivery id")
     directory_sha256: str | None = Field(
         default=None,
@@ -455,6 +474,20 @@ class Measurement(Open):
     message: str = ""
     dry_run: bool = False
     step: int | None = None
+    query: str = Field(default="", description="the PromQL query as sent, with the release's placeholders filled in")
+    condition: str = Field(default="", description="the conditions judged, with their thresholds (success: < 0.05; failure: >= 0.1)")
+
+    def explain(self) -> str:
+        """Why this verdict, in one line: query, value, condition and threshold, verdict."""
+        value = "no data" if self.value is None else f"{self.value:g}"
+        parts = [f"{self.metric}: {self.verdict}", f"value {value}"]
+        if self.condition:
+            parts.append(f"condition {self.condition}")
+        if self.query:
+            parts.append(f"query `{self.query}`")
+        if self.message:
+            parts.append(self.message)
+        return "; ".join(parts)
 
 
 class CanaryStatus(Open):
@@ -493,6 +526,66 @@ class ProvenanceResult(Open):
     attestations: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class Freeze(Open):
+    """A change freeze (signoff freeze start): promotions in its scope wait until it ends."""
+
+    id: str
+    by: str
+    reason: str
+    service: str | None = Field(default=None, description="only this service (None: every service)")
+    environment: str | None = Field(default=None, description="only this environment (None: every environment)")
+    started_at: datetime
+    until: datetime | None = Field(default=None, description="ends by itself at this time (None: until someone ends it)")
+    pause_canaries: bool = False
+    ended_at: datetime | None = None
+    ended_by: str | None = None
+
+
+class PlanSummary(Open):
+    """What will run if the release is approved, as approvers see it (Slack, Jira, release status)."""
+
+    build_command: str | None = None
+    test_command: str | None = None
+    scanners: list[str] = Field(default_factory=list)
+    deploy_target: str = "local"
+    deploy_settings: dict[str, Any] = Field(default_factory=dict, description="the target's commands and settings")
+    canary: list[str] = Field(default_factory=list, description="the canary steps, in order")
+    on_failure: str = "rollback"
+    rollback_target: str | None = Field(default=None, description="the digest serving now, which a rollback restores")
+
+
+class WindowState(Open):
+    """Whether promotion is open now, for one release: the windows and freezes that apply."""
+
+    open: bool = True
+    reasons: list[str] = Field(default_factory=list, description="why it is closed (deny windows, freezes, outside allow windows)")
+    windows: list[str] = Field(default_factory=list, description="the windows that apply to this service and environment")
+    freezes: list[str] = Field(default_factory=list, description="the freezes in force")
+    next_open: datetime | None = Field(default=None, description="when it opens by itself (None: only a person, or the end of a freeze)")
+    at: datetime | None = None
+
+
+class HoldStatus(Open):
+    """A failed canary held at weight 0 (canary.on_failure: hold), waiting for people to decide."""
+
+    reason: str
+    since: datetime
+    deadline: datetime
+    default: Literal["rollback", "forward"] = "rollback"
+    decision: Literal["rollback", "forward"] | None = None
+    decided_by: str | None = Field(default=None, description="the person, or 'policy default' at the deadline")
+    decision_reason: str = ""
+
+
+class WindowOverride(Open):
+    """A person's signed override of a closed window or freeze, as recorded."""
+
+    by: str
+    reason: str
+    channel: str = "cli"
+    at: datetime
+
+
 class PolicyDecision(Open):
     tier: Literal["low", "medium", "high"] = "medium"
     gates: list[GateSpec] = Field(default_factory=list)
@@ -500,6 +593,8 @@ class PolicyDecision(Open):
     policy_sha256: str = ""
     reasons: list[str] = Field(default_factory=list)
     on_inconclusive: Literal["rollback", "hold"] = "rollback"
+    override_groups: list[str] = Field(default_factory=list, description="who may override a closed window or a freeze for this release")
+    hold_default: Literal["rollback", "forward"] = Field(default="rollback", description="what a held canary does when nobody decides by its deadline")
 
 
 class ReleaseStatus(Open):
@@ -531,7 +626,12 @@ class ReleaseStatus(Open):
     change: ChangeFacts | None = Field(default=None, description="what the commit really changes (from Git), when the release names its repository")
     scans: list[ScanResult] = Field(default_factory=list, description="what each scanner found (SARIF), in the sandbox")
     sbom: SbomResult | None = Field(default=None, description="the artifact's CycloneDX SBOM, as read by signoff")
-    plan_sha256: str | None = Field(default=None, description="hash of what the policy decided for this release; equals `release plan`'s when it went as planned")
+    planned_sha256: str | None = Field(default=None, description="hash of what the policy decided for this release; equals the `plan_sha256` of `signoff release plan` when it went as planned")
+    plan_sha256: str | None = Field(default=None, description="what approvals bind: the evaluated release spec plus the artifact digest")
+    plan: PlanSummary | None = Field(default=None, description="what will run once approved: commands, deploy target, canary plan, rollback target")
+    window: WindowState | None = Field(default=None, description="deploy windows and freezes, as last checked before promotion")
+    window_override: WindowOverride | None = None
+    hold: HoldStatus | None = Field(default=None, description="set when a failed canary is held instead of rolled back")
     started_at: datetime | None = None
     updated_at: datetime | None = None
     workflow_id: str | None = None
@@ -605,6 +705,7 @@ class Evidence(Open):
     scans: list[ScanResult] = Field(default_factory=list)
     sbom: SbomResult | None = None
     approvals: list[ApprovalEvidence] = Field(default_factory=list)
+    plan_sha256: str | None = Field(default=None, description="set when the release's approvals bind the plan hash; each must then name it")
 
 
 class ScanRequest(CommandRequest):

@@ -184,6 +184,19 @@ def evaluate(input: dict[str, Any], *, policy_dir: Path | str | None = None, opa
     return _evaluate_in_process(input, files)
 
 
+def evaluate_rule(rule: str, input: dict[str, Any], *, policy_dir: Path | str | None = None) -> Any:  # noqa: A002 - the Rego name
+    """One rule other than the release decision (the freeze decision), in-process; None when undefined."""
+    files = read_policy_files(policy_dir)
+    engine = _engine_for(files)
+    try:
+        engine.set_input_json(json.dumps(input))
+        return engine.eval_rule(rule)
+    except RuntimeError as e:
+        if "not a valid rule path" in str(e):
+            return None
+        raise PolicyError(f"evaluating {rule} in {files.directory} failed ({_first_line(str(e))}); fix the policy and try again.") from e
+
+
 # --------------------------------------------------------------------------- policy tests
 
 

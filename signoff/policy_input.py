@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from signoff.models import ChangeFacts, ProvenanceResult, ReleaseFile, SbomResult, ScanResult, TestSummary
+from signoff.models import ChangeFacts, ProvenanceResult, ReleaseFile, SbomResult, ScanResult, TestSummary, WindowState
 
 INPUT_VERSION = 1
 
@@ -92,6 +92,7 @@ def build_policy_input(
     scans: list[ScanResult] | None = None,
     sbom: SbomResult | None = None,
     usage: dict[str, Any] | None = None,
+    window: WindowState | None = None,
 ) -> dict[str, Any]:
     """The facts about one release that the policy decides on (see policies/README.md).
 
@@ -108,7 +109,7 @@ def build_policy_input(
     else:
         merged_config["coverage_threshold"] = threshold
     agent = spec.agent
-    return {
+    doc: dict[str, Any] = {
         "version": INPUT_VERSION,
         "service": spec.service,
         "environment": spec.environment.strip().lower(),
@@ -151,3 +152,13 @@ def build_policy_input(
         "time": _iso_utc(now),
         "config": merged_config,
     }
+    if window is not None:
+        # Deploy windows and freezes as of the decision (absent when the worker predates them).
+        doc["window"] = {
+            "open": window.open,
+            "reasons": list(window.reasons),
+            "windows": list(window.windows),
+            "freezes": list(window.freezes),
+            "next_open": _iso_utc(window.next_open) if window.next_open else None,
+        }
+    return doc

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from signoff.models import GateStatus, ReleaseStatus
+from signoff.plan_view import approval_rows
 
 APPROVE_ACTION = "signoff_approve"
 REJECT_ACTION = "signoff_reject"
@@ -38,9 +39,12 @@ def release_url(ui_url: str, namespace: str, release_id: str) -> str:
     return f"{ui_url.rstrip('/')}/namespaces/{namespace}/workflows/{release_id}"
 
 
-def button_value(release_id: str, gate: str, digest: str | None) -> str:
-    """What the click carries back: the release, the gate and the digest the person saw."""
-    return json.dumps({"release_id": release_id, "gate": gate, "digest": digest}, separators=(",", ":"))
+def button_value(release_id: str, gate: str, digest: str | None, plan: str | None = None) -> str:
+    """What the click carries back: the release, the gate, the digest and the plan the person saw."""
+    doc = {"release_id": release_id, "gate": gate, "digest": digest}
+    if plan:
+        doc["plan"] = plan
+    return json.dumps(doc, separators=(",", ":"))
 
 
 def progress_line(gate: GateStatus, names: dict[str, str] | None = None) -> str:
@@ -111,6 +115,10 @@ def gate_message(
     if reasons:
         text = "*Why this tier*\n" + "\n".join(f"• {escape(r)}" for r in reasons[:10])
         blocks.append({"type": "section", "block_id": "signoff_reasons", "text": {"type": "mrkdwn", "text": _clip(text, 3000)}})
+    rows = approval_rows(status, full=f"signoff release status {status.release_id} --json")
+    if rows:
+        text = "*What will run*\n" + "\n".join(f"• *{escape(label)}*: {escape(value)}" for label, value in rows)
+        blocks.append({"type": "section", "block_id": "signoff_plan", "text": {"type": "mrkdwn", "text": _clip(text, 3000)}})
     needs = f"Needs {gate.required} approval{'s' if gate.required != 1 else ''}"
     if gate.from_groups:
         needs += " from " + ", ".join(escape(g) for g in gate.from_groups)
@@ -122,7 +130,7 @@ def gate_message(
     progress = progress_line(gate, names)
     blocks.append({"type": "section", "block_id": PROGRESS_BLOCK, "text": {"type": "mrkdwn", "text": _clip("*Progress* " + progress, 3000)}})
     if not closed:
-        value = button_value(status.release_id, gate.name, status.artifact_digest)
+        value = button_value(status.release_id, gate.name, status.artifact_digest, status.plan_sha256)
         blocks.append(
             {
                 "type": "actions",

@@ -136,3 +136,9 @@ async def wait_phase(client: SignoffClient, release_id: str, phase: str, *, time
     if status.phase.value != phase:
         raise AssertionError(f"{release_id} ended {status.phase.value} ({status.reason}), expected {phase}")
     return status
+
+
+async def with_plan(client: SignoffClient, attempt: Any) -> Any:
+    """`attempt` naming the plan hash the release shows now (what a Slack button or Jira label carries)."""
+    status = await client.status(attempt.release_id)
+    return attempt.model_copy(update={"plan": status.plan_sha256})

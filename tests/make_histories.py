@@ -33,6 +33,10 @@ Scenarios (file name = workflow id):
                                changed behind signoff's back → DriftWorkflow reports the drift
   reaper-run                   a gated release terminated from the outside → ReaperWorkflow
                                finds it and records it (nothing was serving)
+  release-waiting-for-window   a freeze holds the release in waiting_for_window; ending it
+                               releases it → succeeded
+  freeze-keeper                a freeze keeper: a refused start, a freeze started and ended,
+                               then it ends by itself when idle
   runbook-refused              an unknown runbook → refused           (when RunbookWorkflow exists)
   runbook-restart              restart-service by on-call carol → its checks and steps run
                                (needs the local target and Prometheus, like release-rolled-back)
@@ -160,7 +164,7 @@ class Scenarios:
         status = await wait_phase(self.sc, rid, "awaiting_approval", timeout=60)
 
         def attempt(who: str, channel: str) -> ApprovalAttempt:
-            return ApprovalAttempt(release_id=rid, identity=who, channel=channel, digest=status.artifact_digest)  # type: ignore[arg-type]
+            return ApprovalAttempt(release_id=rid, identity=who, channel=channel, digest=status.artifact_digest, plan=status.plan_sha256)  # type: ignore[arg-type]
 
         refused = await self.sc.submit_approval(attempt("dana@example.com", "cli"))
         assert not refused.accepted, refused
@@ -291,6 +295,35 @@ class Scenarios:
         history = await self.sc.client.get_workflow_handle(workflow_id).fetch_history()
         self.extra[name] = history.to_json()
         return name
+    async def release_waiting_for_window(self) -> str:
+        from tests.helpers import wait_phase
+
+        rid = "release-waiting-for-window"
+        await self.sc.freeze_start(identity="carol@example.com", reason="history scenario freeze", service="checkout")
+        await self.sc.start_release(self.spec(rid), release_id=rid, base_dir=self.dir(rid))
+        await wait_phase(self.sc, rid, "waiting_for_window", timeout=60)
+        await self.sc.freeze_end(identity="alice@example.com")
+        await self.finish(rid, "succeeded")
+        return rid
+
+    async def freeze_keeper(self) -> str:
+        """A keeper that ends when idle for two seconds, so its history is a finished run."""
+        rid = "freeze-keeper"
+        handle = await self.sc.client.start_workflow("FreezeWorkflow", {"idle_seconds": 2}, id=rid, task_queue=self.sc.task_queue)
+
+        async def update(name: str, who: str, action: str, body: dict[str, Any]) -> None:
+            proof = self.sc.sign("person", who, action=action, subject="freezes", body=body)
+            try:
+                await handle.execute_update(name, {"identity": who, **body, "proof": proof.model_dump(mode="json")}, result_type=dict)
+            except Exception as e:  # noqa: BLE001 - the refused start is part of the story
+                log(f"{rid}: {name} by {who}: {e}")
+
+        start = {"reason": "history freeze", "service": None, "environment": None, "until": None, "pause_canaries": False}
+        await update("start_freeze", "dana@example.com", "freeze_start", start)
+        await update("start_freeze", "carol@example.com", "freeze_start", start)
+        await update("end_freeze", "alice@example.com", "freeze_end", {"id": None})
+        await handle.result()
+        return rid
 
     async def runbook_refused(self) -> str:
         rid = "runbook-refused"
@@ -324,6 +357,8 @@ ORDER = [
     "release_build_timed_out",
     "drift_detected",
     "reaper_run",
+    "release_waiting_for_window",
+    "freeze_keeper",
 ]
 
 

@@ -13,7 +13,7 @@ import yaml
 from temporalio.client import Client
 
 from signoff.models import ApprovalAttempt
-from tests.helpers import DIGEST_A, DIGEST_B, REPO, attested, dev_directory, unregistered_key, write_directory, gated_spec, running_worker, wait_for, wait_phase
+from tests.helpers import DIGEST_A, DIGEST_B, REPO, attested, dev_directory, unregistered_key, write_directory, gated_spec, running_worker, wait_for, wait_phase, with_plan
 
 pytestmark = pytest.mark.asyncio
 
@@ -36,7 +36,7 @@ async def test_quorum_reached_release_continues(client: Client, task_queue: str,
         r = rid()
         await sc.start_release(gated_spec(), release_id=r)
         await wait_phase(sc, r, "awaiting_approval")
-        first = await sc.submit_approval(attested(attempt(r, "alice@example.com", channel="slack")))
+        first = await sc.submit_approval(attested(await with_plan(sc, attempt(r, "alice@example.com", channel="slack"))))
         assert first.accepted and first.gate is not None
         assert first.gate.progress.startswith("1 of 2: alice@example.com")
         second = await sc.submit_approval(attempt(r, "bob@example.com", channel="api"))
@@ -76,8 +76,8 @@ async def test_same_person_twice_and_via_two_channels_counts_once(client: Client
         await sc.start_release(gated_spec(), release_id=r)
         await wait_phase(sc, r, "awaiting_approval")
         results = await asyncio.gather(
-            sc.submit_approval(attested(attempt(r, "alice@example.com", channel="slack"))),
-            sc.submit_approval(attested(attempt(r, "alice@example.com", channel="slack"))),
+            sc.submit_approval(attested(await with_plan(sc, attempt(r, "alice@example.com", channel="slack")))),
+            sc.submit_approval(attested(await with_plan(sc, attempt(r, "alice@example.com", channel="slack")))),
             sc.submit_approval(attempt(r, "alice@example.com", channel="cli", gate="production")),
             sc.submit_approval(attempt(r, "alice@example.com", channel="cli")),
         )

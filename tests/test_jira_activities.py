@@ -284,7 +284,7 @@ def _rolled_back() -> NotifyRequest:
         verdict="failed",
         analyses=[
             Measurement(metric="error-rate", value=0.004, verdict="successful", step=1),
-            Measurement(metric="error-rate", value=0.21, verdict="failed", step=2, message="0.21 >= 0.05"),
+            Measurement(metric="error-rate", value=0.21, verdict="failed", step=2, message="0.21 >= 0.05", query='rate(errors{digest="sha256:ab"}[1m])', condition="failure: >= 0.05"),
             Measurement(metric="latency-p99", value=None, verdict="inconclusive", step=2, message="empty result"),
         ],
     )
@@ -308,9 +308,9 @@ async def test_incident_ticket_opened_once_with_the_evidence(stub: JiraStub) -> 
         "error-rate failed 1 of 1 (limit 0)",
         DIGEST,
         PREVIOUS,
-        "|error-rate|2 |0.21|failed|0.21 >= 0.05|",
-        "|error-rate|1 |0.004|successful|",
-        "|latency-p99|2 |no data|inconclusive|empty result|",
+        '|error-rate|2 |rate(errors\\{digest="sha256:ab"\\}[1m])|0.21|failure: >= 0.05|failed|0.21 >= 0.05|',  # the resolved query and the threshold
+        "|error-rate|1 | |0.004| |successful| |",
+        "|latency-p99|2 | |no data| |inconclusive|empty result|",
         "verdict failed",
         "alice@example.com",
         "signoff audit show rel-checkout-7f3a",

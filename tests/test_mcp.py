@@ -114,7 +114,7 @@ async def test_agent_starts_release_good_over_mcp_and_people_approve_in_the_cli(
         at_gate = ok(await mcp.call_tool("wait_for_release", {"release_id": rid, "until": "gate", "timeout_seconds": 240}, progress_callback=on_progress))
         assert at_gate["phase"] == "awaiting_approval" and at_gate["timed_out"] is False
         # the plan it was shown is the plan that runs: the release records the same plan hash
-        assert (await sc.status(rid)).plan_sha256 == plan["plan_sha256"]
+        assert (await sc.status(rid)).planned_sha256 == plan["plan_sha256"]
         assert plan["approvers"] == {"production": ["alice@example.com", "bob@example.com", "carol@example.com"]}
         assert progress[-1] == f"{rid}: awaiting_approval" and len(progress) >= 2  # building … then the gate
 

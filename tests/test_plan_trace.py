@@ -84,11 +84,11 @@ async def test_the_plan_hash_is_in_the_status_of_the_release_started_from_the_fi
         rid = f"planned-{uuid.uuid4().hex[:6]}"
         await sc.start_release(path, release_id=rid)
         status = await wait_for(sc, rid, lambda s: s.phase.value == "awaiting_approval" or s.phase.is_final)
-        assert status.plan_sha256 == plan["plan_sha256"]
+        assert status.planned_sha256 == plan["plan_sha256"]
         # Another file (a different gate) is another plan: the hashes differ.
         other = tmp_path / "other.yaml"
         other.write_text(path.read_text().replace("required: 1", "required: 2"))
-        assert (await signoff("release", "plan", str(other), "--json")).json()["plan_sha256"] != status.plan_sha256
+        assert (await signoff("release", "plan", str(other), "--json")).json()["plan_sha256"] != status.planned_sha256
         await sc.abort(rid, identity="carol@example.com", reason="test over")
 
 

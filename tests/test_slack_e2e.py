@@ -66,7 +66,8 @@ async def test_gated_release_reaches_quorum_by_two_slack_clicks(client: Client, 
             assert "<@U0ALICE>" in json.dumps(posted["blocks"]) and "<@U0BOB>" in json.dumps(posted["blocks"])
             buttons = next(b for b in posted["blocks"] if b.get("block_id") == ACTIONS_BLOCK)["elements"]
             value = next(b["value"] for b in buttons if b["action_id"] == APPROVE_ACTION)
-            assert json.loads(value) == {"release_id": release_id, "gate": "production", "digest": DIGEST_A}
+            plan = (await signoff.status(release_id)).plan_sha256
+            assert plan and json.loads(value) == {"release_id": release_id, "gate": "production", "digest": DIGEST_A, "plan": plan}
             # the workflow keeps the message's ts (the activity's result) so later edits target it
             with_ts = await wait_for(signoff, release_id, lambda st: st.gates[0].slack_ts is not None, timeout=20)
             message_ts = with_ts.gates[0].slack_ts

@@ -175,12 +175,13 @@ async def test_proof_replayed_for_another_release_gate_digest_or_decision_is_ref
 async def test_used_proof_replayed_after_a_revoke_is_refused_and_a_fresh_approval_counts(client: Client, task_queue: str) -> None:
     async with running_worker(client, task_queue) as sc:
         r = await gated_release(sc)
-        proof = approve_proof(r, ALICE)
-        first = await raw_approve(client, ApprovalAttempt(release_id=r, identity=ALICE, channel="cli", digest=DIGEST_A, proof=proof))
+        plan = (await sc.status(r)).plan_sha256
+        proof = approve_proof(r, ALICE, plan=plan)
+        first = await raw_approve(client, ApprovalAttempt(release_id=r, identity=ALICE, channel="cli", digest=DIGEST_A, plan=plan, proof=proof))
         assert first.accepted
         revoked = await sc.submit_approval(ApprovalAttempt(release_id=r, identity=ALICE, channel="cli", decision="revoke"))
         assert revoked.accepted and revoked.gate is not None and revoked.gate.approvals == []
-        replay = await raw_approve(client, ApprovalAttempt(release_id=r, identity=ALICE, channel="cli", digest=DIGEST_A, proof=proof))
+        replay = await raw_approve(client, ApprovalAttempt(release_id=r, identity=ALICE, channel="cli", digest=DIGEST_A, plan=plan, proof=proof))
         assert not replay.accepted and "already used once" in replay.reason
         again = await sc.submit_approval(ApprovalAttempt(release_id=r, identity=ALICE, channel="cli", digest=DIGEST_A))
         assert again.accepted and [a.by for a in again.gate.approvals] == [ALICE]  # re-approving after a revoke counts
@@ -422,7 +423,8 @@ async def test_audit_export_verifies_approvals_offline_and_catches_a_changed_sig
     async with running_worker(client, task_queue) as sc:
         r = await gated_release(sc)
         assert (await sc.submit_approval(ApprovalAttempt(release_id=r, identity=ALICE, channel="cli", digest=DIGEST_A))).accepted
-        assert (await sc.submit_approval(attested(ApprovalAttempt(release_id=r, identity=BOB, channel="slack", digest=DIGEST_A)))).accepted
+        plan = (await sc.status(r)).plan_sha256  # what the Slack button carries
+        assert (await sc.submit_approval(attested(ApprovalAttempt(release_id=r, identity=BOB, channel="slack", digest=DIGEST_A, plan=plan)))).accepted
         await wait_phase(sc, r, "succeeded")
         await sc.wait(r)
     settings = Settings.from_env()
@@ -467,7 +469,7 @@ async def test_high_tier_production_gate_is_not_met_by_chat_clicks_alone(client:
         digest = status.artifact_digest
         assert status.tier == "high" and status.gates[0].min_signed == 1 and status.sandbox == {"build": "hermetic"}
         for who in (CAROL, ALICE):  # sre + release manager, both by Slack click
-            result = await sc.submit_approval(attested(ApprovalAttempt(release_id=r, identity=who, channel="slack", digest=digest)))
+            result = await sc.submit_approval(attested(ApprovalAttempt(release_id=r, identity=who, channel="slack", digest=digest, plan=status.plan_sha256)))
             assert result.accepted, result.reason
         waiting = await sc.status(r)
         assert waiting.gates[0].state == "open" and len(waiting.gates[0].approvals) == 2

@@ -22,6 +22,12 @@ EXAMPLES = REPO_ROOT / "examples"
 APPROVERS = ["alice@example.com", "carol@example.com", "bob@example.com"]
 
 
+def gate_line(gate: Any) -> str:
+    """'  gate production: needs 2 approvals, none yet' — never an empty '()' before any progress."""
+    needs = f"needs {gate.required} approval{'s' if gate.required != 1 else ''}"
+    return f"  gate {gate.name}: {needs}" + (f" ({gate.progress})" if gate.progress else ", none yet")
+
+
 async def drive_release(
     client: SignoffClient,
     file: str,
@@ -50,7 +56,7 @@ async def drive_release(
         if status.phase.value == "awaiting_approval" and not approved:
             approved = True
             for gate in status.gates:
-                echo(f"  gate {gate.name}: needs {gate.required} ({gate.progress})")
+                echo(gate_line(gate))
             result = await client.submit_approval(
                 ApprovalAttempt(release_id=release_id, identity=status.requested_by, channel="cli", digest=status.artifact_digest)
             )

@@ -12,17 +12,18 @@ def all_workflows() -> list[type]:
 
     from workflows.agent import AgentControlWorkflow
     from workflows.drift import DriftWorkflow
+    from workflows.freeze import FreezeWorkflow
     from workflows.reaper import ReaperWorkflow
     from workflows.runbook import RunbookWorkflow
 
-    return [ReleaseWorkflow, RunbookWorkflow, AgentControlWorkflow, DriftWorkflow, ReaperWorkflow]
+    return [ReleaseWorkflow, RunbookWorkflow, AgentControlWorkflow, DriftWorkflow, ReaperWorkflow, FreezeWorkflow]
 
 
 def all_activities(settings: Settings) -> list[Callable[..., Any]]:
     """Each activity module exposes `activities_from_settings(settings)`; its clients are built there."""
-    from activities import agents, audit, drift, forensics, deploy, directory, git, jira, policy, prometheus, provenance, reaper, runbook_actions, runner, slack, trust
+    from activities import agents, audit, deploy, directory, drift, forensics, git, jira, policy, prometheus, provenance, reaper, runbook_actions, runner, slack, trust, windows
 
-    modules: list[Any] = [agents, drift, reaper, forensics, runner, git, deploy, provenance, policy, prometheus, directory, trust, audit, slack, jira, runbook_actions]
+    modules: list[Any] = [agents, drift, reaper, forensics, runner, git, deploy, provenance, policy, prometheus, directory, trust, audit, slack, jira, runbook_actions, windows]
     acts: list[Callable[..., Any]] = []
     for module in modules:
         acts.extend(module.activities_from_settings(settings))

@@ -84,6 +84,12 @@ def describe_condition(condition: Condition) -> str:
     return " and ".join(parts)
 
 
+def describe_conditions(success: Condition | None, failure: Condition | None) -> str:
+    """Both conditions of an analysis with their thresholds: 'success: < 0.05; failure: >= 0.1'."""
+    parts = [f"{name}: {describe_condition(c)}" for name, c in (("success", success), ("failure", failure)) if c is not None]
+    return "; ".join(parts) or "none (the value is only recorded)"
+
+
 def condition_holds(condition: Condition, value: float) -> bool:
     """True when every comparison given in `condition` holds for `value` (a conjunction).
 
@@ -338,8 +344,12 @@ class CanaryRunner:
         clear_promote: Callable[[], None],
         version: str = "",
         measurement_timeout: timedelta = timedelta(seconds=30),
+        on_measurement: Callable[[Measurement], None] | None = None,
+        is_frozen: Callable[[], bool] = lambda: False,
     ) -> None:
         self.spec = spec
+        self.on_measurement = on_measurement
+        self.is_frozen = is_frozen
         self.status = status
         self.release_id = release_id
         self.service = service
@@ -365,7 +375,8 @@ class CanaryRunner:
         background: list[asyncio.Task] = []
         try:
             for index, step in enumerate(self.spec.steps, start=1):
-                await workflow.wait_condition(lambda: self._holds == 0 or self._interrupted() is not None)
+                # A freeze that pauses canaries keeps the current weight until it ends.
+                await workflow.wait_condition(lambda: (self._holds == 0 and not self.is_frozen()) or self._interrupted() is not None)
                 if (stop := self._interrupted()) is not None:
                     return self._finish(stop)
                 self.status.step = index
@@ -453,7 +464,7 @@ class CanaryRunner:
             except asyncio.TimeoutError:
                 pass
         finally:
-            if self._holds == 0:
+            if self._holds == 0 and not self.is_frozen():  # a freeze's pause outlasts the step's
                 self.status.paused = False
                 self.status.pause_reason = ""
         return None
@@ -583,6 +594,8 @@ class CanaryRunner:
         text = f"analysis {result.name!r} is {result.phase.value} ({result.state.summary()})"
         if result.last is not None and result.last.message:
             text += f"; last measurement: {result.last.message}"
+        if result.last is not None and result.last.query:
+            text += f"; condition {result.last.condition}; query `{result.last.query}`"
         return text
 
     def _failure(self, result: _AnalysisResult, index: int) -> CanaryOutcome:
@@ -636,4 +649,6 @@ class CanaryRunner:
             update={"metric": name, "step": step, "dry_run": spec.dry_run, "at": measured.at or workflow.now()}
         )
         append_bounded(self.status, "analyses", measurement)
+        if self.on_measurement is not None:
+            self.on_measurement(measurement)
         return measurement

@@ -65,6 +65,7 @@ class ApprovalGate:
     notify: Notify
     record: Record
     cancelled: Callable[[], bool] = lambda: False
+    current_plan: Callable[[], str | None] = lambda: None
     people_groups: dict[str, set[str]] = field(default_factory=dict)
     used_nonces: set[str] = field(default_factory=set)
     proofs: dict[str, Proof] = field(default_factory=dict)
@@ -225,6 +226,7 @@ class ApprovalGate:
             "subject": attempt.release_id,
             "gate": attempt.gate,
             "digest": attempt.digest,
+            "plan": attempt.plan,
             "channel": attempt.channel,
             "body": {"reason": attempt.reason},
         }
@@ -245,6 +247,11 @@ class ApprovalGate:
                 return f"Jira ticket {ticket} is not gate {self.spec.name}'s ticket ({self.status.jira_key or 'none yet'}); act on the gate's own ticket"
         if attempt.decision == "approve" and self.current_digest() is not None and not attempt.digest:
             return "an approval must name the artifact digest you reviewed; approve again with the digest"
+        plan = self.current_plan()
+        if attempt.decision == "approve" and plan is not None and attempt.plan != plan:
+            if not attempt.plan:
+                return "an approval must name the plan hash you reviewed (release status shows it); approve again from the current request"
+            return f"you reviewed plan {attempt.plan[:19]}…, but the release now runs plan {plan[:19]}…; review the current plan and decide again"
         return None
 
     def _refuse(self, attempt: ApprovalAttempt, reason: str, snap: DirectorySnapshot, auth: AuthResult | None) -> ApprovalResult:

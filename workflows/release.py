@@ -44,7 +44,10 @@ with workflow.unsafe.imports_passed_through():
         DeployRequest,
         DeploymentState,
         GateNotice,
+        Freeze,
         GateStatus,
+        HoldStatus,
+        Measurement,
         NotifyRequest,
         Phase,
         PolicyDecision,
@@ -62,10 +65,15 @@ with workflow.unsafe.imports_passed_through():
         TargetRequest,
         TestRequest,
         TestSummary,
+        PlanSummary,
+        WindowOverride,
+        WindowState,
     )
-    from signoff.plan import plan_sha256
+    from signoff.plan import plan_sha256 as planned_sha256
+    from signoff.plan_view import canary_steps
     from signoff.policy_input import build_policy_input
-    from signoff.trust.evidence import forbidden_approvers, judge_start, start_expectations
+    from signoff.windows import WindowConfig, WindowRequest, freezes_for, window_state
+    from signoff.trust.evidence import forbidden_approvers, judge_start, plan_sha256, start_expectations
     from signoff.search_attributes import AWAITING, PHASE
 
 from workflows.canary import CanaryRunner
@@ -138,6 +146,12 @@ class ReleaseWorkflow:
         self.weighing_budgets = False
         self.keeping_forensics = False
         self.killed_for_limit = False
+        self.windowed = False
+        self.freezes_changed = False
+        self.measure_thread: tuple[str | None, str | None] = (None, None)
+        self.freezes_now: list[Freeze] = []
+        self.canary_frozen = False
+        self.canary_done = False
 
     # ================================================================== the plan
 
@@ -152,6 +166,9 @@ class ReleaseWorkflow:
         # Before the start's local activity (patches after one in the same task do not replay).
         self.weighing_budgets = workflow.patched("agent-budgets")
         self.keeping_forensics = workflow.patched("runner-forensics")
+        # Deploy windows, freezes, the plan hash and explained measurements: one patch, asked here,
+        # before any local activity (a patch first asked after one does not replay).
+        self.windowed = workflow.patched("windows-plan-verdicts")
         try:
             if workflow.patched("authenticated-start"):
                 await self.authenticate()
@@ -162,6 +179,7 @@ class ReleaseWorkflow:
             await self.verify()
             await self.decide()
             await self.ask()
+            await self.hold_for_window()
             await self.promote()
             await self.watch()
             self.end(Phase.succeeded, f"{self.status.artifact_digest} is stable")
@@ -403,6 +421,8 @@ class ReleaseWorkflow:
     async def decide(self) -> None:
         """Ask the policy for the risk tier, the gates and any denials."""
         self.set_phase(Phase.deciding)
+        if self.windowed:
+            self.status.plan_sha256 = plan_sha256(self.spec, self.status.artifact_digest)
         # No patch needed: only releases naming change.repository (a field older histories never
         # had) read Git, so histories from before replay unchanged.
         await self.derive()
@@ -418,6 +438,7 @@ class ReleaseWorkflow:
             scans=self.status.scans,
             sbom=self.status.sbom,
             usage=usage,
+            window=await self.window_now(watch=False),
         )
         decision: PolicyDecision = await self.act(
             "evaluate_policy",
@@ -429,7 +450,7 @@ class ReleaseWorkflow:
         )
         gates = merge_gates(self.spec.gates, decision.gates)
         decision = decision.model_copy(update={"gates": gates})
-        self.status.plan_sha256 = plan_sha256(self.spec, decision)
+        self.status.planned_sha256 = planned_sha256(self.spec, decision)
         self.status.policy = decision
         self.status.tier = decision.tier
         self.record(
@@ -440,7 +461,7 @@ class ReleaseWorkflow:
                 "policy_sha256": decision.policy_sha256,
                 "tier": decision.tier,
                 "gates": [g.model_dump(mode="json") for g in gates],
-                "plan_sha256": self.status.plan_sha256,
+                "planned_sha256": self.status.planned_sha256,
                 **({"input": policy_input, "attestations": list(self.attestations)} if self.attesting else {}),
             },
         )
@@ -453,6 +474,7 @@ class ReleaseWorkflow:
                 forbidden=forbidden,
                 directory_path=self.args.directory_path or "",
                 current_digest=lambda: self.status.artifact_digest,
+                current_plan=lambda: self.status.plan_sha256,
                 notify=self.gate_notice,
                 record=self.record,
                 cancelled=lambda: self.abort_request is not None,
@@ -460,6 +482,31 @@ class ReleaseWorkflow:
             )
             self.gates.append(gate)
         self.status.gates = [g.status for g in self.gates]
+        if self.windowed:
+            await self.summarise_plan()
+
+    async def summarise_plan(self) -> None:
+        """What approvers are shown will run: the commands, the deploy target with its settings,
+        the canary plan and the digest a rollback would restore (read from the target now)."""
+        spec = self.spec
+        current: DeploymentState = await self.act(
+            "current_deployment",
+            TargetRequest(service=spec.service, target=spec.deploy),
+            DeploymentState,
+            timeout=timedelta(seconds=60),
+            failure_phase=Phase.failed,
+            what="reading the current deployment",
+        )
+        self.status.plan = PlanSummary(
+            build_command=spec.build.command if spec.build else None,
+            test_command=spec.test.command if spec.test else None,
+            scanners=[s.name for s in spec.scans],
+            deploy_target=spec.deploy.target,
+            deploy_settings=dict(spec.deploy.settings),
+            canary=canary_steps(spec.canary.steps) if spec.canary else [],
+            on_failure=spec.canary.on_failure if spec.canary else "rollback",
+            rollback_target=current.stable if current.stable != self.digest() else current.detail.get("previous"),
+        )
 
     async def agent_usage(self) -> dict[str, Any] | None:
         """What the asking agent has used today (releases, build minutes, canaries now) and its
@@ -569,8 +616,16 @@ class ReleaseWorkflow:
                 is_promote_requested=lambda: self.promote_requested,
                 is_abort_requested=lambda: self.abort_request is not None,
                 clear_promote=self.clear_promote,
+                on_measurement=self.measurement_notice,
+                is_frozen=lambda: self.canary_frozen,
             )
-            outcome = await runner.run()
+            follow = asyncio.create_task(self.follow_freezes()) if self.windowed else None
+            try:
+                outcome = await runner.run()
+            finally:
+                self.canary_done = True
+            if follow is not None:
+                await follow
             self.record(
                 "canary_verdict",
                 outcome.result,
@@ -580,12 +635,66 @@ class ReleaseWorkflow:
             if outcome.result == "aborted":
                 await self.roll_back(self.abort_reason())
                 raise Stop(Phase.aborted, self.abort_reason())
-            if outcome.result != "promoted":
+            if outcome.result == "failed" and self.spec.canary.on_failure == "hold":
+                # Gated on the new spec field: histories from before it never take this path.
+                await self.hold(outcome.reason)
+            elif outcome.result != "promoted":
                 await self.roll_back(outcome.reason)
                 raise Stop(Phase.rolled_back, outcome.reason)
             await self.deploy(100)
         self.check_abort()
         self.record("promotion", "stable", [f"{self.digest()} serves 100%"], {})
+
+    async def hold(self, reason: str) -> None:
+        """canary.on_failure: hold — weight 0 for the new digest, the previous one is not
+        redeployed (its migrations may be irreversible). The gates' approvers decide: roll back, or
+        roll forward to 100%; at the deadline the policy's default applies. Returns only when rolled forward."""
+        assert self.spec.canary is not None
+        await self.deploy(0)
+        self.set_phase(Phase.held)
+        now = workflow.now()
+        default = self.status.policy.hold_default if self.status.policy else "rollback"
+        self.status.hold = HoldStatus(reason=reason, since=now, deadline=now + self.spec.canary.hold_deadline, default=default)
+        self.record("canary_hold", "held", [reason], {"deadline": self.status.hold.deadline.isoformat(), "default": default, "weight": 0})
+        await self.notify(
+            "held",
+            f"{self.spec.service}: canary failed and is HELD at weight 0 (no rollback yet): {reason}. Decide by {self.status.hold.deadline.isoformat()} "
+            f"with `signoff release resolve {self.args.release_id} --as EMAIL --rollback|--forward --reason TEXT`; then the policy default ({default}) applies.",
+        )
+        hold = self.status.hold
+        try:
+            await workflow.wait_condition(lambda: hold.decision is not None or self.abort_request is not None, timeout=self.spec.canary.hold_deadline)
+        except asyncio.TimeoutError:
+            hold.decision, hold.decided_by = default, "policy default"
+            self.record("canary_hold", default, [f"nobody decided by {hold.deadline.isoformat()}; the policy default applies"], {})
+        if hold.decision is None:  # aborted while held
+            await self.roll_back(self.abort_reason())
+            raise Stop(Phase.aborted, self.abort_reason())
+        if hold.decision == "rollback":
+            why = f"{reason}; rolled back after a hold, decided by {hold.decided_by}" + (f": {hold.decision_reason}" if hold.decision_reason else "")
+            await self.roll_back(why)
+            raise Stop(Phase.rolled_back, why)
+        self.set_phase(Phase.canary)
+        await self.notify("forward", f"{self.spec.service}: rolling forward despite the failed analysis, decided by {hold.decided_by}")
+
+    @workflow.update(name="resolve_hold")
+    async def resolve_hold(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A person's decision on a held canary: roll back or roll forward (signed, an approver)."""
+        who = str(request.get("identity", "")).lower()
+        decision, reason = str(request.get("decision", "")), str(request.get("reason", "")).strip()
+        if decision not in ("rollback", "forward") or not reason:
+            raise ApplicationError("resolving a hold needs --rollback or --forward, and a reason")
+        why = await self.permitted(
+            "resolve_hold", request, self.control_groups(), own="the requester cannot decide their own held release; ask an approver", what="decide this release"
+        )
+        if why is None and (self.status.hold is None or self.status.hold.decision is not None):
+            why = f"release {self.args.release_id} is {self.status.phase.value}, not held waiting for a decision"
+        if why is not None:
+            self.refuse_control("resolve_hold", who, request, why)
+        assert self.status.hold is not None
+        self.status.hold.decision, self.status.hold.decided_by, self.status.hold.decision_reason = decision, who, reason  # type: ignore[assignment]
+        self.record("canary_hold", decision, [reason], {"channel": request.get("channel"), **self.control_evidence(request)}, actor=who)
+        return {"accepted": True, "reason": f"{decision} decided by {who}: {reason}"}
 
     async def roll_back(self, reason: str) -> None:
         """Weight 0, deploy the previous stable digest again, tell people, open an incident."""
@@ -629,6 +738,100 @@ class ReleaseWorkflow:
         )
         self.status.remediation = run_id
         self.record("remediation", "started", [f"runbook {self.spec.remediation_runbook} as {run_id}"], {"runbook": self.spec.remediation_runbook})
+
+    # ================================================================== deploy windows and freezes
+
+    async def window_now(self, *, watch: bool) -> WindowState | None:
+        """The deploy windows and freezes for this release, now (None in histories from before
+        windows existed). `watch` asks the freeze keeper to signal us when freezes change."""
+        if not self.windowed:
+            return None
+        config: WindowConfig = await workflow.execute_local_activity(
+            "load_windows",
+            WindowRequest(release_id=self.args.release_id, service=self.spec.service, environment=self.spec.environment, watch=watch),
+            result_type=WindowConfig,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        self.freezes_changed = False
+        self.freezes_now = freezes_for(config.freezes, self.spec.service, self.spec.environment, workflow.now())
+        self.status.window = window_state(config.windows, config.freezes, service=self.spec.service, environment=self.spec.environment, at=workflow.now())
+        return self.status.window
+
+    async def follow_freezes(self) -> None:
+        """While the canary runs: a freeze started with --pause-canaries holds it at its current
+        weight (the runner waits before its next step) until the freeze ends or expires."""
+        await self.window_now(watch=True)
+        while not self.canary_done:
+            now = workflow.now()
+            paused = [f for f in freezes_for(self.freezes_now, self.spec.service, self.spec.environment, now) if f.pause_canaries]
+            if bool(paused) != self.canary_frozen:
+                self.canary_frozen = bool(paused)
+                canary = self.status.canary
+                why = f"freeze {paused[0].id} by {paused[0].by}: {paused[0].reason}" if paused else "the freeze ended"
+                if canary is not None:
+                    canary.paused, canary.pause_reason = self.canary_frozen, (f"held at weight {canary.weight} by {why}" if paused else "")
+                self.record("canary_freeze", "paused" if paused else "resumed", [why], {"weight": canary.weight if canary else None})
+                await self.notify("freeze_pause" if paused else "freeze_resume", f"{self.spec.service}: canary {'paused at its current weight' if paused else 'resumes'} ({why})")
+            ends = [f.until for f in paused if f.until is not None]
+            try:
+                await workflow.wait_condition(lambda: self.freezes_changed or self.canary_done, timeout=(min(ends) - now) if ends else None)
+            except asyncio.TimeoutError:
+                pass
+            if self.freezes_changed and not self.canary_done:
+                await self.window_now(watch=True)
+
+    async def hold_for_window(self) -> None:
+        """Outside a deploy window or during a freeze, wait durably in `waiting_for_window` until it
+        opens, a permitted person overrides it, or the gates' timeout passes."""
+        state = await self.window_now(watch=True)
+        if state is None or state.open:
+            return
+        self.set_phase(Phase.waiting_for_window)
+        deadline = workflow.now() + max((g.spec.timeout for g in self.gates), default=timedelta(hours=24))
+        self.record("window", "waiting", state.reasons, {"window": state.model_dump(mode="json"), "deadline": deadline.isoformat()})
+        opens = f"; it opens by itself at {state.next_open.isoformat()}" if state.next_open else ""
+        await self.notify("window_wait", f"{self.spec.service}: approved, but promotion waits ({'; '.join(state.reasons)}){opens}. Override: `signoff release override {self.args.release_id} --as EMAIL --reason TEXT`")
+        while not state.open and self.status.window_override is None:
+            wake = min(t for t in (state.next_open, deadline) if t is not None)
+            try:
+                await workflow.wait_condition(
+                    lambda: self.freezes_changed or self.status.window_override is not None or self.abort_request is not None,
+                    timeout=max(wake - workflow.now(), timedelta(seconds=1)),
+                )
+            except asyncio.TimeoutError:
+                pass
+            self.check_abort()
+            if self.status.window_override is not None:
+                break
+            state = await self.window_now(watch=True) or state
+            if not state.open and workflow.now() >= deadline:
+                raise Stop(Phase.rejected, f"the deploy window did not open before the gate's timeout ({'; '.join(state.reasons)})")
+        how = f"overridden by {self.status.window_override.by}: {self.status.window_override.reason}" if self.status.window_override else "the window is open"
+        self.record("window", "resumed", [how], {"window": state.model_dump(mode="json")})
+        await self.notify("window_resume", f"{self.spec.service}: promotion resumes ({how})")
+
+    @workflow.signal(name="freezes_changed")
+    def on_freezes_changed(self) -> None:
+        self.freezes_changed = True
+
+    @workflow.update(name="override_window")
+    async def override_window(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A signed override of a closed window or freeze, by a member of the policy's override groups."""
+        who = str(request.get("identity", "")).lower()
+        reason = str(request.get("reason", "")).strip()
+        if not reason:
+            raise ApplicationError("an override needs a reason; say why this cannot wait for the window")
+        groups = set(self.status.policy.override_groups) if self.status.policy else set()
+        own = f"{who} asked for this release and cannot override its window; ask someone in {', '.join(sorted(groups)) or 'the override groups'}"
+        why = await self.permitted("override_window", request, groups, own=own, what="the policy lets override a deploy window")
+        if why is None and self.status.phase != Phase.waiting_for_window:
+            why = f"release {self.args.release_id} is {self.status.phase.value}, not waiting for a window; there is nothing to override"
+        if why is not None:
+            self.refuse_control("override_window", who, request, why)
+        channel = str(request.get("channel") or "cli")
+        self.status.window_override = WindowOverride(by=who, reason=reason, channel=channel, at=workflow.now())
+        self.record("override_window", "accepted", [reason], {"channel": channel, "window": self.status.window.model_dump(mode="json") if self.status.window else None, **self.control_evidence(request)}, actor=who)
+        return {"accepted": True, "reason": f"window overridden by {who}: {reason}"}
 
     # ================================================================== Updates and queries
 
@@ -755,6 +958,17 @@ class ReleaseWorkflow:
         self.used_nonces.add(auth.nonce)
         return None, auth
 
+    async def permitted(self, action: str, request: dict[str, Any], groups: set[str], *, own: str, what: str) -> str | None:
+        """Why a signed control request may not act (None when it may): its proof, the requester
+        acting on their own release (`own`), or a person outside `groups`."""
+        who = str(request.get("identity", "")).lower()
+        why, auth = await self.authorise_control(action, request)
+        if why is None and who in forbidden_approvers(self.spec.requested_by, self.spec):
+            why = own
+        if why is None and not (auth and auth.snapshot and auth.snapshot.groups_of(who) & groups):
+            why = f"{who} is not in the groups {what} ({', '.join(sorted(groups)) or 'none'})"
+        return why
+
     def refuse_control(self, action: str, who: str, request: dict[str, Any], why: str) -> None:
         """Record the refusal (status and signed log), then fail the Update with the sentence."""
         append_bounded(self.status, "refusals", RefusalRecord(by=who or "unknown", channel=str(request.get("channel") or "api"), at=workflow.now(), decision=action, reason=why))
@@ -795,7 +1009,7 @@ class ReleaseWorkflow:
         return base
 
     def past_gates(self) -> bool:
-        order = [Phase.promoting, Phase.canary, Phase.rolling_back]
+        order = [Phase.waiting_for_window, Phase.promoting, Phase.canary, Phase.held, Phase.rolling_back]
         return self.status.phase in order
 
     def pick_gate(self, attempt: ApprovalAttempt) -> ApprovalGate | None:
@@ -930,6 +1144,7 @@ class ReleaseWorkflow:
             scans=self.status.scans,
             sbom=self.status.sbom,
             approvals=[ApprovalEvidence(gate=g.spec.name, identity=who, proof=p) for g in self.gates for who, p in g.proofs.items()],
+            plan_sha256=self.status.plan_sha256,
         )
 
     def record(self, kind: str, outcome: str, reasons: list[str], evidence: dict[str, Any], actor: str | None = None) -> None:
@@ -1008,6 +1223,27 @@ class ReleaseWorkflow:
                 retry_policy=RetryPolicy(maximum_attempts=8, maximum_interval=timedelta(seconds=30)),
                 result_type=ChatRef,
             )
+
+        self.slack.put(to_slack)
+
+    def measurement_notice(self, measurement: Measurement) -> None:
+        """Each canary measurement, explained (query, value, condition, verdict), as a reply in
+        the release's own Slack thread; the first one starts the thread."""
+        if not self.windowed:
+            return
+        when = measurement.at.strftime("%H:%M:%S") if measurement.at else ""
+        text = f"step {measurement.step} {when}: {measurement.explain()}"
+
+        async def to_slack() -> None:
+            ref: ChatRef = await workflow.execute_activity(
+                "slack_notify",
+                NotifyRequest(release_id=self.args.release_id, kind="measurement", text=text, status=self.status, channel=self.measure_thread[0], thread_ts=self.measure_thread[1]),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=8, maximum_interval=timedelta(seconds=30)),
+                result_type=ChatRef,
+            )
+            if self.measure_thread[1] is None and ref.ts:
+                self.measure_thread = (ref.channel, ref.ts)
 
         self.slack.put(to_slack)
 

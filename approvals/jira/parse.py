@@ -32,6 +32,7 @@ from signoff.models import ApprovalAttempt, Decision, DirectorySnapshot
 RELEASE_LABEL_PREFIX = "signoff-release-"
 GATE_LABEL_PREFIX = "signoff-gate-"
 DIGEST_LABEL_PREFIX = "signoff-digest-"
+PLAN_LABEL_PREFIX = "signoff-plan-"
 INCIDENT_LABEL_PREFIX = "signoff-incident-"
 
 _COMMAND_RE = re.compile(r"^/(approve|reject|revoke)(?:[ \t]+(?P<reason>.*))?$", re.IGNORECASE | re.DOTALL)
@@ -174,8 +175,8 @@ def _from_comment(
     return _attempt(target, identity, decision, reason, _external_ref(_issue_key(issue), delivery_id))
 
 
-def _attempt(target: tuple[str, str, str | None], identity: str, decision: Decision, reason: str, external_ref: str) -> ApprovalAttempt:
-    release_id, gate, digest = target
+def _attempt(target: tuple[str, str, str | None, str | None], identity: str, decision: Decision, reason: str, external_ref: str) -> ApprovalAttempt:
+    release_id, gate, digest, plan = target
     return ApprovalAttempt(
         release_id=release_id,
         gate=gate,
@@ -184,6 +185,7 @@ def _attempt(target: tuple[str, str, str | None], identity: str, decision: Decis
         decision=decision,
         reason=reason,
         digest=digest,
+        plan=plan,
         external_ref=external_ref,
     )
 
@@ -191,8 +193,8 @@ def _attempt(target: tuple[str, str, str | None], identity: str, decision: Decis
 # --------------------------------------------------------------------------- pieces
 
 
-def _ticket_target(issue: Mapping[str, Any]) -> tuple[str, str, str | None] | Refusal:
-    """(release id, gate, digest) from the ticket's labels, or why they cannot be trusted."""
+def _ticket_target(issue: Mapping[str, Any]) -> tuple[str, str, str | None, str | None] | Refusal:
+    """(release id, gate, digest, plan) from the ticket's labels, or why they cannot be trusted."""
     fields = issue.get("fields")
     if fields is None:
         return Refusal("the payload carries no issue fields, so the release cannot be identified; include labels in the webhook")
@@ -219,7 +221,10 @@ def _ticket_target(issue: Mapping[str, Any]) -> tuple[str, str, str | None] | Re
         return Refusal("the ticket has no signoff-digest label, so it does not say which artifact is approved; approve on the ticket signoff created")
     if not _HEX64_RE.match(digests[0]):
         return Refusal("the ticket's signoff-digest label is not a sha256 digest; do not edit signoff labels")
-    return releases[0], gates[0], "sha256:" + digests[0]
+    plans = sorted({lbl[len(PLAN_LABEL_PREFIX) :] for lbl in labels if lbl.startswith(PLAN_LABEL_PREFIX)})
+    if len(plans) > 1 or (plans and not _HEX64_RE.match(plans[0])):
+        return Refusal("the ticket's signoff-plan labels do not name exactly one sha256 plan hash; do not edit signoff labels")
+    return releases[0], gates[0], "sha256:" + digests[0], ("sha256:" + plans[0]) if plans else None
 
 
 def _identity(account: str | Refusal, directory: DirectorySnapshot) -> str | Refusal:

@@ -252,6 +252,7 @@ class SlackApprovals:
             decision=decision,  # type: ignore[arg-type]
             reason=reason,
             digest=target.get("digest"),
+            plan=target.get("plan"),
             external_ref=external_ref,
         )
         try:
@@ -380,13 +381,14 @@ def _parse_value(raw: str | None, *, extra: tuple[str, ...] = ()) -> dict[str, A
         return None
     if not isinstance(data, dict) or not isinstance(data.get("release_id"), str) or not data["release_id"]:
         return None
-    digest = data.get("digest")
-    if digest is not None:
-        try:
-            check_digest(digest)
-        except ValueError:
-            return None
-    out = {"release_id": data["release_id"], "gate": data.get("gate") if isinstance(data.get("gate"), str) else None, "digest": digest}
+    digest, plan = data.get("digest"), data.get("plan")
+    for value in (digest, plan):
+        if value is not None:
+            try:
+                check_digest(value)
+            except ValueError:
+                return None
+    out = {"release_id": data["release_id"], "gate": data.get("gate") if isinstance(data.get("gate"), str) else None, "digest": digest, "plan": plan}
     for key in extra:
         if isinstance(data.get(key), str):
             out[key] = data[key]

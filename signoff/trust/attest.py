@@ -50,7 +50,7 @@ class GatewaySigner:
             return self._key
 
     def attest(self, *, action: str, subject: str, person: str, channel: str, external: dict[str, Any], gate: str | None = None,
-               digest: str | None = None, body: dict[str, Any] | None = None) -> Proof:
+               digest: str | None = None, body: dict[str, Any] | None = None, plan: str | None = None) -> Proof:
         request = new_request(
             principal=f"gateway:{self.gateway_id}",
             action=action,
@@ -58,6 +58,7 @@ class GatewaySigner:
             channel=channel,
             gate=gate,
             digest=digest,
+            plan=plan,
             body=body,
             on_behalf_of=person,
             external=external,
@@ -74,6 +75,7 @@ class GatewaySigner:
             external=external,
             gate=attempt.gate,
             digest=attempt.digest,
+            plan=attempt.plan,
             body={"reason": attempt.reason},
         )
         return attempt.model_copy(update={"proof": proof})

@@ -31,6 +31,13 @@ def spec_sha256(spec: ReleaseFile) -> str:
     return body_digest(ReleaseFile.model_validate(spec.model_dump(mode="json")).model_dump(mode="json"))
 
 
+def plan_sha256(spec: ReleaseFile, digest: str | None) -> str:
+    """The plan hash an approval binds: the whole evaluated release spec (build and test
+    commands, deploy target with its commands and settings, canary plan, gates) plus the artifact
+    digest. Any change to either is another plan, and needs approving again."""
+    return body_digest({"spec_sha256": spec_sha256(spec), "artifact": digest})
+
+
 def start_body(spec: ReleaseFile, checkout: str | None) -> dict[str, Any]:
     """What a start proof signs about the release: the spec, and the checkout it is built from
     (a captured proof cannot start the same release from someone else's source tree)."""
@@ -136,6 +143,9 @@ def check_evidence(
             )
         except ProofRefused as e:
             problems.append(f"an approval by {item.identity} does not verify ({e})")
+            continue
+        if evidence.plan_sha256 is not None and proven.request.get("plan") != plan_sha256(spec, digest):
+            problems.append(f"an approval by {proven.identity} was given for plan {str(proven.request.get('plan'))[:19]}…, not the plan being shipped")
             continue
         gate = next((g for g in gates if g.name == item.gate), None)
         if gate is None or proven.request.get("gate") not in (None, item.gate):
