@@ -47,8 +47,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from temporalio.client import Client  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 DEFAULT_OUT = REPO / "tests" / "histories"
 # Release commands run in the sandbox and see only their checkout: each scenario's directory
@@ -270,9 +268,7 @@ async def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     from signoff.config import Settings
-    from signoff.search_attributes import SEARCH_ATTRIBUTES
-    from tests.conftest import _binary
-    from tests.helpers import running_worker
+    from tests.helpers import running_worker, start_dev_server
     from tests.prom import prometheus_available, start_prometheus
     from workers.registry import all_workflows
 
@@ -282,12 +278,7 @@ async def main(argv: list[str] | None = None) -> int:
         log("RunbookWorkflow is not registered yet; runbook histories are not generated")
 
     prom = None
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_binary("temporal"),
-        data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
-    )
+    env = await start_dev_server()
     failures: list[str] = []
     try:
         if prometheus_available() and any(m in wanted for m in ("release_rolled_back", "runbook_restart")):
