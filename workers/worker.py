@@ -20,13 +20,42 @@ from workers.registry import all_activities, all_workflows
 log = logging.getLogger("signoff.worker")
 
 
+#: Modules shared with the host instead of re-imported into every workflow instance's sandbox.
+#: A release evicted from the workflow cache is rebuilt on its next task; each module not in
+#: this list is executed again (and, without .pyc files, compiled again) for that instance, so
+#: it is paid on every cache miss (bench/bench_replay.py measures it). Only modules that keep no
+#: state between workflows and call nothing non-deterministic are listed:
+#: * `cryptography`, `jwt`: gates verify signatures in workflow code, and the Rust bindings must
+#:   be the one copy the process loaded (a second, sandboxed import aborts the interpreter);
+#: * `yaml`, `pydantic`, `pydantic_core`, `annotated_types`: data parsing and validation (the
+#:   last three are in recent SDKs' defaults; named so an older SDK shares them too);
+#: * `signoff`: our models, gate rules, trust checks and policy input, pure functions of their
+#:   arguments (workflows already import them through `imports_passed_through`);
+#: * `workflows.gate`, `workflows.canary`, `workflows.outbox`: the workflows' helper classes
+#:   (no workflow definitions). Their dataclasses and pydantic model were rebuilt per instance,
+#:   the largest part of a miss. They use the workflow API (timers, activities, `workflow.now()`)
+#:   only, so sharing them keeps replay deterministic; what it gives up is the sandbox's check
+#:   for forbidden calls in them, which tests/test_replay.py and review cover. The workflow
+#:   definitions themselves (`workflows.release`, `workflows.runbook`) stay sandboxed.
+SANDBOX_PASSTHROUGH = (
+    "cryptography",
+    "jwt",
+    "yaml",
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "signoff",
+    "workflows.gate",
+    "workflows.canary",
+    "workflows.outbox",
+)
+
+
 def workflow_runner() -> Any:
-    """The sandbox every signoff workflow runs in. `cryptography` (and PyJWT over it) are passed
-    through: gates verify signatures in workflow code, and its Rust bindings must be the one
-    copy the process loaded (a second, sandboxed import aborts the interpreter)."""
+    """The sandbox every signoff workflow runs in, sharing `SANDBOX_PASSTHROUGH` with the host."""
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "jwt", "yaml"))
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH))
 
 
 def build_worker(
