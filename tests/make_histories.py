@@ -16,6 +16,8 @@ Scenarios (file name = workflow id):
   release-succeeded            build → test → decide → promote (command target) → succeeded
   release-gated-approved       a gate: the requester is refused, alice (gateway-attested Slack
                                click) and bob (his own signature) approve → succeeded
+  release-gated-batched        the same, with decision records queued together appended by one
+                               `append_decisions` activity (patch `decision-batches`)
   release-start-refused        a start without a proof (a raw Temporal client) → denied at once
   release-denied               an agent touching .github/ without a co-requester → denied
   release-failed-build         the build command exits 3 → failed
@@ -137,10 +139,17 @@ class Scenarios:
         return rid
 
     async def release_gated_approved(self) -> str:
+        return await self._gated("release-gated-approved")
+
+    async def release_gated_batched(self) -> str:
+        """The gated run again, recorded with decision batches (its closing records share one
+        `append_decisions` activity); release-gated-approved keeps the shape from before."""
+        return await self._gated("release-gated-batched")
+
+    async def _gated(self, rid: str) -> str:
         from signoff.models import ApprovalAttempt
         from tests.helpers import wait_phase
 
-        rid = "release-gated-approved"
         gates = [{"name": "production", "required": 2, "from_groups": ["release-managers"], "channels": ["slack", "jira", "cli"]}]
         spec = self.spec(rid, gates=gates)
         await self.sc.start_release(spec, release_id=rid, base_dir=self.dir(rid))
@@ -242,6 +251,7 @@ class Scenarios:
 ORDER = [
     "release_succeeded",
     "release_gated_approved",
+    "release_gated_batched",
     "release_start_refused",
     "release_denied",
     "release_failed_build",
