@@ -22,7 +22,10 @@ from figures instead of guessed.
    1 GiB worker budget of issue 18), so every waiting release up to that count is answered
    from memory, and beyond it each miss costs the measured replay.
 
-    python bench/bench_replay.py [--quick] [--sizes 0,8,32,96] [--rounds R] [--cached C]
+    python bench/bench_replay.py [--quick] [--sizes 0,8,24,48] [--rounds R] [--cached C]
+
+Sizes stay below ~70 approvals: the gate's directory then holds that many approvers, and the
+`SignoffAwaiting` search attribute listing them all would pass Temporal's 2 KiB limit.
 
 Writes bench/results/replay.json.
 """
@@ -209,7 +212,7 @@ def pick_cache_size(kib_per_release: float, budget_mib: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description="replay time per history size; the workflow cache size it implies")
     parser.add_argument("--quick", action="store_true", help="small sizes, few rounds")
-    parser.add_argument("--sizes", default=None, help="approvals per history, comma-separated (default 0,8,32,96; quick 0,8,24)")
+    parser.add_argument("--sizes", default=None, help="approvals per history, comma-separated (default 0,8,24,48; quick 0,8,24)")
     parser.add_argument("--rounds", type=int, default=None, help="replays per history per runner per pass (default 10, quick 4)")
     parser.add_argument("--passes", type=int, default=2, help="alternating passes over the runners")
     parser.add_argument("--cached", type=int, default=None, help="extra waiting releases for the memory figure (default 300, quick 60)")
@@ -218,7 +221,7 @@ def main() -> None:
     parser.add_argument("--label", default="signoff as committed")
     parser.add_argument("--out", default=None, help="results file (default bench/results/replay.json)")
     args = parser.parse_args()
-    args.sizes = [int(s) for s in (args.sizes or ("0,8,24" if args.quick else "0,8,32,96")).split(",")]
+    args.sizes = [int(s) for s in (args.sizes or ("0,8,24" if args.quick else "0,8,24,48")).split(",")]
     args.rounds = args.rounds or (4 if args.quick else 10)
     args.cached = args.cached if args.cached is not None else (60 if args.quick else 300)
 
