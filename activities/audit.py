@@ -124,7 +124,6 @@ class AuditActivities:
             )
         return entry
 
-
     @activity.defn(name="append_decisions")
     async def append_decisions(self, decisions: list[DecisionInput]) -> list[dict[str, Any]]:
         """`append_decision` for each record in order: one activity for the records a workflow
