@@ -16,6 +16,7 @@ its client(s) in the constructor; `workers/registry.py` builds the list for the 
 | run_analysis         | activities/prometheus | AnalysisRequest → Measurement           |
 | load_directory       | activities/directory  | str (path) → DirectorySnapshot          |
 | append_decision      | activities/audit      | DecisionInput → dict                    |
+| append_decisions     | activities/audit      | list[DecisionInput] → list[dict]        |
 | slack_gate_notice    | activities/slack      | GateNotice → ChatRef                    |
 | slack_notify         | activities/slack      | NotifyRequest → ChatRef                 |
 | jira_gate_notice     | activities/jira       | GateNotice → ChatRef                    |

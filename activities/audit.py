@@ -124,9 +124,17 @@ class AuditActivities:
             )
         return entry
 
+    @activity.defn(name="append_decisions")
+    async def append_decisions(self, decisions: list[DecisionInput]) -> list[dict[str, Any]]:
+        """`append_decision` for each record in order: one activity for the records a workflow
+        queued together. Each keeps its own (workflow id, sequence) idempotency, so a retry after
+        a partial batch appends only the records not yet on disk."""
+        return [await self.append_decision(decision) for decision in decisions]
+
 
 def activities_from_settings(settings: Settings) -> list:
-    return [AuditActivities(settings).append_decision]
+    audit = AuditActivities(settings)
+    return [audit.append_decision, audit.append_decisions]
 
 
 

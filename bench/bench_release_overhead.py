@@ -115,7 +115,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise SystemExit(f"the no-op release ended {status.phase.value} with gates {status.gates}: {status.reason}")
             regular, local = await activities_of(sc.handle(rid))
             counts = [sum(regular.values()), local]
-            records = regular.get("append_decision", 0)
+            records = regular.get("append_decision", 0) + regular.get("append_decisions", 0)  # single and batched appends
             two_chains = [counts[0] - records, local, records]  # steps | decision records, concurrently
             await bounded(bare(counts), 120, "the first bare workflow")
             await bounded(bare(two_chains), 120, "the first two-chain bare workflow")

@@ -90,8 +90,6 @@ async def main(n: int) -> dict[str, Any]:
     os.environ["SIGNOFF_DIRECTORY"] = str(trust.directory)  # the example people, with their dev keys
     import httpx
     from starlette.applications import Starlette
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
     from approvals.slack.app import build_slack_app, slack_routes
@@ -99,17 +97,10 @@ async def main(n: int) -> dict[str, Any]:
     from signoff.client import SignoffClient
     from signoff.config import Settings
     from signoff.models import ApprovalAttempt
-    from signoff.search_attributes import SEARCH_ATTRIBUTES
-    from tests.conftest import _binary
-    from tests.helpers import gated_spec, running_worker, wait_phase
+    from tests.helpers import gated_spec, running_worker, start_dev_server, wait_phase
     from tests.test_slack_app import click_body, serve
 
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_binary("temporal"),
-        data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
-    )
+    env = await start_dev_server()
     settings = Settings.from_env()
     tq = f"bench-slack-{uuid.uuid4().hex[:8]}"
     clicks: list[float] = []

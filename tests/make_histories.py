@@ -16,6 +16,8 @@ Scenarios (file name = workflow id):
   release-succeeded            build → test → decide → promote (command target) → succeeded
   release-gated-approved       a gate: the requester is refused, alice (gateway-attested Slack
                                click) and bob (his own signature) approve → succeeded
+  release-gated-batched        the same, with decision records queued together appended by one
+                               `append_decisions` activity (patch `decision-batches`)
   release-start-refused        a start without a proof (a raw Temporal client) → denied at once
   release-denied               an agent touching .github/ without a co-requester → denied
   release-failed-build         the build command exits 3 → failed
@@ -61,8 +63,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from temporalio.client import Client  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 DEFAULT_OUT = REPO / "tests" / "histories"
 # Release commands run in the sandbox and see only their checkout: each scenario's directory
@@ -154,10 +154,17 @@ class Scenarios:
         return rid
 
     async def release_gated_approved(self) -> str:
+        return await self._gated("release-gated-approved")
+
+    async def release_gated_batched(self) -> str:
+        """The gated run again, recorded with decision batches (its closing records share one
+        `append_decisions` activity); release-gated-approved keeps the shape from before."""
+        return await self._gated("release-gated-batched")
+
+    async def _gated(self, rid: str) -> str:
         from signoff.models import ApprovalAttempt
         from tests.helpers import wait_phase
 
-        rid = "release-gated-approved"
         gates = [{"name": "production", "required": 2, "from_groups": ["release-managers"], "channels": ["slack", "jira", "cli"]}]
         spec = self.spec(rid, gates=gates)
         await self.sc.start_release(spec, release_id=rid, base_dir=self.dir(rid))
@@ -346,6 +353,7 @@ class Scenarios:
 ORDER = [
     "release_succeeded",
     "release_gated_approved",
+    "release_gated_batched",
     "release_start_refused",
     "release_denied",
     "release_failed_build",
@@ -378,9 +386,7 @@ async def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     from signoff.config import Settings
-    from signoff.search_attributes import SEARCH_ATTRIBUTES
-    from tests.conftest import _binary
-    from tests.helpers import running_worker
+    from tests.helpers import running_worker, start_dev_server
     from tests.prom import prometheus_available, start_prometheus
     from workers.registry import all_workflows
 
@@ -390,12 +396,7 @@ async def main(argv: list[str] | None = None) -> int:
         log("RunbookWorkflow is not registered yet; runbook histories are not generated")
 
     prom = None
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_binary("temporal"),
-        data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
-    )
+    env = await start_dev_server()
     failures: list[str] = []
     try:
         if prometheus_available() and any(m in wanted for m in ("release_rolled_back", "runbook_restart")):

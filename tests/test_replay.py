@@ -33,6 +33,7 @@ FILES = sorted(HISTORIES.rglob("*.json"))  # v1/, v2/: histories from before lat
 EXPECTED_END = {
     "release-succeeded": "succeeded",
     "release-gated-approved": "succeeded",
+    "release-gated-batched": "succeeded",
     "release-denied": "denied",
     "release-start-refused": "denied",
     "release-failed-build": "failed",

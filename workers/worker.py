@@ -14,19 +14,57 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from signoff.config import Settings
-from signoff.errors import TemporalUnreachable
+from signoff.errors import ConfigError, TemporalUnreachable
 from workers.registry import all_activities, all_workflows
 
 log = logging.getLogger("signoff.worker")
 
 
+#: Modules shared with the host instead of re-imported into every workflow instance's sandbox.
+#: A release evicted from the workflow cache is rebuilt on its next task; each module not in
+#: this list is executed again (and, without .pyc files, compiled again) for that instance, so
+#: it is paid on every cache miss (bench/bench_replay.py measures it). Only modules that keep no
+#: state between workflows and call nothing non-deterministic are listed:
+#: * `cryptography`, `jwt`: gates verify signatures in workflow code, and the Rust bindings must
+#:   be the one copy the process loaded (a second, sandboxed import aborts the interpreter);
+#: * `yaml`, `pydantic`, `pydantic_core`, `annotated_types`: data parsing and validation (the
+#:   last three are in recent SDKs' defaults; named so an older SDK shares them too);
+#: * `signoff`: our models, gate rules, trust checks and policy input, pure functions of their
+#:   arguments (workflows already import them through `imports_passed_through`);
+#: * `workflows.gate`, `workflows.canary`, `workflows.outbox`: the workflows' helper classes
+#:   (no workflow definitions). Their dataclasses and pydantic model were rebuilt per instance,
+#:   the largest part of a miss. They use the workflow API (timers, activities, `workflow.now()`)
+#:   only, so sharing them keeps replay deterministic; what it gives up is the sandbox's check
+#:   for forbidden calls in them, which tests/test_replay.py and review cover. The workflow
+#:   definitions themselves (`workflows.release`, `workflows.runbook`) stay sandboxed.
+SANDBOX_PASSTHROUGH = (
+    "cryptography",
+    "jwt",
+    "yaml",
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "signoff",
+    "workflows.gate",
+    "workflows.canary",
+    "workflows.outbox",
+)
+
+
+#: The worker's workflow cache, picked from bench/bench_replay.py (bench/results/replay.json): a
+#: release waiting at its gate holds ~0.4-0.5 MiB in the cache, so 1,000 of them fit in half of
+#: the 1 GiB worker budget with the idle worker (~200 MiB) beside them; a release beyond the cache
+#: is replayed on its next task, ~30 ms at its gate (~46 events) and ~0.35 ms per further event.
+#: Raise it (SIGNOFF_MAX_CACHED_WORKFLOWS) on workers with more memory: a larger cache turns those
+#: replays into cache hits.
+DEFAULT_MAX_CACHED_WORKFLOWS = 1000
+
+
 def workflow_runner() -> Any:
-    """The sandbox every signoff workflow runs in. `cryptography` (and PyJWT over it) are passed
-    through: gates verify signatures in workflow code, and its Rust bindings must be the one
-    copy the process loaded (a second, sandboxed import aborts the interpreter)."""
+    """The sandbox every signoff workflow runs in, sharing `SANDBOX_PASSTHROUGH` with the host."""
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "jwt", "yaml"))
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH))
 
 
 def build_worker(
@@ -49,12 +87,23 @@ def build_worker(
     )
 
 
+def cache_size() -> int:
+    """SIGNOFF_MAX_CACHED_WORKFLOWS, or the measured default."""
+    raw = os.environ.get("SIGNOFF_MAX_CACHED_WORKFLOWS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_CACHED_WORKFLOWS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"SIGNOFF_MAX_CACHED_WORKFLOWS must be a whole number of workflows (1 or more), not {raw!r}; unset it for the default {DEFAULT_MAX_CACHED_WORKFLOWS}.")
+    return int(raw)
+
+
 def metrics_runtime(bind: str) -> Runtime:
     """Temporal SDK runtime metrics exported for Prometheus on `bind` (host:port)."""
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None, schedules: bool = False) -> None:
+    cache = cache_size()  # a bad setting is refused before anything connects
     bind = os.environ.get("SIGNOFF_WORKER_METRICS", "127.0.0.1:9464")
     from signoff.client import temporal_connection_options
 
@@ -68,17 +117,11 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None, s
         )
     except RuntimeError as e:
         raise TemporalUnreachable(f"cannot reach Temporal at {settings.temporal_address}; is `signoff dev` running?") from e
-    options: dict[str, Any] = {}
-    cache = os.environ.get("SIGNOFF_MAX_CACHED_WORKFLOWS")
-    if cache:
-        # Releases waiting at gates beyond the cache are replayed from history when an approval
-        # arrives; a larger cache trades memory (~50 KiB per release) for that replay.
-        options["max_cached_workflows"] = int(cache)
     if schedules:
         from workers.schedules import ensure_schedules
 
         log.info("schedules %s are set", ", ".join(await ensure_schedules(client, settings)))
-    worker = build_worker(client, settings, **options)
+    worker = build_worker(client, settings, max_cached_workflows=cache)
     log.info("worker on task queue %s (metrics on %s)", settings.task_queue, bind)
     from activities.audit import checkpoint_loop
 

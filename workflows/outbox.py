@@ -13,6 +13,10 @@ with workflow.unsafe.imports_passed_through():
     from signoff.models import DecisionInput
 
 PATIENT = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30))
+#: Patch: records queued together are appended by one `append_decisions` activity.
+DECISION_BATCHES = "decision-batches"
+#: At most this many records per activity, so its input stays far below payload limits.
+MAX_BATCH = 20
 
 
 class Outbox:
@@ -54,9 +58,14 @@ class Outbox:
 
 
 class DecisionLog:
-    """Numbers decisions and queues each as a signed record (activity `append_decision`).
+    """Numbers decisions and queues them as signed records.
 
-    The (workflow id, sequence) pair makes the append idempotent when the activity retries.
+    Records queued while an earlier append is in flight go out together in one
+    `append_decisions` activity: one activity (three events and one workflow task) instead of
+    one per record, which keeps histories short and replays cheap. Runs started before that
+    change (no `decision-batches` marker in their first task) keep one `append_decision` per
+    record, so their histories replay. The (workflow id, sequence) pair of each record keeps the
+    append idempotent when an activity retries, batched or not.
     """
 
     def __init__(self, outbox: Outbox, *, subject_name: str, subject_digest: Callable[[], str]) -> None:
@@ -64,27 +73,40 @@ class DecisionLog:
         self.subject_name = subject_name
         self.subject_digest = subject_digest
         self.sequence = 0
+        self.pending: list[DecisionInput] = []
+        # Decided once, in the first activation (before any local activity can run), for the
+        # whole run; constructed from the workflow's __init__.
+        self.batches = workflow.patched(DECISION_BATCHES)
 
     def append(self, kind: str, outcome: str, reasons: list[str], evidence: dict[str, Any], actor: dict[str, Any]) -> None:
         self.sequence += 1
         info = workflow.info()
-        decision = DecisionInput(
-            kind=kind,
-            outcome=outcome,
-            subject_name=self.subject_name,
-            subject_digest=self.subject_digest(),
-            reasons=[r for r in reasons if r],
-            actor=actor,
-            evidence=evidence,
-            workflow_id=info.workflow_id,
-            run_id=info.run_id,
-            at=workflow.now(),
-            sequence=self.sequence,
-        )
-
-        async def append() -> None:
-            await workflow.execute_activity(
-                "append_decision", decision, start_to_close_timeout=timedelta(seconds=30), retry_policy=PATIENT, result_type=dict
+        self.pending.append(
+            DecisionInput(
+                kind=kind,
+                outcome=outcome,
+                subject_name=self.subject_name,
+                subject_digest=self.subject_digest(),
+                reasons=[r for r in reasons if r],
+                actor=actor,
+                evidence=evidence,
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                at=workflow.now(),
+                sequence=self.sequence,
             )
+        )
+        self.outbox.put(self.flush)
 
-        self.outbox.put(append)
+    async def flush(self) -> None:
+        """Append the oldest queued records: up to MAX_BATCH at once when batching, else the
+        oldest alone. Queued once per record; a flush that finds nothing left (an earlier batch
+        took its record) schedules nothing."""
+        if not self.pending:
+            return
+        options: dict[str, Any] = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": PATIENT}
+        if self.batches and len(self.pending) > 1:
+            batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+            await workflow.execute_activity("append_decisions", batch, result_type=list, **options)
+            return
+        await workflow.execute_activity("append_decision", self.pending.pop(0), result_type=dict, **options)

@@ -6,6 +6,15 @@ traffic generator per service (examples/service/loadgen.py) sends ~20 requests/s
 canary weight. Prometheus finds the processes through file_sd target files labelled with
 service, digest and track, so a canary analysis can select the canary's series by digest.
 
+A new canary gets traffic only once Prometheus has scraped it: the target writes its file_sd
+entry at weight 0, waits until the Prometheus at ``SIGNOFF_PROMETHEUS_URL`` reports the canary's
+scrape target up (only when that Prometheus reads this state directory's target files), and
+then shifts the weight. Prometheus applies file_sd changes at most every 5 s; without the wait
+that discovery delay sat between the canary's first errors and the first sample of them, on the
+path from a breach to its rollback. The analysis starts after the deploy returns, so it counts
+from the first request the canary serves. Other targets should do the same before shifting
+weight (README, "Canary analysis and scraping").
+
 Processes are started in their own sessions so they outlive a worker restart; everything the
 target knows is in ``<state_dir>/deploy/<service>.json`` (digests, pids, ports, weight), so a new
 worker picks up where the old one stopped. Every call reconciles first: a process that should
@@ -43,6 +52,9 @@ from signoff.models import DeploymentState
 
 LOADGEN = REPO_ROOT / "examples" / "service" / "loadgen.py"
 START_TIMEOUT_SECONDS = 20.0
+#: How long a new canary waits for its first scrape before getting traffic anyway (the analysis
+#: then reads an empty vector, inconclusive, until Prometheus catches up).
+SCRAPE_WAIT_SECONDS = 30.0
 STOP_GRACE_SECONDS = 3.0
 TRACKS = ("stable", "canary")
 
@@ -112,6 +124,14 @@ def _get(url: str, timeout: float = 1.0) -> int | None:
         return None
 
 
+def _get_json(url: str, timeout: float = 1.0) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except Exception:  # unreachable, not Prometheus, not JSON: no answer
+        return None
+
+
 def _log_tail(path: Path, lines: int = 5) -> str:
     try:
         text = path.read_text(errors="replace").strip().splitlines()
@@ -127,7 +147,9 @@ class LocalTarget:
     """Stable and canary as local processes, plus a traffic generator; see the module docstring.
 
     Options (``deploy.settings`` in the release file): ``rate`` requests/s of the traffic
-    generator (default 20, 0 disables it), ``host`` to bind (default 127.0.0.1).
+    generator (default 20, 0 disables it), ``host`` to bind (default 127.0.0.1),
+    ``scrape_wait`` seconds a new canary waits for its first scrape before getting traffic
+    (default 30, 0 disables the wait).
     """
 
     def __init__(
@@ -148,6 +170,8 @@ class LocalTarget:
         self.host = str(options.get("host", "127.0.0.1"))
         # set by the flag target: the build reads its feature flag from this flagd file
         self.flag_args = ["--flags", str(options["flags"]), "--flag", str(options["flag"])] if options.get("flags") else []
+        self.prometheus_url = str(settings.prometheus_url).rstrip("/")
+        self.scrape_wait = float(options.get("scrape_wait", SCRAPE_WAIT_SECONDS))
 
     # paths -----------------------------------------------------------------
 
@@ -352,7 +376,13 @@ class LocalTarget:
             return self._start(service, track, digest)
 
         new_stable = take(want.stable, "stable")
+        fresh_canary = want.canary is not None and not any(p["digest"] == want.canary for p in running)
         new_canary = take(want.canary, "canary")
+        if fresh_canary and new_canary is not None and want.weight > 0:
+            # Scraped before it gets traffic: listed for Prometheus at weight 0 first.
+            state.update(canary=new_canary, weight=0)
+            self._save(service, state)
+            self._await_first_scrape(service, new_canary, release_id)
         # The new processes serve before the old ones stop, so traffic never finds nothing.
         state.update(stable=new_stable, canary=new_canary, weight=want.weight, previous=want.previous)
         self._save(service, state)
@@ -368,6 +398,37 @@ class LocalTarget:
             release_id=release_id,
         )
         self._ensure_loadgen(service, state)
+
+    def _prometheus_reads_our_targets(self) -> bool:
+        """True when the Prometheus at `prometheus_url` loads this state directory's file_sd files
+        (its loaded configuration names the directory); any other Prometheus, or none, never
+        scrapes our processes, and waiting for it would only delay the deploy."""
+        doc = _get_json(f"{self.prometheus_url}/api/v1/status/config")
+        config = ((doc or {}).get("data") or {}).get("yaml") or ""
+        return str(self.targets_dir) in config
+
+    def _scraped_up(self, address: str, digest: str) -> bool:
+        doc = _get_json(f"{self.prometheus_url}/api/v1/targets?state=active")
+        for target in ((doc or {}).get("data") or {}).get("activeTargets") or []:
+            labels = target.get("labels") or {}
+            if labels.get("digest") == digest and (target.get("discoveredLabels") or {}).get("__address__") == address:
+                return target.get("health") == "up"
+        return False
+
+    def _await_first_scrape(self, service: str, proc: dict[str, Any], release_id: str) -> None:
+        """Block until Prometheus reports the canary's target up (scraped at least once), at most
+        `scrape_wait` seconds; the wait (or its timeout) is in the action log."""
+        if self.scrape_wait <= 0 or not self._prometheus_reads_our_targets():
+            return
+        address = f"{self.host}:{proc['port']}"
+        started = time.monotonic()
+        deadline = started + self.scrape_wait
+        while not self._scraped_up(address, proc["digest"]):
+            if time.monotonic() >= deadline:
+                self.actions(service).append("scrape_wait_timeout", digest=proc["digest"], seconds=self.scrape_wait, release_id=release_id)
+                return
+            time.sleep(0.1)
+        self.actions(service).append("scraped", digest=proc["digest"], waited_seconds=round(time.monotonic() - started, 3), release_id=release_id)
 
     def _result(self, service: str, state: dict[str, Any], *, note: str = "") -> DeploymentState:
         detail: dict[str, Any] = {
