@@ -359,7 +359,7 @@ class SignoffClient:
         except RPCError as e:
             # The server answers NOT_FOUND "workflow execution already completed" for a finished
             # release: that release exists, so say it ended rather than that it is unknown.
-            if "completed" in e.message.lower() or "already finished" in e.message.lower():
+            if any(word in e.message.lower() for word in ("completed", "already finished", "closing workflow")):
                 raise Refused(f"release {attempt.release_id} has already finished; nothing left to approve.") from e
             if e.status == RPCStatusCode.FAILED_PRECONDITION:
                 raise TemporalUnreachable(
