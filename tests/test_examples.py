@@ -28,6 +28,8 @@ RELEASES: dict[str, tuple[list[str], str]] = {
     "release-gated.yaml": ([], "succeeded"),
     "release-good.yaml": ([], "succeeded"),
     "release-bad.yaml": (["release-good.yaml"], "rolled_back"),
+    "release-flag-good.yaml": ([], "succeeded"),
+    "release-flag-bad.yaml": (["release-flag-good.yaml"], "rolled_back"),
 }
 NOT_RELEASES = {"approvers.yaml", "agents.yaml"}
 
