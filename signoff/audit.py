@@ -117,6 +117,11 @@ _b64 = b64
 _unb64 = unb64
 
 
+def _no_constants(name: str) -> Any:
+    """NaN and Infinity are not JSON; signoff never writes them, so a line holding one is corrupt."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _json_safe(value: Any) -> Any:
     """Non-finite floats (a canary metric that came back NaN) become strings, so every decision
     can be encoded; the same input always maps to the same output."""
@@ -182,8 +187,8 @@ def statement_of(envelope: dict[str, Any]) -> dict[str, Any]:
         ValueError: the payload is not base64 JSON of an object.
     """
     try:
-        decoded = json.loads(_unb64(envelope["payload"]))
-    except (KeyError, TypeError, binascii.Error, UnicodeDecodeError, json.JSONDecodeError) as e:
+        decoded = json.loads(_unb64(envelope["payload"]), parse_constant=_no_constants)
+    except (KeyError, TypeError, binascii.Error, UnicodeDecodeError, ValueError) as e:
         raise ValueError(f"the envelope payload is not base64-encoded JSON ({e})") from e
     if not isinstance(decoded, dict):
         raise ValueError("the envelope payload is not a JSON object")
@@ -808,8 +813,8 @@ class FileLogStore:
     @staticmethod
     def _parse_line(raw: bytes, number: int) -> dict[str, Any]:
         try:
-            entry = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            entry = json.loads(raw, parse_constant=_no_constants)
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
             return {"corrupt": f"line {number} is not valid JSON ({e.msg if hasattr(e, 'msg') else e})", "line": number}
         if not isinstance(entry, dict):
             return {"corrupt": f"line {number} is not a JSON object", "line": number}
@@ -1231,6 +1236,19 @@ def _at(place: dict[str, Any] | None, statement: dict[str, Any] | None) -> datet
         return None
 
 
+def _signed_fields(entry: dict[str, Any], statement: dict[str, Any] | None) -> tuple[str | None, str | None, int | None]:
+    """(workflow id, kind, sequence) as the record's *signed* statement says; the copies beside
+    the envelope are neither signed nor hashed, so nothing is decided on them."""
+    predicate = statement.get("predicate") if isinstance(statement, dict) else None
+    source = predicate if isinstance(predicate, dict) else entry
+    wid, kind, sequence = source.get("workflow_id"), source.get("kind"), source.get("sequence")
+    return (
+        wid if isinstance(wid, str) else None,
+        kind if isinstance(kind, str) else None,
+        sequence if isinstance(sequence, int) and not isinstance(sequence, bool) else None,
+    )
+
+
 def _learn_rotations(entries: list[dict[str, Any]], keys: dict[str, TrustedKey]) -> tuple[dict[str, int], list[Problem]]:
     """Walk the rotation records in chain order: each one signed by a key trusted at its time
     *and* by the new key it names adds that key (valid from the rotation) and closes the old
@@ -1238,10 +1256,16 @@ def _learn_rotations(entries: list[dict[str, Any]], keys: dict[str, TrustedKey])
     where each old key was rotated out (its position) and the rotations that do not verify."""
     retired: dict[str, int] = {}
     problems: list[Problem] = []
+    last_at: datetime | None = None
     for position, entry in enumerate(entries):
-        if entry.get("workflow_id") != KEYS_WORKFLOW or entry.get("kind") != ROTATION_KIND or "corrupt" in entry:
+        if "corrupt" in entry:
             continue
         statement = _statement_or_none(entry)
+        entry_at = _at(signed_place(statement), statement)
+        wid, kind, _ = _signed_fields(entry, statement)
+        previous_at, last_at = last_at, entry_at or last_at
+        if wid != KEYS_WORKFLOW or kind != ROTATION_KIND:
+            continue
         predicate = (statement or {}).get("predicate") if isinstance((statement or {}).get("predicate"), dict) else {}
         evidence = predicate.get("evidence") if isinstance(predicate.get("evidence"), dict) else {}
         at = _at(signed_place(statement), statement)
@@ -1256,7 +1280,16 @@ def _learn_rotations(entries: list[dict[str, Any]], keys: dict[str, TrustedKey])
             continue
         old = keys.get(old_id)
         good, _, _ = _signatures_by(entry.get("envelope") or {}, {**({old_id: old} if old else {}), new_id: TrustedKey(new_id, new_key)})
-        old_valid = old is not None and at is not None and (old.not_before is None or at >= old.not_before) and (old.not_after is None or at <= old.not_after)
+        # the old key must still be in force: not rotated out before (a retired key cannot bring
+        # in a key of its own), not past its period, and not back-dated behind the log
+        old_valid = (
+            old is not None
+            and old_id not in retired
+            and at is not None
+            and (previous_at is None or at >= previous_at)
+            and (old.not_before is None or at >= old.not_before)
+            and (old.not_after is None or at <= old.not_after)
+        )
         if old_id not in good or new_id not in good or not old_valid:
             problems.append(
                 Problem(
@@ -1267,7 +1300,9 @@ def _learn_rotations(entries: list[dict[str, Any]], keys: dict[str, TrustedKey])
             )
             continue
         if new_id not in keys:
-            keys[new_id] = TrustedKey(new_id, new_key, at, via=f"rotation at {label}")
+            # valid from when the rotation started (the new key is on disk before its record lands)
+            started = _at(None, statement) or at
+            keys[new_id] = TrustedKey(new_id, new_key, min(started, at) if started and at else at, via=f"rotation at {label}")
         elif keys[new_id].public_key is None:
             keys[new_id].public_key = new_key
         if old.not_after is None or (at is not None and at < old.not_after):
@@ -1276,7 +1311,9 @@ def _learn_rotations(entries: list[dict[str, Any]], keys: dict[str, TrustedKey])
     return retired, problems
 
 
-def _check_checkpoints(entries: list[dict[str, Any]], checkpoints: list[dict[str, Any]], keys: dict[str, TrustedKey], source: str) -> tuple[int, int, list[Problem]]:
+def _check_checkpoints(
+    entries: list[dict[str, Any]], checkpoints: list[dict[str, Any]], keys: dict[str, TrustedKey], source: str, retired: dict[str, int]
+) -> tuple[int, int, list[Problem]]:
     """Each checkpoint must be signed by a key trusted at its time, and the log must still hold
     exactly the prefix it signed. Returns (valid checkpoints, entries they cover, problems)."""
     problems: list[Problem] = []
@@ -1293,7 +1330,8 @@ def _check_checkpoints(entries: list[dict[str, Any]], checkpoints: list[dict[str
             problems.append(Problem(f"{where} is not a signoff audit checkpoint", kind="cut"))
             continue
         at = _at(None, statement)
-        why = _check_sigstore(record) if "sigstore_bundle" in record else _check_signature(envelope, keys, at, source)
+        covers = predicate["size"] - 1
+        why = _check_sigstore(record) if "sigstore_bundle" in record else _check_signature(envelope, keys, at, source, retired=retired, position=covers)
         if why is not None:
             problems.append(Problem(f"{where} {why}", kind="cut"))
             continue
@@ -1410,7 +1448,8 @@ def verify(
                 compute_entry_hash(place.get("index"), place.get("prev_hash"), envelope, entry.get("sigstore_bundle")),
             )
         else:
-            signed_next = (-1, "")
+            # a record from before places were signed: the next one links to it as stored
+            signed_next = (index + 1, stored_hash)
         previous_changed = changed
         if place is None and statement is not None:
             report.legacy += 1
@@ -1421,17 +1460,19 @@ def verify(
         expected_prev = stored_hash
         report.head_hash = stored_hash
 
-        wid = entry.get("workflow_id")
-        sequence = entry.get("sequence") if isinstance(entry.get("sequence"), int) else None
+        wid, kind, sequence = _signed_fields(entry, statement)
+        if statement is not None and (workflow_id is None or wid == workflow_id or entry.get("workflow_id") == workflow_id):
+            for wrong in _check_statement(entry, statement):  # relabelled copies beside the envelope
+                problems.append(Problem(f"{label} {wrong}", index, sequence))
         if isinstance(wid, str) and sequence is not None:
             sequences.setdefault(wid, {}).setdefault(sequence, position)
             summary = report.workflows.setdefault(wid, {"records": 0, "last_sequence": 0, "last_entry": 0, "outcome": None, "needs_outcome": False})
             summary["records"] += 1
-            if not str(entry.get("kind", "")).startswith(NO_OUTCOME_KINDS):
+            if not str(kind or "").startswith(NO_OUTCOME_KINDS):
                 summary["needs_outcome"] = True
             summary["last_sequence"] = max(summary["last_sequence"], sequence)
             summary["last_entry"] = position
-            if entry.get("kind") in OUTCOME_KINDS:
+            if kind in OUTCOME_KINDS:
                 summary["outcome"] = position
         if workflow_id is not None and wid != workflow_id:
             continue
@@ -1453,13 +1494,15 @@ def verify(
             problems.append(Problem(f"{label} {why}", index, sequence, kind="key"))
         if statement is None:
             problems.append(Problem(f"{label} has a payload that is not a JSON statement", index, sequence))
-            continue
-        for wrong in _check_statement(entry, statement):
-            problems.append(Problem(f"{label} {wrong}", index, sequence))
     for wid, numbers in sequences.items():
         if workflow_id is not None and wid != workflow_id:
             continue
-        missing = [n for n in range(1, max(numbers) + 1) if n not in numbers]
+        missing: list[int] = []
+        expected = 1
+        for n in sorted(numbers):  # walk what is there: a forged huge number costs nothing
+            if n > expected and len(missing) < 6:
+                missing.extend(range(expected, min(n, expected + 6 - len(missing))))
+            expected = max(expected, n + 1)
         if missing:
             shown = ", ".join(str(n) for n in missing[:5]) + (" …" if len(missing) > 5 else "")
             after = max((n for n in numbers if n < missing[0]), default=0)
@@ -1473,7 +1516,7 @@ def verify(
                 )
             )
     if checkpoints is not None:
-        report.checkpoints, report.covered, found = _check_checkpoints(entries, checkpoints, keys, trust.source)
+        report.checkpoints, report.covered, found = _check_checkpoints(entries, checkpoints, keys, trust.source, retired)
         problems.extend(found)
     for summary in report.workflows.values():
         summary["covered"] = summary["last_entry"] < report.covered

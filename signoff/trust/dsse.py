@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from typing import Any
 
@@ -32,7 +33,13 @@ def b64(data: bytes) -> str:
 
 
 def unb64(text: str) -> bytes:
-    """Standard or URL-safe base64, as the DSSE spec allows either."""
+    """Standard or URL-safe base64, as the DSSE spec allows either.
+
+    Raises:
+        binascii.Error: not base64 (also for a non-string or non-ASCII value).
+    """
+    if not isinstance(text, str) or not text.isascii():
+        raise binascii.Error("not a base64 string")
     text = text.strip()
     if "-" in text or "_" in text:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
