@@ -56,6 +56,10 @@ def _round(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, (int, float)) else "—"
 
 
+def _signed(value: Any) -> str:
+    return f"{value:+.2f}" if isinstance(value, (int, float)) else "—"
+
+
 def _known(name: str, doc: dict[str, Any]) -> tuple[str, str, str]:
     """(ours, baseline, ratio / verdict) for the benchmarks whose JSON shape we know."""
     if name == "sandbox":
@@ -84,7 +88,7 @@ def _known(name: str, doc: dict[str, Any]) -> tuple[str, str, str]:
     if name == "rollback":
         return (f"breach→rollback median {_num(doc, 'latency_s', 'median')} s",
                 f"floor {doc.get('floor_s')} s",
-                f"+{doc.get('median_minus_floor_s')} s over floor (≤ {doc.get('target_s')} s: {'ok' if doc.get('meets_target') else 'MISS'})")
+                f"{_signed(doc.get('median_minus_floor_s'))} s vs floor (≤ {doc.get('target_s')} s: {'ok' if doc.get('meets_target') else 'MISS'})")
     if name == "replay":
         largest = str(max(doc.get("sizes_approvals") or [0]))
         now, before = _get(doc, "median_ms", "now", largest) or {}, _get(doc, "median_ms", "before", largest) or {}
@@ -93,6 +97,11 @@ def _known(name: str, doc: dict[str, Any]) -> tuple[str, str, str]:
                 f"{_round(doc.get('largest_history_ratio_now_vs_before'))}×; cache {doc.get('recommended_max_cached_workflows')}")
     if name.startswith("capacity"):
         n = doc.get("releases_started")
+        if doc.get("compared_with"):
+            small = doc["compared_with"]
+            return (f"{n} releases: drain {doc.get('drain_rate_per_second')}/s, approval p99 {_num(doc, 'approval_round_trip_under_load', 'p99_ms')} ms, RSS {doc.get('worker_rss_all_waiting_mib')} MiB",
+                    f"{small.get('releases_started')} releases: drain {small.get('drain_rate_per_second')}/s",
+                    f"{doc.get('drain_rate_ratio_vs_compared')} (≥ {doc.get('target_drain_ratio')}: {'ok' if doc.get('meets_drain_ratio_target') else 'MISS'})")
         cut = " TRUNCATED" if doc.get("truncated_by_time_budget") else ""
         return (f"{doc.get('releases_waiting')}/{n} waiting{cut}: RSS {doc.get('worker_rss_all_waiting_mib')} MiB, start {doc.get('start_to_all_waiting_seconds')} s, {doc.get('releases_succeeded')}/{n} succeeded {doc.get('approval_to_all_succeeded_seconds')} s after approval",
                 f"idle RSS {doc.get('worker_rss_idle_mib')} MiB",
