@@ -14,7 +14,11 @@ deploy via `true`, the signed audit log; Slack and Jira are off as in a fresh in
 Baseline, same run: the worker's RSS when idle (connected, nothing started), and the
 approval round trip of the first releases before load.
 
-    python bench/bench_capacity.py [--quick] [--releases N] [--concurrency C] [--max-minutes M]
+    python bench/bench_capacity.py [--quick] [--releases N] [--compare SMALL] [--concurrency C] [--max-minutes M]
+
+`--compare SMALL` first runs the whole benchmark at SMALL releases (its own server and worker,
+same invocation), then at N, and reports the drain-rate ratio N / SMALL (issue 18: ≥ 0.8, so
+10,000 waiting releases drain as fast as 500) beside the approval p99 under load (≤ 2 s).
 
 Bounded in time: when the start phase would run past its share of --max-minutes, the
 benchmark stops starting, measures at the size it reached and extrapolates linearly — clearly
@@ -27,7 +31,6 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +47,8 @@ sys.path.insert(0, str(REPO))
 from bench.common import Deadline, dev_server, gated_spec, isolate_env, summary_ms, write_result  # noqa: E402
 
 RSS_TARGET_MIB = 1024
+DRAIN_RATIO_TARGET = 0.8
+APPROVAL_P99_TARGET_MS = 2000.0
 
 
 def worker_command() -> list[str]:
@@ -91,6 +96,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
     from signoff.client import SignoffClient, _initial_attributes
+    from signoff.trust.evidence import start_body
     from signoff.config import Settings
     from signoff.errors import SignoffError
     from signoff.models import ApprovalAttempt, StartRelease
@@ -100,10 +106,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = tempfile.TemporaryDirectory(prefix="bench-capacity-")
     if args.keep:
         tmp._finalizer.detach()  # type: ignore[attr-defined]  # leave it for inspection
-    directory = Path(tmp.name) / "approvers.yaml"
-    shutil.copy(REPO / "examples" / "approvers.yaml", directory)
     state = Path(tmp.name) / "state"
-    isolate_env(str(state), directory_path=str(directory))
+    isolate_env(str(state))
+    directory = state / "dev" / "approvers.yaml"  # the example people with their dev keys, as every request is signed
     task_queue = f"bench-capacity-{uuid.uuid4().hex[:8]}"
     settings = Settings.from_env()
     spec = gated_spec(timeout="P7D")
@@ -176,6 +181,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             async def starter() -> None:
                 while not queue.empty() and not start_budget.expired:
                     rid = queue.get_nowait()
+                    # signed by the requester like every start (a start without a proof is denied)
+                    proof = sc.sign("person", spec.requested_by, action="start_release", subject=rid, body=start_body(spec, str(REPO)))
                     args_ = StartRelease(
                         release_id=rid,
                         spec=spec,
@@ -183,6 +190,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         directory_path=str(settings.directory_path),
                         policy_dir=str(settings.policy_dir),
                         search_attributes=True,
+                        proof=proof,
                     )
                     t = time.perf_counter()
                     await client.start_workflow(
@@ -341,12 +349,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def judge(result: dict[str, Any], small: dict[str, Any] | None) -> None:
+    """Issue 18's verdicts: approval p99 under load, and (with --compare) the drain-rate ratio."""
+    lat = result.get("approval_round_trip_under_load") or {}
+    result["target_approval_p99_ms"] = APPROVAL_P99_TARGET_MS
+    result["meets_approval_p99_target"] = bool(lat) and lat["p99_ms"] <= APPROVAL_P99_TARGET_MS
+    if small is None:
+        return
+    keys = ("releases_started", "releases_succeeded", "drain_rate_per_second", "approval_to_all_succeeded_seconds",
+            "approval_round_trip_under_load", "worker_rss_all_waiting_mib", "spot_check_exact_two_approvals", "approvals_accepted")
+    result["compared_with"] = {k: small.get(k) for k in keys}
+    big, base = result.get("drain_rate_per_second"), small.get("drain_rate_per_second")
+    result["drain_rate_ratio_vs_compared"] = round(big / base, 3) if big and base else None
+    result["target_drain_ratio"] = DRAIN_RATIO_TARGET
+    result["meets_drain_ratio_target"] = result["drain_rate_ratio_vs_compared"] is not None and result["drain_rate_ratio_vs_compared"] >= DRAIN_RATIO_TARGET
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="N releases waiting at gates on one worker")
     parser.add_argument("--quick", action="store_true", help="500 releases")
     parser.add_argument("--releases", type=int, default=None, help="default 10000 (quick 500)")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent start / approval calls")
     parser.add_argument("--max-minutes", type=float, default=None, help="overall bound (default 40, quick 8)")
+    parser.add_argument("--compare", type=int, default=None, metavar="SMALL", help="first run SMALL releases the same way; report the drain-rate ratio")
     parser.add_argument("--out", default=None, help="results file (default bench/results/capacity.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (worker log, audit log)")
     args = parser.parse_args()
@@ -354,7 +379,9 @@ def main() -> None:
         args.releases = 500 if args.quick else 10_000
     if args.max_minutes is None:
         args.max_minutes = 8 if args.quick else 40
+    small = asyncio.run(run(argparse.Namespace(**{**vars(args), "releases": args.compare}))) if args.compare else None
     result = asyncio.run(run(args))
+    judge(result, small)
     n = result.get("releases_started", 0)
     print(f"capacity: {n} releases waiting at a gate on one worker" + (" (TRUNCATED by the time budget)" if result.get("truncated_by_time_budget") else ""))
     print(f"  worker RSS idle {result.get('worker_rss_idle_mib')} MiB → all waiting {result.get('worker_rss_all_waiting_mib')} MiB "
@@ -365,6 +392,9 @@ def main() -> None:
     lat = result.get("approval_round_trip_under_load")
     if lat:
         print(f"  approval round trip under load: median {lat['median_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms (idle: {result.get('idle_approval_round_trip_ms')} ms)")
+    if small is not None:
+        print(f"  drain rate {result.get('drain_rate_per_second')} releases/s at {n} vs {small.get('drain_rate_per_second')} at {small.get('releases_started')}: "
+              f"ratio {result.get('drain_rate_ratio_vs_compared')} (target ≥ {DRAIN_RATIO_TARGET}: {'meets' if result.get('meets_drain_ratio_target') else 'MISSES'})")
     if "extrapolated_to_requested" in result:
         x = result["extrapolated_to_requested"]
         print(f"  {x['note']}: start ≈ {x['start_to_all_waiting_seconds']} s, drain ≈ {x['approval_to_all_succeeded_seconds']} s")

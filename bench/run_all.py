@@ -58,6 +58,10 @@ def _round(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, (int, float)) else "—"
 
 
+def _signed(value: Any) -> str:
+    return f"{value:+.2f}" if isinstance(value, (int, float)) else "—"
+
+
 def _known(name: str, doc: dict[str, Any]) -> tuple[str, str, str]:
     """(ours, baseline, ratio / verdict) for the benchmarks whose JSON shape we know."""
     if name == "sandbox":
@@ -92,7 +96,7 @@ def _known(name: str, doc: dict[str, Any]) -> tuple[str, str, str]:
     if name == "rollback":
         return (f"breach→rollback median {_num(doc, 'latency_s', 'median')} s",
                 f"floor {doc.get('floor_s')} s",
-                f"+{doc.get('median_minus_floor_s')} s over floor (≤ {doc.get('target_s')} s: {'ok' if doc.get('meets_target') else 'MISS'})")
+                f"{_signed(doc.get('median_minus_floor_s'))} s vs floor (≤ {doc.get('target_s')} s: {'ok' if doc.get('meets_target') else 'MISS'})")
     if name == "flag_rollback":
         return (f"verdict→flag 0 % median {_num(doc, 'verdict_to_flag_zero_s', 'median')} s (→ last new-path answer {_num(doc, 'verdict_to_last_new_path_s', 'median')} s)",
                 f"process rollback median {_num(doc, 'baseline_verdict_to_process_rollback_s', 'median')} s",
@@ -105,6 +109,11 @@ def _known(name: str, doc: dict[str, Any]) -> tuple[str, str, str]:
                 f"{_round(doc.get('largest_history_ratio_now_vs_before'))}×; cache {doc.get('recommended_max_cached_workflows')}")
     if name.startswith("capacity"):
         n = doc.get("releases_started")
+        if doc.get("compared_with"):
+            small = doc["compared_with"]
+            return (f"{n} releases: drain {doc.get('drain_rate_per_second')}/s, approval p99 {_num(doc, 'approval_round_trip_under_load', 'p99_ms')} ms, RSS {doc.get('worker_rss_all_waiting_mib')} MiB",
+                    f"{small.get('releases_started')} releases: drain {small.get('drain_rate_per_second')}/s",
+                    f"{doc.get('drain_rate_ratio_vs_compared')} (≥ {doc.get('target_drain_ratio')}: {'ok' if doc.get('meets_drain_ratio_target') else 'MISS'})")
         cut = " TRUNCATED" if doc.get("truncated_by_time_budget") else ""
         return (f"{doc.get('releases_waiting')}/{n} waiting{cut}: RSS {doc.get('worker_rss_all_waiting_mib')} MiB, start {doc.get('start_to_all_waiting_seconds')} s, {doc.get('releases_succeeded')}/{n} succeeded {doc.get('approval_to_all_succeeded_seconds')} s after approval",
                 f"idle RSS {doc.get('worker_rss_idle_mib')} MiB",

@@ -341,7 +341,8 @@ async def test_activity_refuses_conflicts_non_retryably_and_returns_the_entry(tm
     with pytest.raises(ApplicationError) as bad:
         await acts.append_decision(decision(2, subject_digest="sha256:xyz"))
     assert bad.value.type == "InvalidDecision" and bad.value.non_retryable
-    assert sorted(a.__temporal_activity_definition.name for a in activities_from_settings(settings)) == ["append_decision", "append_decisions"]  # type: ignore[attr-defined]
+    names = [a.__temporal_activity_definition.name for a in activities_from_settings(settings)]  # type: ignore[attr-defined]
+    assert names == ["append_decision", "append_decisions"]  # one record, or the records a workflow queued together
 
 
 async def test_activity_will_not_mint_a_new_key_for_a_log_that_already_has_records(filled: FileLogStore, log_path: Path, tmp_path: Path) -> None:
