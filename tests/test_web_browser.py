@@ -25,7 +25,7 @@ from approvals.gateway import create_app
 from signoff.client import SignoffClient
 from signoff.config import Settings
 from signoff.models import ApprovalAttempt, ReleaseStatus
-from tests.helpers import attested, running_worker, wait_for, wait_phase
+from tests.helpers import attested, running_worker, wait_for, wait_phase, with_plan
 from tests.prom import PrometheusServer
 from tests.test_release_canary import canary_release, checkout, stack  # noqa: F401 - stack: Prometheus scraping the local target
 
@@ -86,7 +86,8 @@ async def gated_canaried_rolled_back(sc: SignoffClient, tmp_path: Path) -> Relea
     refused = await sc.submit_approval(ApprovalAttempt(release_id=rid, gate="production", identity="dana@example.com", channel="cli"))
     assert not refused.accepted
     assert (await sc.submit_approval(ApprovalAttempt(release_id=rid, gate="production", identity="alice@example.com", channel="cli"))).accepted
-    slack = attested(ApprovalAttempt(release_id=rid, gate="production", identity="bob@example.com", channel="slack", digest=waiting.artifact_digest, external_ref="1700000000.000100"))
+    click = ApprovalAttempt(release_id=rid, gate="production", identity="bob@example.com", channel="slack", digest=waiting.artifact_digest, external_ref="1700000000.000100")
+    slack = attested(await with_plan(sc, click))  # a Slack button carries the plan hash it showed
     assert (await sc.submit_approval(slack)).accepted
     done = await wait_for(sc, rid, lambda s: s.phase.is_final, timeout=240)
     assert done.phase.value == "rolled_back", done.reason

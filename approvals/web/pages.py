@@ -43,6 +43,10 @@ async def release_list(client: SignoffClient, filters: dict[str, str]) -> list[R
     """Releases matching the filters, newest first; phase and awaiting go to Temporal's
     visibility query, service and agent are matched here (they are not search attributes)."""
     releases = await client.list_releases(phase=filters.get("phase") or None, awaiting=filters.get("awaiting") or None)
+    if filters.get("phase"):
+        # visibility is eventually consistent: a release that moved on since its search attribute
+        # was indexed is shown in the phase it is in now, so the filter checks that phase too
+        releases = [r for r in releases if r.phase.value == filters["phase"]]
     if filters.get("service"):
         releases = [r for r in releases if r.service == filters["service"]]
     if filters.get("agent"):
