@@ -170,3 +170,17 @@ async def test_one_person_cannot_fill_a_gate_with_refusals(client: Client, task_
         status = await sc.status(r)
         assert len(status.gates[0].refusals) == MAX_REFUSALS_PER_PRINCIPAL
         assert (await sc.submit_approval(ApprovalAttempt(release_id=r, identity=ALICE, channel="cli", digest=DIGEST_A))).accepted
+
+
+def test_the_awaiting_search_attribute_stays_under_temporals_limit() -> None:
+    """With hundreds of eligible approvers the list is cut below 2 KiB instead of failing the
+    release's workflow tasks (Temporal refuses larger search attribute values)."""
+    import json
+
+    from workflows.release import AWAITING_BYTES, bounded_keywords
+
+    people = [f"approver-{n:03d}@example.com" for n in range(300)]
+    kept = bounded_keywords(people)
+    assert len(json.dumps(kept).encode()) <= AWAITING_BYTES < 2048
+    assert kept == people[: len(kept)] and 50 < len(kept) < 300
+    assert bounded_keywords(people[:3]) == people[:3]

@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -123,8 +124,14 @@ def browse(base: str, done: ReleaseStatus, shots: Path) -> dict[str, Any]:
         driver.find_element(By.ID, "token").send_keys(TOKEN)
         driver.find_element(By.CSS_SELECTOR, "form.login button").click()
 
-        driver.get(f"{base}/view/?phase=rolled_back&service=checkout")
-        rows = driver.find_elements(By.CSS_SELECTOR, "table.releases tbody tr")
+        # Temporal's visibility (what the phase filter queries) is eventually consistent: a
+        # release that just ended may take a moment to be listed under its final phase
+        for _ in range(60):
+            driver.get(f"{base}/view/?phase=rolled_back&service=checkout")
+            rows = driver.find_elements(By.CSS_SELECTOR, "table.releases tbody tr")
+            if any(done.release_id in r.text for r in rows):
+                break
+            time.sleep(0.5)
         assert any(done.release_id in r.text for r in rows), [r.text for r in rows]
         assert all("rolled_back" in r.text for r in rows), [r.text for r in rows]
         driver.save_screenshot(str(shots / "view-releases.png"))

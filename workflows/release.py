@@ -85,6 +85,23 @@ VULNS = "https://in-toto.io/attestation/vulns/v0.1"
 CYCLONEDX = "https://cyclonedx.org/bom"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 VSA = "https://slsa.dev/verification_summary/v1"
+#: Temporal refuses a search attribute value over 2 KiB (and fails the workflow task): the
+#: awaiting list is cut below that; `release status` always shows everyone.
+AWAITING_BYTES = 1800
+
+
+def bounded_keywords(values: list[str], limit: int = AWAITING_BYTES) -> list[str]:
+    """The first values (sorted) whose JSON encoding stays under ``limit`` bytes."""
+    kept: list[str] = []
+    size = 2
+    for value in values:
+        size += len(value.encode()) + 4  # quotes and a separator
+        if size > limit:
+            break
+        kept.append(value)
+    return kept
+
+
 #: Refused aborts by signal that are recorded; more are dropped (they could fill the history).
 MAX_SIGNAL_REFUSALS = 20
 
@@ -1046,7 +1063,7 @@ class ReleaseWorkflow:
     def update_awaiting(self) -> None:
         waiting = sorted({p for g in self.gates for p in g.awaiting()}) if self.gates_ready else []
         if self.args.search_attributes:
-            workflow.upsert_search_attributes([AWAITING.value_set(waiting)])
+            workflow.upsert_search_attributes([AWAITING.value_set(bounded_keywords(waiting))])
 
     def check_abort(self) -> None:
         if self.abort_request is not None:
