@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -208,3 +208,28 @@ async def with_plan(client: SignoffClient, attempt: Any) -> Any:
     """`attempt` naming the plan hash the release shows now (what a Slack button or Jira label carries)."""
     status = await client.status(attempt.release_id)
     return attempt.model_copy(update={"plan": status.plan_sha256})
+
+
+@contextlib.contextmanager
+def worker_slack(monkeypatch: Any, *, channel: str = "C0REL", token: str = "xoxb-test") -> Iterator[Any]:
+    """The local Slack stub (its real web API wire format), configured as the worker's Slack."""
+    from tests.stubs.slack_stub import SlackStub
+
+    slack = SlackStub().start()
+    for key, value in {"SLACK_BOT_TOKEN": token, "SIGNOFF_SLACK_API_URL": slack.api_url, "SIGNOFF_SLACK_CHANNEL": channel}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield slack
+    finally:
+        slack.stop()
+
+
+@contextlib.contextmanager
+def worker_chat(monkeypatch: Any, *, channel: str = "C0REL", token: str = "xoxb-test") -> Iterator[tuple[Any, Any]]:
+    """The Slack and Jira stubs, configured as the worker's Slack and Jira."""
+    from tests.stubs.jira_stub import JiraStub
+
+    with worker_slack(monkeypatch, channel=channel, token=token) as slack, JiraStub() as jira:
+        for key, value in {"SIGNOFF_JIRA_URL": jira.url, "SIGNOFF_JIRA_USER": jira.user, "SIGNOFF_JIRA_TOKEN": jira.token, "SIGNOFF_JIRA_PROJECT": jira.project}.items():
+            monkeypatch.setenv(key, value)
+        yield slack, jira

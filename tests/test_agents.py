@@ -17,9 +17,8 @@ from signoff.audit import show, store_from_settings
 from signoff.config import Settings
 from signoff.errors import Refused
 from signoff.models import AgentSuspended, ReleaseFile
-from tests.helpers import DIGEST_A, release_spec, running_worker, wait_for, wait_phase
+from tests.helpers import DIGEST_A, release_spec, running_worker, wait_for, wait_phase, worker_chat
 from tests.stubs.jira_stub import JiraStub
-from tests.stubs.slack_stub import SlackStub
 
 pytestmark = pytest.mark.asyncio
 
@@ -74,17 +73,8 @@ async def records(workflow_id: str, kind: str, outcome: str, *, timeout: float =
 @pytest.fixture
 def chat(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Slack and Jira as the local stubs of their web APIs, configured for the worker."""
-    slack = SlackStub().start()
-    with JiraStub() as jira:
-        for key, value in {
-            "SLACK_BOT_TOKEN": "xoxb-agents", "SIGNOFF_SLACK_API_URL": slack.api_url, "SIGNOFF_SLACK_CHANNEL": "C0REL",
-            "SIGNOFF_JIRA_URL": jira.url, "SIGNOFF_JIRA_USER": jira.user, "SIGNOFF_JIRA_TOKEN": jira.token, "SIGNOFF_JIRA_PROJECT": jira.project,
-        }.items():
-            monkeypatch.setenv(key, value)
-        try:
-            yield slack, jira
-        finally:
-            slack.stop()
+    with worker_chat(monkeypatch, channel="C0REL", token="xoxb-agents") as stubs:
+        yield stubs
 
 
 async def test_suspend_stops_gate_canary_and_build_then_refuses_and_resume_restores(client: Client, task_queue: str, tmp_path: Path, chat: Any) -> None:

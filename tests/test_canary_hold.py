@@ -17,9 +17,8 @@ from activities.deploy import target_for
 from signoff.audit import show, store_from_settings
 from signoff.config import Settings
 from signoff.errors import Refused
-from tests.helpers import wait_for, wait_phase, running_worker
+from tests.helpers import running_worker, wait_for, wait_phase, worker_slack
 from tests.prom import PrometheusServer
-from tests.stubs.slack_stub import SlackStub
 from tests.test_release_canary import canary_release, checkout, stack  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.asyncio
@@ -28,11 +27,7 @@ pytestmark = pytest.mark.asyncio
 async def test_failed_canary_with_hold_stays_at_weight_0_until_a_person_decides(
     client: Client, task_queue: str, stack: PrometheusServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
-    slack = SlackStub().start()
-    try:
-        monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-h")
-        monkeypatch.setenv("SIGNOFF_SLACK_API_URL", slack.api_url)
-        monkeypatch.setenv("SIGNOFF_SLACK_CHANNEL", "C0REL")
+    with worker_slack(monkeypatch, token="xoxb-h") as slack:
         settings = Settings.from_env()
         async with running_worker(client, task_queue, settings=settings) as sc:
             (tmp_path / "a").mkdir()
@@ -84,5 +79,3 @@ async def test_failed_canary_with_hold_stays_at_weight_0_until_a_person_decides(
         failed = next(m for m in done.canary.analyses if m.verdict == "failed")  # type: ignore[union-attr]
         assert failed.query and resolved in failed.query and failed.condition == "success: < 0.05; failure: >= 0.05"
         assert json.dumps(failed.model_dump(mode="json"))  # what the incident ticket table is built from
-    finally:
-        slack.stop()

@@ -20,7 +20,7 @@ from activities.deploy import LocalTarget, stop_all
 from signoff.audit import statement_of, store_from_settings
 from signoff.config import Settings
 from signoff.models import DriftCheck, DriftReport
-from tests.helpers import REPO, release_spec, running_worker, wait_for
+from tests.helpers import REPO, release_spec, running_worker, wait_for, worker_chat
 from tests.stubs.jira_stub import JiraStub
 from tests.stubs.slack_stub import SlackStub
 from workers.schedules import ensure_drift_schedule
@@ -30,18 +30,11 @@ pytestmark = pytest.mark.asyncio
 
 @pytest.fixture
 def chat(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SlackStub, JiraStub]]:
-    slack = SlackStub().start()
-    with JiraStub() as jira:
-        for key, value in {
-            "SLACK_BOT_TOKEN": "xoxb-drift", "SIGNOFF_SLACK_API_URL": slack.api_url, "SIGNOFF_SLACK_CHANNEL": "C0OPS",
-            "SIGNOFF_JIRA_URL": jira.url, "SIGNOFF_JIRA_USER": jira.user, "SIGNOFF_JIRA_TOKEN": jira.token, "SIGNOFF_JIRA_PROJECT": jira.project,
-        }.items():
-            monkeypatch.setenv(key, value)
-        try:
-            yield slack, jira
-        finally:
-            slack.stop()
-            stop_all(Settings.from_env().state_dir)
+    try:
+        with worker_chat(monkeypatch, channel="C0OPS", token="xoxb-drift") as stubs:
+            yield stubs
+    finally:
+        stop_all(Settings.from_env().state_dir)
 
 
 def artifact(tmp_path: Path, flavour: str) -> str:

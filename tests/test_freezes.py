@@ -21,7 +21,7 @@ from signoff.errors import Refused
 from signoff.models import ApprovalAttempt
 from signoff.windows import freezes_id
 from tests.stubs.slack_stub import SlackStub
-from tests.helpers import DIGEST_A, gated_spec, release_spec, running_worker, wait_for, wait_phase
+from tests.helpers import DIGEST_A, gated_spec, release_spec, running_worker, wait_for, wait_phase, worker_slack
 
 pytestmark = pytest.mark.asyncio
 
@@ -42,14 +42,8 @@ async def cli(client: Client, task_queue: str, *args: str) -> subprocess.Complet
 @pytest.fixture
 def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackStub]:
     """The local Slack stub as the worker's Slack."""
-    stub = SlackStub().start()
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-f")
-    monkeypatch.setenv("SIGNOFF_SLACK_API_URL", stub.api_url)
-    monkeypatch.setenv("SIGNOFF_SLACK_CHANNEL", "C0REL")
-    try:
+    with worker_slack(monkeypatch, token="xoxb-f") as stub:
         yield stub
-    finally:
-        stub.stop()
 
 
 async def test_freeze_holds_an_approved_release_until_it_ends(client: Client, task_queue: str, slack: SlackStub) -> None:

@@ -18,8 +18,7 @@ from temporalio.client import Client
 from signoff.config import Settings
 from signoff.models import ApprovalAttempt, ApprovalEvidence, DeployRequest, DeploySpec, Evidence
 from signoff.trust.evidence import plan_sha256, start_body
-from tests.helpers import DIGEST_A, gated_spec, running_worker, wait_phase
-from tests.stubs.slack_stub import SlackStub
+from tests.helpers import DIGEST_A, gated_spec, running_worker, wait_phase, worker_slack
 from tests.test_change_facts import built, repo_with
 from tests.test_trust_boundary import ALICE, BOB, DANA, RogueRelease, approve_proof, signed
 
@@ -31,11 +30,7 @@ def block_text(blocks: list[dict]) -> str:
 
 
 async def test_slack_request_names_target_command_paths_and_rules(client: Client, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stub = SlackStub().start()
-    try:
-        monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-t")
-        monkeypatch.setenv("SIGNOFF_SLACK_API_URL", stub.api_url)
-        monkeypatch.setenv("SIGNOFF_SLACK_CHANNEL", "C0REL")
+    with worker_slack(monkeypatch, token="xoxb-t") as stub:
         repo, commit = repo_with(tmp_path, {"deploy/k8s.yaml": "replicas: 3\n", "src/cart.py": "x = 1\n"})
         spec = built(repo, commit)
         deploy = {"target": "command", "settings": {"deploy": "kubectl-apply --context prod-eu {service} {digest} {weight}", "current": "true", "rollback": "true"}}
@@ -64,8 +59,6 @@ async def test_slack_request_names_target_command_paths_and_rules(client: Client
         assert shown.returncode == 0, shown.stderr
         for words in ("kubectl-apply --context prod-eu", "deploy/k8s.yaml", "touches deploy manifests", "printf built > out.bin", status.plan_sha256):
             assert words in shown.stdout, (words, shown.stdout)
-    finally:
-        stub.stop()
 
 
 async def test_changed_deploy_settings_make_an_old_approval_not_count(client: Client, task_queue: str) -> None:
