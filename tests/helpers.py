@@ -233,3 +233,20 @@ def worker_chat(monkeypatch: Any, *, channel: str = "C0REL", token: str = "xoxb-
         for key, value in {"SIGNOFF_JIRA_URL": jira.url, "SIGNOFF_JIRA_USER": jira.user, "SIGNOFF_JIRA_TOKEN": jira.token, "SIGNOFF_JIRA_PROJECT": jira.project}.items():
             monkeypatch.setenv(key, value)
         yield slack, jira
+
+
+async def records(workflow_id: str, kind: str, outcome: str, *, count: int = 1, timeout: float = 20) -> list[dict[str, Any]]:
+    """The signed log's records of `kind`/`outcome` for a workflow (written by the audit outbox
+    after the fact, so wait for at least `count` of them, up to `timeout` seconds)."""
+    from signoff.audit import show, store_from_settings
+
+    store = store_from_settings(Settings.from_env())
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            rows = [r for r in show(workflow_id, store) if r["kind"] == kind and r["outcome"] == outcome]
+        except Exception:  # noqa: BLE001 - no records yet
+            rows = []
+        if len(rows) >= count or asyncio.get_running_loop().time() > deadline:
+            return rows
+        await asyncio.sleep(0.1)

@@ -17,7 +17,7 @@ from signoff.audit import show, store_from_settings
 from signoff.config import Settings
 from signoff.errors import Refused
 from signoff.models import AgentSuspended, ReleaseFile
-from tests.helpers import DIGEST_A, release_spec, running_worker, wait_for, wait_phase, worker_chat
+from tests.helpers import records, release_spec, running_worker, wait_for, wait_phase, worker_chat
 from tests.stubs.jira_stub import JiraStub
 
 pytestmark = pytest.mark.asyncio
@@ -55,19 +55,6 @@ def building() -> ReleaseFile:
     doc.pop("artifact")
     doc["build"] = {"command": "echo compiling the migration; echo half > partial.o; sleep 120", "output": "dist/out.bin", "timeout_seconds": 300}
     return ReleaseFile.model_validate(doc)
-
-
-async def records(workflow_id: str, kind: str, outcome: str, *, timeout: float = 20) -> list[dict[str, Any]]:
-    store = store_from_settings(Settings.from_env())
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            rows = [r for r in show(workflow_id, store) if r["kind"] == kind and r["outcome"] == outcome]
-        except Exception:  # noqa: BLE001 - no records yet
-            rows = []
-        if rows or asyncio.get_running_loop().time() > deadline:
-            return rows
-        await asyncio.sleep(0.2)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from signoff.audit import export, public_key_from_settings, show, store_from_settings, verify_export
+from signoff.audit import export, public_key_from_settings, store_from_settings, verify_export
 from signoff.config import Settings
 from signoff.errors import Refused
 from signoff.models import ApprovalAttempt, ApprovalResult, DeploymentState, DeployRequest, DeploySpec, Evidence, StartRelease, StartRunbook
@@ -34,7 +34,7 @@ from signoff.trust.evidence import run_expectations, start_body
 from signoff.trust.keys import write_private_key
 from signoff.trust.proofs import new_request, sign_request
 from signoff.trust.registry import TrustStore
-from tests.helpers import DIGEST_A, DIGEST_B, attested, dev_directory, gated_spec, release_spec, running_worker, wait_phase, write_directory
+from tests.helpers import DIGEST_A, DIGEST_B, attested, dev_directory, gated_spec, records, release_spec, running_worker, wait_phase, write_directory
 
 pytestmark = pytest.mark.asyncio
 
@@ -77,20 +77,6 @@ async def update_events(client: Client, release_id: str) -> int:
     """How many Updates the release's history admitted."""
     history = await client.get_workflow_handle(release_id).fetch_history()
     return sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED)
-
-
-async def records(release_id: str, *, kind: str, outcome: str, count: int = 1, timeout: float = 20) -> list[dict[str, Any]]:
-    """The signed log's records of `kind`/`outcome` (written by the audit outbox, so wait)."""
-    store = store_from_settings(Settings.from_env())
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            rows = [r for r in show(release_id, store) if r["kind"] == kind and r["outcome"] == outcome]
-        except Exception:  # noqa: BLE001 - no records yet
-            rows = []
-        if len(rows) >= count or asyncio.get_running_loop().time() > deadline:
-            return rows
-        await asyncio.sleep(0.1)
 
 
 async def gated_release(sc: Any, **gate: Any) -> str:
