@@ -8,10 +8,11 @@ change (signal-with-start, so the first release or freeze creates the keeper).
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
@@ -39,6 +40,10 @@ class WindowActivities:
         return WindowConfig(windows=windows, freezes=await self._freezes(request))
 
     async def _freezes(self, request: WindowRequest) -> list[Freeze]:
+        """The freezes in force. Read from the keeper's memo with a describe (the server answers
+        it alone, however busy the worker is: a query waited seconds behind 10,000 releases and
+        held their workflow tasks open); a keeper without the memo (started before it, or just
+        created) is queried. `watch` registers the release to be signalled when freezes change."""
         client = activity.client()
         if request.watch:
             from workflows.freeze import FreezeWorkflow
@@ -55,10 +60,17 @@ class WindowActivities:
         else:
             handle = client.get_workflow_handle(freezes_id(activity.info().task_queue))
         try:
-            raw = await handle.query("freezes")
+            described = await handle.describe()
+            if described.status != WorkflowExecutionStatus.RUNNING:
+                return []  # the keeper ended because nothing was frozen; the next freeze starts a new one
+            raw = await described.memo_value("freezes", None)
+            if raw is None:
+                raw = await handle.query("freezes")
         except RPCError:
             return []  # no keeper yet: nobody ever started a freeze
-        return [Freeze.model_validate(f) for f in raw]
+        now = datetime.now(timezone.utc)
+        freezes = [Freeze.model_validate(f) for f in raw]
+        return [f for f in freezes if f.ended_at is None and (f.until is None or now < f.until)]
 
     @activity.defn(name="evaluate_freeze_policy")
     async def evaluate_freeze_policy(self, document: dict[str, Any]) -> dict[str, Any]:

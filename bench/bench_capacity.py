@@ -72,6 +72,19 @@ def proc_memory(pid: int) -> dict[str, float]:
     return out
 
 
+async def explain_slow(client: Any, seconds: float, rid: str, who: str, sent_at: float) -> dict[str, Any]:
+    """A slow approval and its release's history around it: which workflow tasks, activities
+    and markers stood between the Update's arrival and its completion."""
+    from temporalio.api.enums.v1 import EventType
+
+    events = []
+    async for event in client.get_workflow_handle(rid).fetch_history_events():
+        at = event.event_time.seconds + event.event_time.nanos / 1e9 - sent_at
+        if -1.0 <= at <= seconds + 1.0:
+            events.append(f"{at:+.2f}s {EventType.Name(event.event_type).removeprefix('EVENT_TYPE_')}")
+    return {"release": rid, "by": who, "seconds": round(seconds, 2), "events": events[:40]}
+
+
 async def count(client: Any, query: str) -> int:
     return (await client.count_workflows(query)).count
 
@@ -243,6 +256,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             refused: list[str] = []
             failed: list[str] = []
             errors: dict[str, int] = {}
+            slowest: list[tuple[float, str, str, float]] = []
             work: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
             order = started[:]
             random.Random(1).shuffle(order)  # approvals arrive in no particular order, like people
@@ -269,6 +283,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             await asyncio.sleep(1.0 + tries)
                             continue
                         approve_lat.append(time.perf_counter() - t)
+                        slowest.append((approve_lat[-1], rid, who, time.time() - approve_lat[-1]))
                         if r.accepted:
                             accepted += 1
                         else:
@@ -296,6 +311,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 s = await sc.status(rid)
                 if s.phase.value == "succeeded" and sorted(a.by for a in s.gates[0].approvals) == ["alice@example.com", "bob@example.com"]:
                     exact += 1
+            result["slowest_approvals"] = [await explain_slow(client, *row) for row in sorted(slowest, reverse=True)[:3]]
             others = await count(client, f"WorkflowId STARTS_WITH '{prefix}' AND ExecutionStatus = 'Running'")
             audit_lines = sum(1 for _ in open(settings.audit_log)) if settings.audit_log.exists() else 0
             result.update(

@@ -830,6 +830,12 @@ class FileLogStore:
 
     def _refresh(self, fd: int) -> list[dict[str, Any]]:
         """Entries as on disk now: cached complete lines plus anything appended since."""
+        partial = self._sync(fd)
+        return self._cached + ([partial] if partial is not None else [])
+
+    def _sync(self, fd: int) -> dict[str, Any] | None:
+        """Bring the cache up to the file; returns an unterminated last line (a torn write,
+        never cached), or None. Callers hold ``self._lock``."""
         st = os.fstat(fd)
         identity = (st.st_dev, st.st_ino)
         tail_start, tail = self._tail
@@ -851,24 +857,34 @@ class FileLogStore:
             last_line = complete.rsplit(b"\n", 1)[-1]
             self._offset += len(complete) + 1
             self._tail = (self._offset - len(last_line) - 1, last_line + b"\n")
-        out = list(self._cached)
-        if partial:  # an unterminated last line (a torn write) is shown, never cached
-            out.append(self._parse_line(partial, len(self._cached) + 1))
-        return out
+        # an unterminated last line (a torn write) is shown, never cached
+        return self._parse_line(partial, len(self._cached) + 1) if partial else None
 
-    def entries(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
+    def _shared_read(self, read: Callable[[int], Any]) -> Any:
+        """``read(fd)`` under a shared lock of the file and this store's lock."""
         fd = os.open(self.path, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             try:
                 with self._lock:
-                    return self._refresh(fd)
+                    return read(fd)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    def entries(self) -> list[dict[str, Any]]:
+        return self._shared_read(self._refresh) if self.path.exists() else []
+
+    def head(self) -> tuple[int, dict[str, Any] | None]:
+        """(number of entries, last entry) without copying the log: all an append needs."""
+        return self._shared_read(self._head) if self.path.exists() else (0, None)
+
+    def _head(self, fd: int) -> tuple[int, dict[str, Any] | None]:
+        partial = self._sync(fd)
+        if partial is not None:
+            return len(self._cached) + 1, partial
+        return len(self._cached), (self._cached[-1] if self._cached else None)
 
     def find(self, workflow_id: str, sequence: int) -> dict[str, Any] | None:
         """The entry recorded for (workflow_id, sequence), from the index (after `entries`)."""
@@ -884,18 +900,17 @@ class FileLogStore:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 with self._lock:
-                    current = self._refresh(fd)
+                    size, last = self._head(fd)
                 head_hash = GENESIS_HASH
-                if current:
-                    last = current[-1]
+                if last is not None:
                     if "corrupt" in last or not isinstance(last.get("entry_hash"), str):
                         raise AuditLogCorrupt(
                             f"the last entry of the audit log {self.path} is unreadable, so nothing can be chained to it; "
                             "run `signoff audit verify` and restore the log from a copy."
                         )
                     head_hash = last["entry_hash"]
-                if record.get("index") != len(current) or record.get("prev_hash") != head_hash:
-                    raise ChainConflict(f"the head of {self.path} moved (now {len(current)} entries)")
+                if record.get("index") != size or record.get("prev_hash") != head_hash:
+                    raise ChainConflict(f"the head of {self.path} moved (now {size} entries)")
                 view = memoryview(line)
                 while view:
                     written = os.write(fd, view)
@@ -965,6 +980,17 @@ def signed_place(statement: dict[str, Any] | None) -> dict[str, Any] | None:
     return place if isinstance(place, dict) else None
 
 
+_WRITER_LOCKS: dict[str, threading.Lock] = {}
+_WRITER_LOCKS_GUARD = threading.Lock()
+
+
+def _writer_lock(store: LogStore) -> threading.Lock:
+    """One lock per log (file path or database chain) shared by every appender in the process."""
+    key = repr(store)
+    with _WRITER_LOCKS_GUARD:
+        return _WRITER_LOCKS.setdefault(key, threading.Lock())
+
+
 def append_record(
     store: LogStore,
     decision: DecisionInput,
@@ -989,46 +1015,51 @@ def append_record(
     statement = build_statement(decision)
     clock = now or (lambda: datetime.now(timezone.utc))
     head = getattr(store, "head", None)  # a store that can say its head without reading the log
+    lock = _writer_lock(store)
     for attempt in range(max_attempts):
-        if head is not None:
-            size, last = head()
-            entries = [last] if last is not None else []
-        else:
-            entries = store.entries()
-            size = len(entries)
-        finder = getattr(store, "find", None)
-        existing = finder(decision.workflow_id, decision.sequence) if finder else _find_record(entries, decision.workflow_id, decision.sequence)
-        if existing is not None:
-            if unchained(_statement_or_none(existing)) == statement:
-                return existing
-            raise RecordConflict(
-                f"decision {decision.sequence} of workflow {decision.workflow_id} is already in the audit log "
-                f"(entry {existing.get('index')}) with different content; investigate with `signoff audit verify {decision.workflow_id}` before retrying."
-            )
-        if entries and ("corrupt" in entries[-1] or not isinstance(entries[-1].get("entry_hash"), str)):
-            raise AuditLogCorrupt(
-                "the last entry of the audit log is unreadable, so nothing can be chained to it; "
-                "run `signoff audit verify` and restore the log from a copy."
-            )
-        index = size
-        prev_hash = entries[-1]["entry_hash"] if entries else GENESIS_HASH
-        signed = signer.sign(canonical_json(chained_statement(statement, index=index, prev_hash=prev_hash, logged_at=_iso(clock()))))
-        entry: dict[str, Any] = {
-            "index": index,
-            "prev_hash": prev_hash,
-            "entry_hash": compute_entry_hash(index, prev_hash, signed.envelope, signed.sigstore_bundle),
-            "envelope": signed.envelope,
-            "workflow_id": decision.workflow_id,
-            "sequence": decision.sequence,
-            "kind": decision.kind,
-        }
-        if signed.sigstore_bundle is not None:
-            entry["sigstore_bundle"] = signed.sigstore_bundle
-        try:
-            store.append(entry)
-            return entry
-        except ChainConflict:
-            time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 20)))
+        # Writers in this process take turns (no signature wasted on a lost race); other
+        # processes are serialised by the store itself (flock / advisory lock).
+        with lock:
+            if head is not None:
+                size, last = head()
+                entries = [last] if last is not None else []
+            else:
+                entries = store.entries()
+                size = len(entries)
+            finder = getattr(store, "find", None)
+            existing = finder(decision.workflow_id, decision.sequence) if finder else _find_record(entries, decision.workflow_id, decision.sequence)
+            if existing is not None:
+                if unchained(_statement_or_none(existing)) == statement:
+                    return existing
+                raise RecordConflict(
+                    f"decision {decision.sequence} of workflow {decision.workflow_id} is already in the audit log "
+                    f"(entry {existing.get('index')}) with different content; investigate with `signoff audit verify {decision.workflow_id}` before retrying."
+                )
+            if entries and ("corrupt" in entries[-1] or not isinstance(entries[-1].get("entry_hash"), str)):
+                raise AuditLogCorrupt(
+                    "the last entry of the audit log is unreadable, so nothing can be chained to it; "
+                    "run `signoff audit verify` and restore the log from a copy."
+                )
+            index = size
+            prev_hash = entries[-1]["entry_hash"] if entries else GENESIS_HASH
+            signed = signer.sign(canonical_json(chained_statement(statement, index=index, prev_hash=prev_hash, logged_at=_iso(clock()))))
+            entry: dict[str, Any] = {
+                "index": index,
+                "prev_hash": prev_hash,
+                "entry_hash": compute_entry_hash(index, prev_hash, signed.envelope, signed.sigstore_bundle),
+                "envelope": signed.envelope,
+                "workflow_id": decision.workflow_id,
+                "sequence": decision.sequence,
+                "kind": decision.kind,
+            }
+            if signed.sigstore_bundle is not None:
+                entry["sigstore_bundle"] = signed.sigstore_bundle
+            try:
+                store.append(entry)
+                return entry
+            except ChainConflict:
+                pass
+        time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 20)))
     raise AuditLogBusy(
         f"could not append to the audit log after {max_attempts} attempts because other writers kept moving its head; retry the activity."
     )

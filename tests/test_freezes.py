@@ -5,6 +5,7 @@ ending it releases the release at once. Every freeze and refusal is in the signe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -133,3 +134,34 @@ async def test_freeze_with_pause_canaries_holds_a_running_canary_at_its_weight(c
     kinds = [(r["kind"], r["outcome"]) for r in show(rid, store_from_settings(Settings.from_env()))]
     assert kinds.index(("canary_freeze", "paused")) < kinds.index(("canary_freeze", "resumed"))
     assert done.canary is not None and done.canary.weight == 100
+
+
+async def test_releases_read_freezes_without_the_worker_and_register_only_when_waiting(client: Client, task_queue: str) -> None:
+    """The freezes in force are in the keeper's memo: `load_windows` answers from a describe,
+    which needs no worker (a query waited seconds behind thousands of releases, holding each
+    closing approval's workflow task open). A release that passes an open window never joins the
+    keeper's watch list."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.windows import WindowActivities
+    from signoff.windows import WindowRequest
+
+    async with running_worker(client, task_queue) as sc:
+        rid = f"frz-open-{uuid.uuid4().hex[:6]}"
+        await sc.start_release(gated_spec(), release_id=rid)
+        await wait_phase(sc, rid, "awaiting_approval")
+        for who in ("alice@example.com", "bob@example.com"):
+            assert (await sc.submit_approval(ApprovalAttempt(release_id=rid, identity=who, channel="cli", digest=DIGEST_A))).accepted
+        await wait_phase(sc, rid, "succeeded", timeout=30)
+        started = await sc.freeze_start(identity="carol@example.com", reason="quarter close", service="checkout")
+        keeper = client.get_workflow_handle(freezes_id(task_queue))
+        assert [f["id"] for f in await (await keeper.describe()).memo_value("freezes")] == [started["freeze"]["id"]]
+        watched = [e for e in [ev async for ev in keeper.fetch_history_events()] if e.HasField("workflow_execution_signaled_event_attributes")]
+        assert rid not in json.dumps([str(e) for e in watched]), "a release that never waited registered with the keeper"
+
+    # No worker polls the task queue now: a query would wait until it timed out.
+    env = ActivityEnvironment(client=client)
+    env.info = dataclasses.replace(env.info, task_queue=task_queue)
+    request = WindowRequest(release_id="probe", service="checkout", environment="production", watch=False)
+    config = await asyncio.wait_for(env.run(WindowActivities(Settings.from_env()).load_windows, request), timeout=5)
+    assert [f.id for f in config.freezes] == [started["freeze"]["id"]]

@@ -4,7 +4,8 @@
 (data.signoff.freeze.decision) decides who may. Every freeze and every refusal is a signed
 decision record. Releases waiting before promotion register with the `watch` signal and get a
 `freezes_changed` signal when a freeze starts or ends, so they re-check at once instead of
-polling. The history stays short: the keeper continues as new when Temporal suggests it.
+polling. The freezes in force are also in the keeper's memo: releases read them with a
+describe, which the server answers alone, however busy the worker is. The history stays short: the keeper continues as new when Temporal suggests it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class FreezeWorkflow:
         self.pending_signals = 0
         self.changed = False
         self.done = False
+        # Patch: the freezes in force are also published in the keeper's memo, so releases read
+        # them with a server-side describe instead of a query that waits for a busy worker.
+        self.memo = workflow.patched("freezes-memo")
 
     @workflow.run
     async def run(self, state: dict[str, Any] | None) -> dict[str, Any]:
@@ -53,6 +57,7 @@ class FreezeWorkflow:
         release starts a new keeper)."""
         idle = timedelta(seconds=float((state or {}).get("idle_seconds", IDLE.total_seconds())))
         drains = [asyncio.create_task(box.run(lambda: self.done)) for box in (self.audit, self.slack)]
+        self.publish()
         while not workflow.info().is_continue_as_new_suggested():
             self.changed = False
             try:
@@ -78,6 +83,12 @@ class FreezeWorkflow:
     def active(self) -> list[Freeze]:
         now = workflow.now()
         return [f for f in self.freezes if f.ended_at is None and (f.until is None or now < f.until)]
+
+    def publish(self) -> None:
+        """The freezes in force, in the memo (`freezes`): what `load_windows` reads (expired ones
+        are dropped by the reader, which knows the time)."""
+        if self.memo:
+            workflow.upsert_memo({"freezes": [f.model_dump(mode="json") for f in self.active()]})
 
     @workflow.query(name="freezes")
     def query_freezes(self) -> list[dict[str, Any]]:
@@ -174,6 +185,7 @@ class FreezeWorkflow:
 
         self.slack.put(post)
         self.changed = True
+        self.publish()
         watchers, self.watchers = self.watchers, []
         for release_id in watchers:
             self.pending_signals += 1

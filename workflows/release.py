@@ -186,6 +186,9 @@ class ReleaseWorkflow:
         # Deploy windows, freezes, the plan hash and explained measurements: one patch, asked here,
         # before any local activity (a patch first asked after one does not replay).
         self.windowed = workflow.patched("windows-plan-verdicts")
+        # A release asks the freeze keeper to wake it only when it must wait (every release
+        # registering made the keeper a hot spot and its watcher list grow without end).
+        self.watch_when_waiting = workflow.patched("watch-freezes-when-waiting")
         try:
             if workflow.patched("authenticated-start"):
                 await self.authenticate()
@@ -800,9 +803,13 @@ class ReleaseWorkflow:
     async def hold_for_window(self) -> None:
         """Outside a deploy window or during a freeze, wait durably in `waiting_for_window` until it
         opens, a permitted person overrides it, or the gates' timeout passes."""
-        state = await self.window_now(watch=True)
+        state = await self.window_now(watch=not self.watch_when_waiting)
         if state is None or state.open:
             return
+        if self.watch_when_waiting:  # waiting: be woken on a change, and see one made meanwhile
+            state = await self.window_now(watch=True) or state
+            if state.open:
+                return
         self.set_phase(Phase.waiting_for_window)
         deadline = workflow.now() + max((g.spec.timeout for g in self.gates), default=timedelta(hours=24))
         self.record("window", "waiting", state.reasons, {"window": state.model_dump(mode="json"), "deadline": deadline.isoformat()})
