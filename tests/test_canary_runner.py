@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from signoff.models import AnalysisRequest, CanarySpec, CanaryStatus, Measurement
+from workflows.analysis import AnalysisWorkflow
 from workflows.canary import CanaryOutcome, CanaryRunner
 
 # --------------------------------------------------------------------------- harness workflow
@@ -30,6 +31,9 @@ class HarnessInput(BaseModel):
     spec: CanarySpec
     on_inconclusive: Literal["rollback", "hold"] = "rollback"
     digest: str = "sha256:" + "a" * 64
+    #: Long analyses as AnalysisWorkflow children (what ReleaseWorkflow does with its patch).
+    children: bool = False
+    analysis_options: dict[str, Any] = Field(default_factory=dict)
 
 
 class HarnessView(BaseModel):
@@ -62,6 +66,8 @@ class CanaryHarness:
             is_promote_requested=lambda: self.promote,
             is_abort_requested=lambda: self.abort,
             clear_promote=self._clear_promote,
+            analyses_as_children=inp.children,
+            analysis_options=inp.analysis_options,
         )
         self.view.outcome = await runner.run()
         return self.view
@@ -173,7 +179,7 @@ def worker(
 ) -> Worker:
     recorder = recorder or DeployRecorder()
     return Worker(
-        env.client, task_queue=task_queue, workflows=[CanaryHarness], activities=[fake.run_analysis, recorder.set_weight]
+        env.client, task_queue=task_queue, workflows=[CanaryHarness, AnalysisWorkflow], activities=[fake.run_analysis, recorder.set_weight]
     )
 
 

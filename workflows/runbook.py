@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         RunbookStatus,
         RunbookStepStatus,
         StartRunbook,
+        append_bounded,
     )
     from signoff.runbooks import PreparedRunbook, PrepareRunbook, RunbookCheckSpec, StepRequest, StepResult
     from signoff.search_attributes import PHASE
@@ -250,7 +251,7 @@ class RunbookWorkflow:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=1),
             )
-            entry.measurements.append(m)
+            append_bounded(entry, "measurements", m)
             if state.record(m.verdict).completed:
                 return state.phase, f"{m.message or state.summary()} (last value {m.value})"
             await workflow.sleep(state.next_delay(spec.spec.interval))
