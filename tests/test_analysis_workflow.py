@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, AsyncIterator
 
 import pytest
+import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from signoff.models import AnalysisRequest, AnalysisSpec, StartAnalysis
+from tests.helpers import release_spec, running_worker, start_dev_server, wait_for
 from tests.test_canary_runner import CanaryHarness, ScriptedAnalysis, analysis, canary, start, until, worker
 
 
@@ -165,3 +167,67 @@ async def test_an_analysis_workflow_started_by_hand_is_refused(skip_env: Workflo
             await skip_env.client.execute_workflow("AnalysisWorkflow", StartAnalysis(request=request), id=f"rogue-{uuid.uuid4().hex[:6]}", task_queue=task_queue)
     assert "only as the child" in str(raised.value.cause)
     assert fake.calls == []
+
+
+# --------------------------------------------------------------------------- the real release
+
+#: Temporal suggests continue-as-new after this many events (default 4 Ki): an analysis run
+#: holds three or four measurements, so a 12 s canary spans several runs.
+SUGGEST_AFTER = 40
+
+
+@pytest_asyncio.fixture(scope="module")
+async def suggesting_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server that suggests continue-as-new early: the production trigger, forced."""
+    env = await start_dev_server(extra_args=["--dynamic-config-value", f"limit.historyCount.suggestContinueAsNew={SUGGEST_AFTER}"])
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+def watched_release(**analysis_fields: Any) -> Any:
+    return release_spec(
+        canary={
+            "steps": [{"set_weight": 20}, {"pause": {"duration": "12s"}}, {"set_weight": 50}],
+            "analyses": {"availability": {"query": "up", "interval": "1s", "count": 0, "success": {"less_than": 0.05}, **analysis_fields}},
+            "background": ["availability"],
+        }
+    )
+
+
+async def test_a_release_background_analysis_continues_as_new_and_keeps_its_verdicts(suggesting_env: WorkflowEnvironment, task_queue: str) -> None:
+    """The real ReleaseWorkflow: a background analysis over several runs is promoted with its
+    measurements in the release status; one whose failures straddle the runs rolls back."""
+    client = suggesting_env.client
+    good = ScriptedAnalysis({"availability": [("successful", 0.01)]})
+    async with running_worker(client, task_queue, replace=[good.run_analysis]) as sc:
+        rid = f"bg-{uuid.uuid4().hex[:6]}"
+        await sc.start_release(watched_release(), release_id=rid)
+        done = await wait_for(sc, rid, lambda s: s.phase.is_final, timeout=90)
+        handle = client.get_workflow_handle(rid)
+        [(child, first_run)] = await children_of(client, handle)
+        chain = await run_chain(client, child, first_run)
+        events = [e async for e in handle.fetch_history_events()]
+        kinds = [e.event_type for e in events]
+        activities = {e.activity_task_scheduled_event_attributes.activity_type.name for e in events if e.HasField("activity_task_scheduled_event_attributes")}
+    assert done.phase.value == "succeeded", done.reason
+    assert len(chain) >= 3 and set(chain[:-1]) == {WorkflowExecutionStatus.CONTINUED_AS_NEW}, chain
+    assert done.canary is not None and len(done.canary.analyses) >= 8
+    assert {m.verdict for m in done.canary.analyses} == {"successful"} and {m.step for m in done.canary.analyses} <= {1, 2, 3}
+    # The release's history holds no measurement, only a report per child run (the first
+    # measurement, one before each continue-as-new, the last when the canary closed).
+    assert "run_analysis" not in activities and "deploy" in activities, activities
+    assert kinds.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED) <= len(chain) + 1 < len(good.calls)
+
+    # failure_limit 2: failures 1, 2 and 3 fall in different runs of the child
+    bad = ScriptedAnalysis({"availability": [("successful", 0.0), ("failed", 0.2), ("successful", 0.0), ("successful", 0.0), ("failed", 0.3), ("successful", 0.0), ("successful", 0.0), ("failed", 0.4), ("successful", 0.0)]})
+    async with running_worker(client, task_queue, replace=[bad.run_analysis]) as sc:
+        rid = f"bg-{uuid.uuid4().hex[:6]}"
+        await sc.start_release(watched_release(failure_limit=2), release_id=rid)
+        done = await wait_for(sc, rid, lambda s: s.phase.is_final, timeout=90)
+        [(child, first_run)] = await children_of(client, client.get_workflow_handle(rid))
+        chain = await run_chain(client, child, first_run)
+    assert done.phase.value == "rolled_back", done.reason
+    assert "3 failed measurements, more than failure_limit 2" in (done.reason or "") and "0.4" in (done.reason or "")
+    assert len(chain) >= 2 and chain[-1] == WorkflowExecutionStatus.COMPLETED
