@@ -659,7 +659,7 @@ class CanaryRunner:
             # Children are stopped, not cancelled: each returns the counters it carried.
             self._stopping_background = True
             for handle in list(self._background_children.values()):
-                await handle.signal("stop")
+                await self._stop(handle)
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._cancel_all(tasks)
         if self._background_outcome is not None:
@@ -738,7 +738,7 @@ class CanaryRunner:
         if step is None:
             self._background_children[name] = handle
             if self._stopping_background:  # the canary closed while this child was starting
-                await handle.signal("stop")
+                await self._stop(handle)
         try:
             outcome = await handle
         except ChildWorkflowError as e:
@@ -755,6 +755,15 @@ class CanaryRunner:
                 del self._background_children[name]
         state = AnalysisState.carried(outcome.state)
         return _AnalysisResult(name=name, phase=state.phase, state=state, last=outcome.last, stopped=outcome.stopped)
+
+    @staticmethod
+    async def _stop(handle: ChildWorkflowHandle[Any, AnalysisOutcome]) -> None:
+        """Ask a background child to stop and return its counters; one that already ended has
+        its result on the way (the signal then fails, harmlessly)."""
+        try:
+            await handle.signal("stop")
+        except Exception as e:  # noqa: BLE001 - CancelledError is not an Exception and still propagates
+            workflow.logger.info("analysis %s not stopped by signal: %s", handle.id, e)
 
     def _on_report(self, report: AnalysisReport) -> None:
         """Measurements from a child: shown in the status (background ones labelled with the step

@@ -240,6 +240,8 @@ class RunbookWorkflow:
                 raise RunEnded("failed", reason)
 
     async def measure(self, spec: RunbookCheckSpec, entry: RunbookCheckStatus) -> tuple[AnalysisPhase, str]:
+        """A check is finite (`count` 1 to 60, errors bounded by consecutive_error_limit), so it is
+        measured here rather than in an AnalysisWorkflow child; its list is capped all the same."""
         state = AnalysisState.for_spec(spec.spec)
         if spec.spec.initial_delay:
             await workflow.sleep(spec.spec.initial_delay)
