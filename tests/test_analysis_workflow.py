@@ -25,7 +25,7 @@ from tests.helpers import release_spec, running_worker, start_dev_server, wait_f
 from tests.test_canary_runner import CanaryHarness, ScriptedAnalysis, analysis, canary, start, until, worker
 
 
-async def children_of(client: Client, handle: WorkflowHandle[Any, Any]) -> list[tuple[str, str]]:
+async def children_of(handle: WorkflowHandle[Any, Any]) -> list[tuple[str, str]]:
     """(workflow id, first run id) of every child the workflow started."""
     found: list[tuple[str, str]] = []
     async for event in handle.fetch_history_events():
@@ -70,7 +70,7 @@ async def test_failure_limit_reached_across_continue_as_new_rolls_the_canary_bac
     async with worker(skip_env, task_queue, ScriptedAnalysis({"availability": script})):
         handle = await start(skip_env, task_queue, spec, children=True, analysis_options={"continue_every": 2})
         view = await handle.result()
-        [(child_id, first_run)] = await children_of(skip_env.client, handle)
+        [(child_id, first_run)] = await children_of(handle)
         chain = await run_chain(skip_env.client, child_id, first_run)
     assert view.outcome is not None and view.outcome.result == "failed", view.outcome
     assert view.outcome.analysis == "availability" and "3 failed measurements, more than failure_limit 2" in view.outcome.reason
@@ -86,7 +86,7 @@ async def test_measurement_errors_carried_across_runs_reach_the_consecutive_erro
     async with worker(skip_env, task_queue, ScriptedAnalysis({"availability": [("successful", 0.0), ("raise", None)]})):
         handle = await start(skip_env, task_queue, spec, children=True, analysis_options={"continue_every": 2})
         view = await handle.result()
-        [(child_id, first_run)] = await children_of(skip_env.client, handle)
+        [(child_id, first_run)] = await children_of(handle)
         chain = await run_chain(skip_env.client, child_id, first_run)
     assert view.outcome is not None and view.outcome.result == "failed"
     assert "3 consecutive measurement errors, more than consecutive_error_limit 2" in view.outcome.reason
@@ -108,7 +108,7 @@ async def test_successful_background_over_many_runs_is_promoted_with_a_short_rel
     async with worker(skip_env, task_queue, ScriptedAnalysis({"availability": [("successful", 0.01)]})):
         handle = await start(skip_env, task_queue, spec, children=True, analysis_options={"continue_every": 20})
         view = await handle.result()
-        [(child_id, first_run)] = await children_of(skip_env.client, handle)
+        [(child_id, first_run)] = await children_of(handle)
         chain = await run_chain(skip_env.client, child_id, first_run)
         outcome = await skip_env.client.get_workflow_handle(child_id).result()
         in_child = await event_count(handle)
@@ -134,7 +134,7 @@ async def test_abort_cancels_the_child(skip_env: WorkflowEnvironment, task_queue
         await until(skip_env, handle, lambda v: len(v.status.analyses) >= 2)
         await handle.signal(CanaryHarness.abort_canary)
         view = await handle.result()
-        [(child, _)] = await children_of(skip_env.client, handle)
+        [(child, _)] = await children_of(handle)
         status = (await skip_env.client.get_workflow_handle(child).describe()).status
     assert view.outcome is not None and view.outcome.result == "aborted"
     assert status == WorkflowExecutionStatus.CANCELED, status
@@ -146,7 +146,7 @@ async def test_terminating_the_release_terminates_the_child(dev_env: WorkflowEnv
     async with worker(dev_env, task_queue, ScriptedAnalysis({"availability": [("successful", 0.0)]})):
         handle = await start(dev_env, task_queue, spec, children=True)
         await until(dev_env, handle, lambda v: len(v.status.analyses) >= 1, step=timedelta(seconds=0.2))
-        [(child, _)] = await children_of(dev_env.client, handle)
+        [(child, _)] = await children_of(handle)
         await handle.terminate(reason="operator pulled the plug")
         child_handle = dev_env.client.get_workflow_handle(child)
         for _ in range(100):
@@ -206,7 +206,7 @@ async def test_a_release_background_analysis_continues_as_new_and_keeps_its_verd
         await sc.start_release(watched_release(), release_id=rid)
         done = await wait_for(sc, rid, lambda s: s.phase.is_final, timeout=90)
         handle = client.get_workflow_handle(rid)
-        [(child, first_run)] = await children_of(client, handle)
+        [(child, first_run)] = await children_of(handle)
         chain = await run_chain(client, child, first_run)
         events = [e async for e in handle.fetch_history_events()]
         kinds = [e.event_type for e in events]
@@ -226,7 +226,7 @@ async def test_a_release_background_analysis_continues_as_new_and_keeps_its_verd
         rid = f"bg-{uuid.uuid4().hex[:6]}"
         await sc.start_release(watched_release(failure_limit=2), release_id=rid)
         done = await wait_for(sc, rid, lambda s: s.phase.is_final, timeout=90)
-        [(child, first_run)] = await children_of(client, client.get_workflow_handle(rid))
+        [(child, first_run)] = await children_of(client.get_workflow_handle(rid))
         chain = await run_chain(client, child, first_run)
     assert done.phase.value == "rolled_back", done.reason
     assert "3 failed measurements, more than failure_limit 2" in (done.reason or "") and "0.4" in (done.reason or "")

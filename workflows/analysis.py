@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from signoff.models import NOTICE_LIST_LIMIT, AnalysisOutcome, AnalysisReport, Measurement, StartAnalysis
 
-from workflows.canary import ANALYSIS_MEASURED, AnalysisPhase, AnalysisState, measure_once
+from workflows.canary import ANALYSIS_MEASURED, AnalysisState, measure_once
 
 #: A verdict change is reported at once, but never more often than this (a flapping metric must
 #: not turn every measurement into an event in the release's history).
