@@ -783,6 +783,45 @@ class AnalysisRequest(Open):
     step: int | None = None
 
 
+class StartAnalysis(Open):
+    """Input of one run of AnalysisWorkflow: what to measure, and the state carried from the run
+    before (continue-as-new). `state` is AnalysisState's counters and phase (workflows/canary.py)."""
+
+    request: AnalysisRequest
+    measurement_timeout: timedelta = timedelta(seconds=30)
+    continue_every: int = Field(default=250, ge=1, description="measurements per run before continue-as-new (Temporal may suggest it sooner)")
+    report_every: timedelta = Field(default=timedelta(seconds=60), description="the parent hears of a steady analysis this often")
+    state: dict[str, Any] | None = Field(default=None, description="carried counters; None on the first run")
+    delay: timedelta = Field(default=timedelta(0), description="wait before the next measurement (carried)")
+    measured_total: int = 0
+    runs: int = 1
+    last: Measurement | None = None
+    reported_verdict: str | None = None
+
+
+class AnalysisReport(Open):
+    """Signal from an AnalysisWorkflow to its parent: the newest measurements since its last report
+    (at most a few; `skipped` counts the others, which are not kept anywhere but the child's history)."""
+
+    analysis_id: str
+    name: str
+    measurements: list[Measurement] = Field(default_factory=list)
+    skipped: int = 0
+
+
+class AnalysisOutcome(Open):
+    """Result of an AnalysisWorkflow chain: its phase, the counters that decided it, the last
+    measurement; `stopped` when the parent ended it (the canary closed) rather than the rules."""
+
+    name: str
+    phase: Literal["running", "successful", "failed", "inconclusive", "error"]
+    state: dict[str, Any]
+    last: Measurement | None = None
+    measured_total: int = 0
+    runs: int = 1
+    stopped: bool = False
+
+
 class OidcIdentity(Strict):
     """A principal's short-lived identity: ID tokens from `issuer` whose `sub` is `subject`."""
 
@@ -999,6 +1038,7 @@ class RunbookCheckStatus(Open):
     stage: Literal["precheck", "postcheck"]
     state: Literal["pending", "running", "successful", "failed", "inconclusive", "error"] = "pending"
     measurements: list[Measurement] = Field(default_factory=list)
+    measurements_dropped: int = Field(default=0, description="older measurements not kept here (a check is bounded; this counts the rest)")
     detail: str = ""
 
 

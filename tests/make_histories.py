@@ -39,6 +39,12 @@ Scenarios (file name = workflow id):
                                releases it → succeeded
   freeze-keeper                a freeze keeper: a refused start, a freeze started and ended,
                                then it ends by itself when idle
+  release-background-analysis  a canary watched by an open-ended background analysis (Prometheus
+                               `vector(0)`, every second) that runs as an AnalysisWorkflow child and
+                               continues-as-new (a second dev server suggests it after 40 events);
+                               the canary closes it → succeeded (patch `analysis-child-workflows`)
+  analysis-continued           that child's last run: started with the counters carried over,
+                               stopped when the canary ended (needs Prometheus, like the above)
   runbook-refused              an unknown runbook → refused           (when RunbookWorkflow exists)
   runbook-restart              restart-service by on-call carol → its checks and steps run
                                (needs the local target and Prometheus, like release-rolled-back)
@@ -332,6 +338,40 @@ class Scenarios:
         await handle.result()
         return rid
 
+    async def release_background_analysis(self) -> list[str] | None:
+        """Its own dev server, which suggests continue-as-new after 40 events, so the analysis
+        child spans several runs in a few seconds (the default is 4 Ki events)."""
+        if not self.prometheus_url:
+            log("skipping release-background-analysis: its analysis queries Prometheus, which is not installed")
+            return None
+        from signoff.config import Settings
+        from tests.helpers import running_worker, start_dev_server, wait_for
+
+        rid = "release-background-analysis"
+        analysis = {"query": "vector(0)", "interval": "1s", "count": 0, "success": {"less_than": 0.05}}
+        canary = {"steps": [{"set_weight": 20}, {"pause": {"duration": "10s"}}, {"set_weight": 50}], "analyses": {"availability": analysis}, "background": ["availability"]}
+        spec = self.spec(rid, build=None, environment="staging", artifact="sha256:" + "b" * 64, canary=canary)
+        env = await start_dev_server(extra_args=["--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"])
+        try:
+            async with running_worker(env.client, "histories-analysis", settings=Settings.from_env()) as sc:
+                await sc.start_release(spec, release_id=rid, base_dir=self.dir(rid))
+                status = await wait_for(sc, rid, lambda s: s.phase.is_final, timeout=120)
+                await sc.handle(rid).result()
+            if status.phase.value != "succeeded":
+                raise RuntimeError(f"{rid} ended {status.phase.value} ({status.reason}); expected succeeded")
+            history = await env.client.get_workflow_handle(rid).fetch_history()
+            [child] = [e.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id for e in history.events if e.HasField("child_workflow_execution_started_event_attributes")]
+            last_run = await env.client.get_workflow_handle(child).fetch_history()
+            outcome = await env.client.get_workflow_handle(child).result()
+            if outcome["runs"] < 2:
+                raise RuntimeError(f"{child} never continued as new ({outcome}); the history would not show it")
+            log(f"{rid}: {status.phase.value}; its analysis ran {outcome['runs']} runs, {outcome['measured_total']} measurements")
+            self.extra[rid] = history.to_json()
+            self.extra["analysis-continued"] = last_run.to_json()
+        finally:
+            await env.shutdown()
+        return [rid, "analysis-continued"]
+
     async def runbook_refused(self) -> str:
         rid = "runbook-refused"
         status = await self.sc.runbooks.run("no-such-runbook", params={}, identity="carol@example.com", run_id=rid, wait=True)
@@ -359,6 +399,7 @@ ORDER = [
     "release_failed_build",
     "release_aborted_during_build",
     "release_rolled_back",  # leaves the good build serving on the local target ...
+    "release_background_analysis",
     "runbook_refused",
     "runbook_restart",  # ... which this restarts
     "release_stopped_by_suspension",
@@ -399,7 +440,7 @@ async def main(argv: list[str] | None = None) -> int:
     env = await start_dev_server()
     failures: list[str] = []
     try:
-        if prometheus_available() and any(m in wanted for m in ("release_rolled_back", "runbook_restart")):
+        if prometheus_available() and any(m in wanted for m in ("release_rolled_back", "runbook_restart", "release_background_analysis")):
             prom = start_prometheus(work, file_sd_dir=state / "prometheus" / "targets")
             os.environ["SIGNOFF_PROMETHEUS_URL"] = prom.url
             log(f"Prometheus at {prom.url}")

@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from signoff.models import AnalysisRequest, CanarySpec, CanaryStatus, Measurement
+from workflows.analysis import AnalysisWorkflow
 from workflows.canary import CanaryOutcome, CanaryRunner
 
 # --------------------------------------------------------------------------- harness workflow
@@ -30,6 +31,9 @@ class HarnessInput(BaseModel):
     spec: CanarySpec
     on_inconclusive: Literal["rollback", "hold"] = "rollback"
     digest: str = "sha256:" + "a" * 64
+    #: Long analyses as AnalysisWorkflow children (what ReleaseWorkflow does with its patch).
+    children: bool = False
+    analysis_options: dict[str, Any] = Field(default_factory=dict)
 
 
 class HarnessView(BaseModel):
@@ -62,6 +66,8 @@ class CanaryHarness:
             is_promote_requested=lambda: self.promote,
             is_abort_requested=lambda: self.abort,
             clear_promote=self._clear_promote,
+            analyses_as_children=inp.children,
+            analysis_options=inp.analysis_options,
         )
         self.view.outcome = await runner.run()
         return self.view
@@ -173,7 +179,7 @@ def worker(
 ) -> Worker:
     recorder = recorder or DeployRecorder()
     return Worker(
-        env.client, task_queue=task_queue, workflows=[CanaryHarness], activities=[fake.run_analysis, recorder.set_weight]
+        env.client, task_queue=task_queue, workflows=[CanaryHarness, AnalysisWorkflow], activities=[fake.run_analysis, recorder.set_weight]
     )
 
 
@@ -357,8 +363,10 @@ async def test_background_failure_stops_the_canary_at_once(skip_env: WorkflowEnv
     assert [m.step for m in view.status.analyses] == [1, 2, 2]  # measured during the weight and pause steps
 
 
-async def test_open_ended_background_with_only_errors_is_not_promoted(skip_env: WorkflowEnvironment, task_queue: str) -> None:
-    """Prometheus down for the whole canary: a few errors, under the limit, still no promotion."""
+@pytest.mark.parametrize("children", [False, True], ids=["in-workflow", "analysis-workflow"])
+async def test_open_ended_background_with_only_errors_is_not_promoted(skip_env: WorkflowEnvironment, task_queue: str, children: bool) -> None:
+    """Prometheus down for the whole canary: a few errors, under the limit, still no promotion
+    (also when the analysis runs in an AnalysisWorkflow child that the canary's end stops)."""
     spec = canary(
         steps=[{"set_weight": 10}, {"pause": {"duration": "PT15S"}}],
         analyses={"availability": analysis(count=0, interval="PT30S")},
@@ -366,7 +374,7 @@ async def test_open_ended_background_with_only_errors_is_not_promoted(skip_env: 
         inconclusive_deadline="PT5M",
     )
     async with worker(skip_env, task_queue, ScriptedAnalysis({"availability": [("raise", None)]})):
-        view = await (await start(skip_env, task_queue, spec)).result()
+        view = await (await start(skip_env, task_queue, spec, children=children)).result()
     assert view.outcome is not None and view.outcome.result == "failed"
     assert {m.verdict for m in view.status.analyses} == {"error"}
     assert len(view.status.analyses) <= 4  # under consecutive_error_limit: the end-of-canary rule decided

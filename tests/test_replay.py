@@ -45,6 +45,8 @@ EXPECTED_END = {
     "release-build-timed-out": "failed",
     "agent-suspended": "suspended",  # AgentControlResult.status
     "release-waiting-for-window": "succeeded",
+    "release-background-analysis": "succeeded",  # its background analysis ran in a child (patch analysis-child-workflows)
+    "analysis-continued": "successful",  # that child's last run (AnalysisOutcome.phase), continued with carried counters
 }
 #: Histories whose result has no phase or status: the end they must show instead.
 EXPECTED_FINDINGS = {"drift-detected": ["detected"]}
@@ -110,3 +112,10 @@ async def test_an_incompatible_change_is_caught() -> None:
     replayer = Replayer(workflows=[ReleaseWorkflowThatSkipsTheBuild], data_converter=pydantic_data_converter)
     replay = await replayer.replay_workflow(load(path), raise_on_replay_failure=False)
     assert isinstance(replay.replay_failure, workflow.NondeterminismError), repr(replay.replay_failure)
+
+
+def test_the_saved_analysis_run_was_continued_as_new_by_a_release_child() -> None:
+    """analysis-continued is a later run of a release's AnalysisWorkflow: replaying it checks the
+    path that starts from carried counters."""
+    started = load(HISTORIES / "analysis-continued.json").events[0].workflow_execution_started_event_attributes
+    assert started.continued_execution_run_id and started.parent_workflow_execution.workflow_id == "release-background-analysis"

@@ -11,12 +11,13 @@ def all_workflows() -> list[type]:
     from workflows.release import ReleaseWorkflow
 
     from workflows.agent import AgentControlWorkflow
+    from workflows.analysis import AnalysisWorkflow
     from workflows.drift import DriftWorkflow
     from workflows.freeze import FreezeWorkflow
     from workflows.reaper import ReaperWorkflow
     from workflows.runbook import RunbookWorkflow
 
-    return [ReleaseWorkflow, RunbookWorkflow, AgentControlWorkflow, DriftWorkflow, ReaperWorkflow, FreezeWorkflow]
+    return [ReleaseWorkflow, RunbookWorkflow, AgentControlWorkflow, DriftWorkflow, ReaperWorkflow, FreezeWorkflow, AnalysisWorkflow]
 
 
 def all_activities(settings: Settings) -> list[Callable[..., Any]]:

@@ -30,20 +30,33 @@ The module has no side effects at import time and imports only the stdlib, pydan
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
-from typing import Awaitable, Callable, Literal, Sequence
+from typing import Any, Awaitable, Callable, Literal, Sequence
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
+from temporalio.workflow import ChildWorkflowCancellationType, ChildWorkflowHandle, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
-    from signoff.models import AnalysisRequest, AnalysisSpec, CanarySpec, CanaryStatus, Condition, Measurement, append_bounded
+    from signoff.models import (
+        AnalysisOutcome,
+        AnalysisReport,
+        AnalysisRequest,
+        AnalysisSpec,
+        CanarySpec,
+        CanaryStatus,
+        Condition,
+        Measurement,
+        StartAnalysis,
+        append_bounded,
+    )
 
 Verdict = Literal["successful", "failed", "inconclusive", "error"]
 
@@ -52,6 +65,47 @@ RUN_ANALYSIS = "run_analysis"
 
 ERROR_RETRY_INTERVAL = timedelta(seconds=10)
 """Argo's DefaultErrorRetryInterval: after an error, measure again after min(interval, this)."""
+
+ANALYSIS_WORKFLOW = "AnalysisWorkflow"
+"""Child workflow (workflows/analysis.py) that runs one long analysis and continues-as-new."""
+
+ANALYSIS_MEASURED = "analysis_measured"
+"""Signal an AnalysisWorkflow sends its parent with its newest measurements (AnalysisReport)."""
+
+IN_WORKFLOW_COUNT = 20
+"""Finite step analyses up to this `count` are measured inside the release's own workflow;
+longer ones, open-ended ones (`count: 0`) and background analyses run in an AnalysisWorkflow, whose
+history continues-as-new, so a canary left running for days does not fill the release's history."""
+
+
+def runs_as_child(spec: AnalysisSpec, *, background: bool) -> bool:
+    """Does this analysis run as an AnalysisWorkflow child (when the release has the patch)?"""
+    return background or spec.count == 0 or spec.count > IN_WORKFLOW_COUNT
+
+
+async def measure_once(request: AnalysisRequest, *, timeout: timedelta) -> Measurement:
+    """One `run_analysis` activity; a failed activity is a measurement of verdict error.
+
+    No retries (maximum_attempts=1): the analysis' own interval and consecutive_error_limit
+    are the retry policy, and an error must show up in the status when it happens. The result is
+    labelled with the analysis, its step and dry_run, and stamped with a time.
+    """
+    try:
+        measured = await workflow.execute_activity(
+            RUN_ANALYSIS,
+            request,
+            result_type=Measurement,
+            start_to_close_timeout=timeout,
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )
+    except ActivityError as e:
+        if is_cancelled_exception(e):
+            raise asyncio.CancelledError() from e
+        cause = e.cause if e.cause is not None else e
+        measured = Measurement(metric=request.name, verdict="error", message=f"the measurement could not be taken: {cause}")
+    return measured.model_copy(
+        update={"metric": request.name, "step": request.step, "dry_run": request.spec.dry_run, "at": measured.at or workflow.now()}
+    )
 
 # --------------------------------------------------------------------------- pure rules: one value
 
@@ -197,6 +251,20 @@ class AnalysisState:
             dry_run=spec.dry_run,
         )
 
+    def carry(self) -> dict[str, Any]:
+        """The counters and phase as plain data, to hand to the next run (continue-as-new)."""
+        doc = dataclasses.asdict(self)
+        doc["phase"] = self.phase.value
+        return doc
+
+    @classmethod
+    def carried(cls, doc: dict[str, Any]) -> "AnalysisState":
+        """The state `carry()` handed over (unknown keys from newer versions are ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in doc.items() if k in known}
+        values["phase"] = AnalysisPhase(values.get("phase", AnalysisPhase.running.value))
+        return cls(**values)
+
     def record(self, verdict: Verdict) -> AnalysisPhase:
         """Account one measurement and return the run's phase (Argo's assessMetricStatus).
 
@@ -311,6 +379,7 @@ class _AnalysisResult:
     phase: AnalysisPhase
     state: AnalysisState
     last: Measurement | None
+    stopped: bool = False
 
 
 Deploy = Callable[[int], Awaitable[None]]
@@ -346,6 +415,8 @@ class CanaryRunner:
         measurement_timeout: timedelta = timedelta(seconds=30),
         on_measurement: Callable[[Measurement], None] | None = None,
         is_frozen: Callable[[], bool] = lambda: False,
+        analyses_as_children: bool = False,
+        analysis_options: dict[str, Any] | None = None,
     ) -> None:
         self.spec = spec
         self.on_measurement = on_measurement
@@ -367,6 +438,16 @@ class CanaryRunner:
         self._background_states: dict[str, AnalysisState] = {}
         self._holds = 0
         self._decision_lock = asyncio.Lock()
+        # Long analyses as AnalysisWorkflow children (patch "analysis-child-workflows"); the
+        # options (continue_every, report_every) are StartAnalysis fields, for tests.
+        self.analyses_as_children = analyses_as_children
+        self.analysis_options = analysis_options or {}
+        self._child_ids: dict[str, bool] = {}  # id -> is a background analysis
+        self._background_children: dict[str, ChildWorkflowHandle[Any, AnalysisOutcome]] = {}
+        self._stopping_background = False
+        self._steps_at: list[tuple[Any, int]] = []
+        if analyses_as_children:
+            workflow.set_signal_handler(ANALYSIS_MEASURED, self._on_report)
 
     # ------------------------------------------------------------------ the plan
 
@@ -380,6 +461,7 @@ class CanaryRunner:
                 if (stop := self._interrupted()) is not None:
                     return self._finish(stop)
                 self.status.step = index
+                self._steps_at.append((workflow.now(), index))
                 if index == 1:
                     # Background analyses watch from the first step to the end of the canary.
                     background = [asyncio.create_task(self._background(name)) for name in self.spec.background]
@@ -555,8 +637,11 @@ class CanaryRunner:
 
     async def _background(self, name: str) -> None:
         """A background analysis watches every step; failure stops the canary, inconclusive pauses it."""
-        while self._background_outcome is None:
+        while self._background_outcome is None and not self._stopping_background:
             result = await self._analyse(name, step=None)
+            if result.stopped:  # the canary closed it: `_close_background` judges what it saw
+                self._background_states[name] = result.state
+                return
             if not self._acts(result) or result.phase is AnalysisPhase.successful:
                 return
             if stops_canary(result.phase, dry_run=False):
@@ -570,6 +655,12 @@ class CanaryRunner:
 
     async def _close_background(self, tasks: list[asyncio.Task]) -> CanaryOutcome | None:
         """The steps are done: stop open-ended background analyses and judge what they saw."""
+        if self.analyses_as_children:
+            # Children are stopped, not cancelled: each returns the counters it carried.
+            self._stopping_background = True
+            for handle in list(self._background_children.values()):
+                await self._stop(handle)
+            await asyncio.gather(*tasks, return_exceptions=True)
         await self._cancel_all(tasks)
         if self._background_outcome is not None:
             return self._background_outcome
@@ -604,6 +695,8 @@ class CanaryRunner:
     async def _analyse(self, name: str, *, step: int | None) -> _AnalysisResult:
         """Measure one analysis until its state machine completes (Argo's AnalysisRun loop)."""
         spec = self.spec.analyses[name]
+        if self.analyses_as_children and runs_as_child(spec, background=step is None):
+            return await self._analyse_in_child(name, spec, step=step)
         state = AnalysisState.for_spec(spec)
         if step is None:
             self._background_states[name] = state
@@ -617,13 +710,92 @@ class CanaryRunner:
             if delay > timedelta(0):
                 await workflow.sleep(delay)
 
-    async def _measure(self, name: str, spec: AnalysisSpec, step: int) -> Measurement:
-        """One `run_analysis` activity; a failed activity is a measurement of verdict error.
+    async def _analyse_in_child(self, name: str, spec: AnalysisSpec, *, step: int | None) -> _AnalysisResult:
+        """`_analyse`'s loop in an AnalysisWorkflow child, whose history continues-as-new so the
+        release's stays short. Its measurements arrive by signal (`_on_report`, for the status
+        and notices only); its verdict is its result, which no signal can forge.
 
-        No retries (maximum_attempts=1): the analysis' own interval and consecutive_error_limit
-        are the retry policy, and an error must show up in the status when it happens.
+        The child ends with the release (ParentClosePolicy.TERMINATE), and cancelling this task
+        (an abort, a failed step) cancels it without waiting.
         """
-        request = AnalysisRequest(
+        where = "background" if step is None else f"step{step}"
+        # A random suffix: nobody can start a workflow under this id before the release does.
+        child_id = f"{self.release_id}-analysis-{name}-{where}-{workflow.uuid4().hex[:8]}"
+        self._child_ids[child_id] = step is None
+        args = StartAnalysis(
+            request=self._request(name, spec, self.status.step if step is None else step),
+            measurement_timeout=self.measurement_timeout,
+            **self.analysis_options,
+        )
+        handle = await workflow.start_child_workflow(
+            ANALYSIS_WORKFLOW,
+            args,
+            id=child_id,
+            result_type=AnalysisOutcome,
+            parent_close_policy=ParentClosePolicy.TERMINATE,
+            cancellation_type=ChildWorkflowCancellationType.TRY_CANCEL,
+        )
+        if step is None:
+            self._background_children[name] = handle
+            if self._stopping_background:  # the canary closed while this child was starting
+                await self._stop(handle)
+        try:
+            outcome = await handle
+        except ChildWorkflowError as e:
+            if is_cancelled_exception(e):
+                raise asyncio.CancelledError() from e
+            # Terminated or failed without a verdict: fail safe, as an analysis in error.
+            state = AnalysisState.for_spec(spec)
+            state.phase = AnalysisPhase.error
+            last = Measurement(metric=name, verdict="error", step=step, message=f"analysis workflow {child_id} ended without a verdict: {e.cause or e}")
+            self._show(last)
+            return _AnalysisResult(name=name, phase=state.phase, state=state, last=last)
+        finally:
+            if self._background_children.get(name) is handle:
+                del self._background_children[name]
+        state = AnalysisState.carried(outcome.state)
+        return _AnalysisResult(name=name, phase=state.phase, state=state, last=outcome.last, stopped=outcome.stopped)
+
+    @staticmethod
+    async def _stop(handle: ChildWorkflowHandle[Any, AnalysisOutcome]) -> None:
+        """Ask a background child to stop and return its counters; one that already ended has
+        its result on the way (the signal then fails, harmlessly)."""
+        try:
+            await handle.signal("stop")
+        except Exception as e:  # noqa: BLE001 - CancelledError is not an Exception and still propagates
+            workflow.logger.info("analysis %s not stopped by signal: %s", handle.id, e)
+
+    def _on_report(self, report: AnalysisReport) -> None:
+        """Measurements from a child: shown in the status (background ones labelled with the step
+        running when they were taken); the newest of each report is passed on as a notice.
+        Reports from workflows this canary did not start are ignored."""
+        background = self._child_ids.get(report.analysis_id)
+        if background is None:
+            return
+        self.status.analyses_dropped += report.skipped
+        for i, measurement in enumerate(report.measurements):
+            if background:
+                measurement = measurement.model_copy(update={"step": self._step_at(measurement.at)})
+            self._show(measurement, notify=i == len(report.measurements) - 1)
+
+    def _step_at(self, at: Any) -> int:
+        """The canary step that was running at `at` (the current one when unknown)."""
+        for started, index in reversed(self._steps_at):
+            try:
+                if at is None or started <= at:
+                    return index
+            except TypeError:  # a naive time from an old activity: the current step
+                return self.status.step
+        return self._steps_at[0][1] if self._steps_at else self.status.step
+
+    async def _measure(self, name: str, spec: AnalysisSpec, step: int) -> Measurement:
+        """One measurement (see `measure_once`), shown in the status as it happens."""
+        measurement = await measure_once(self._request(name, spec, step), timeout=self.measurement_timeout)
+        self._show(measurement)
+        return measurement
+
+    def _request(self, name: str, spec: AnalysisSpec, step: int | None) -> AnalysisRequest:
+        return AnalysisRequest(
             release_id=self.release_id,
             name=name,
             spec=spec,
@@ -632,23 +804,8 @@ class CanaryRunner:
             version=self.version,
             step=step,
         )
-        try:
-            measured = await workflow.execute_activity(
-                RUN_ANALYSIS,
-                request,
-                result_type=Measurement,
-                start_to_close_timeout=self.measurement_timeout,
-                retry_policy=RetryPolicy(maximum_attempts=1),
-            )
-        except ActivityError as e:
-            if is_cancelled_exception(e):
-                raise asyncio.CancelledError() from e
-            cause = e.cause if e.cause is not None else e
-            measured = Measurement(metric=name, verdict="error", message=f"the measurement could not be taken: {cause}")
-        measurement = measured.model_copy(
-            update={"metric": name, "step": step, "dry_run": spec.dry_run, "at": measured.at or workflow.now()}
-        )
+
+    def _show(self, measurement: Measurement, *, notify: bool = True) -> None:
         append_bounded(self.status, "analyses", measurement)
-        if self.on_measurement is not None:
+        if notify and self.on_measurement is not None:
             self.on_measurement(measurement)
-        return measurement

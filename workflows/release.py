@@ -169,6 +169,7 @@ class ReleaseWorkflow:
         self.freezes_now: list[Freeze] = []
         self.canary_frozen = False
         self.canary_done = False
+        self.analysis_children = False
 
     # ================================================================== the plan
 
@@ -186,6 +187,9 @@ class ReleaseWorkflow:
         # Deploy windows, freezes, the plan hash and explained measurements: one patch, asked here,
         # before any local activity (a patch first asked after one does not replay).
         self.windowed = workflow.patched("windows-plan-verdicts")
+        # Long canary analyses run as AnalysisWorkflow children that continue-as-new; histories
+        # from before measure them here. Asked here for the same reason as the patches above.
+        self.analysis_children = workflow.patched("analysis-child-workflows")
         # A release asks the freeze keeper to wake it only when it must wait (every release
         # registering made the keeper a hot spot and its watcher list grow without end).
         self.watch_when_waiting = workflow.patched("watch-freezes-when-waiting")
@@ -638,6 +642,7 @@ class ReleaseWorkflow:
                 clear_promote=self.clear_promote,
                 on_measurement=self.measurement_notice,
                 is_frozen=lambda: self.canary_frozen,
+                analyses_as_children=self.analysis_children,
             )
             follow = asyncio.create_task(self.follow_freezes()) if self.windowed else None
             try:

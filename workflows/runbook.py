@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         RunbookStatus,
         RunbookStepStatus,
         StartRunbook,
+        append_bounded,
     )
     from signoff.runbooks import PreparedRunbook, PrepareRunbook, RunbookCheckSpec, StepRequest, StepResult
     from signoff.search_attributes import PHASE
@@ -239,6 +240,8 @@ class RunbookWorkflow:
                 raise RunEnded("failed", reason)
 
     async def measure(self, spec: RunbookCheckSpec, entry: RunbookCheckStatus) -> tuple[AnalysisPhase, str]:
+        """A check is finite (`count` 1 to 60, errors bounded by consecutive_error_limit), so it is
+        measured here rather than in an AnalysisWorkflow child; its list is capped all the same."""
         state = AnalysisState.for_spec(spec.spec)
         if spec.spec.initial_delay:
             await workflow.sleep(spec.spec.initial_delay)
@@ -250,7 +253,7 @@ class RunbookWorkflow:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=1),
             )
-            entry.measurements.append(m)
+            append_bounded(entry, "measurements", m)
             if state.record(m.verdict).completed:
                 return state.phase, f"{m.message or state.summary()} (last value {m.value})"
             await workflow.sleep(state.next_delay(spec.spec.interval))
