@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from signoff.models import PolicyDecision, PolicyRequest, ReleaseStatus, StartRelease
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
-FILES = sorted(HISTORIES.rglob("*.json"))  # v1/, v2/: histories from before later patches (v2: before proofs), kept for compatibility
+FILES = sorted(HISTORIES.rglob("*.json"))  # v1/, v2/, v3/: histories from before later patches (v2: before proofs; v3: before freezes-memo and watch-freezes-when-waiting), kept for compatibility
 
 #: The end each saved run reached, from its file name (the workflow id make_histories.py used).
 EXPECTED_END = {
