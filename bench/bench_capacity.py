@@ -14,7 +14,7 @@ deploy via `true`, the signed audit log; Slack and Jira are off as in a fresh in
 Baseline, same run: the worker's RSS when idle (connected, nothing started), and the
 approval round trip of the first releases before load.
 
-    python bench/bench_capacity.py [--quick] [--releases N] [--compare SMALL] [--concurrency C] [--max-minutes M]
+    python bench/bench_capacity.py [--quick] [--releases N] [--compare SMALL] [--baseline] [--concurrency C] [--max-minutes M]
 
 `--compare SMALL` first runs the whole benchmark at SMALL releases (its own server and worker,
 same invocation), then at N, and reports the drain-rate ratio N / SMALL (issue 18: ≥ 0.8, so
@@ -23,6 +23,11 @@ same invocation), then at N, and reports the drain-rate ratio N / SMALL (issue 1
 Bounded in time: when the start phase would run past its share of --max-minutes, the
 benchmark stops starting, measures at the size it reached and extrapolates linearly — clearly
 labelled as such in the output and the JSON. Writes bench/results/capacity.json.
+
+`--baseline` then runs bench/bare.py at N: workflows with the same activities and local
+activities before and after the same two-approval gate as the warm-up release's history, and
+nothing else, on their own server and worker (same cache size): signoff's drain rate over that
+one is the second ratio of issue 18 (≥ 0.67).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from bench.common import Deadline, dev_server, gated_spec, isolate_env, summary_
 RSS_TARGET_MIB = 1024
 DRAIN_RATIO_TARGET = 0.8
 APPROVAL_P99_TARGET_MS = 2000.0
+BARE_RATIO_TARGET = 0.67
 
 
 def worker_command() -> list[str]:
@@ -177,6 +183,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 idle_lat.append(time.perf_counter() - t)
                 assert r.accepted, r.reason
             await asyncio.wait_for(sc.handle(warm).result(), timeout=60)
+            from bench.bare import plan_from_history
+
+            result["activity_plan"] = plan_from_history([e async for e in client.get_workflow_handle(warm).fetch_history_events()])
             await asyncio.sleep(2)
             result["worker_rss_idle_mib"] = proc_memory(proc.pid).get("VmRSS")
             result["idle_approval_round_trip_ms"] = [round(x * 1000, 1) for x in idle_lat]
@@ -365,6 +374,67 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+async def in_parallel(concurrency: int, jobs: list[Any], one: Any) -> None:
+    """`one(job)` for every job, `concurrency` at a time."""
+    pending = iter(jobs)
+
+    async def lane() -> None:
+        for job in pending:
+            await one(job)
+
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+
+
+async def run_bare(args: argparse.Namespace, plan: dict[str, int]) -> dict[str, Any]:
+    """The bare-workflow baseline (bench/bare.py): N workflows with the release's activities and
+    local activities before and after a two-approval gate, nothing else, on their own server and
+    worker process (same cache size), started and approved with the same concurrency."""
+    from bench.bare import NAME
+
+    deadline = Deadline(args.max_minutes * 60)
+    result: dict[str, Any] = {"benchmark": "bare-workflow baseline: same activities and gate, no signoff", "activity_plan": plan}
+    async with dev_server() as env:
+        client = env.client
+        task_queue = f"bench-bare-{uuid.uuid4().hex[:8]}"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from bench.bare import main; main()", client.service_client.config.target_host, task_queue],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            cwd=str(REPO),
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            prefix = f"bench-bare-{uuid.uuid4().hex[:6]}"
+            ids = [f"{prefix}-{i:05d}" for i in range(args.releases)]
+            print(f"  bare baseline: starting {len(ids)} workflows…", flush=True)
+            t = time.perf_counter()
+            await in_parallel(args.concurrency, ids, lambda rid: client.start_workflow(NAME, plan, id=rid, task_queue=task_queue))
+            waiting, _ = await wait_count(client, f"WorkflowId STARTS_WITH '{prefix}' AND SignoffPhase = 'awaiting_approval'", len(ids), deadline, what="bare at the gate")
+            result.update({"releases_started": len(ids), "releases_waiting": waiting, "start_to_all_waiting_seconds": round(time.perf_counter() - t, 2),
+                           "worker_rss_all_waiting_mib": proc_memory(proc.pid).get("VmRSS")})
+            order = ids[:]
+            random.Random(1).shuffle(order)
+            latencies: list[float] = []
+
+            async def approve(job: tuple[str, str]) -> None:
+                t_one = time.perf_counter()
+                await client.get_workflow_handle(job[0]).execute_update("approve", job[1], result_type=bool)
+                latencies.append(time.perf_counter() - t_one)
+
+            print(f"  bare baseline: approving {2 * len(ids)}…", flush=True)
+            t = time.perf_counter()
+            await in_parallel(args.concurrency, [(rid, who) for who in ("alice@example.com", "bob@example.com") for rid in order], approve)
+            done, _ = await wait_count(client, f"WorkflowId STARTS_WITH '{prefix}' AND SignoffPhase = 'succeeded' AND ExecutionStatus = 'Completed'", len(ids), deadline, what="bare succeeded")
+            t_drain = time.perf_counter() - t
+            sample = random.Random(2).sample(ids, min(20, len(ids)))
+            exact = [await client.get_workflow_handle(rid, result_type=list).result() for rid in sample].count(["alice@example.com", "bob@example.com"])
+            result.update({"releases_succeeded": done, "approval_to_all_succeeded_seconds": round(t_drain, 2), "drain_rate_per_second": round(done / t_drain, 2),
+                           "approval_round_trip_under_load": summary_ms(latencies), "spot_check_exact_two_approvals": f"{exact}/{len(sample)}"})
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    return result
+
+
 def judge(result: dict[str, Any], small: dict[str, Any] | None) -> None:
     """Issue 18's verdicts: approval p99 under load, and (with --compare) the drain-rate ratio."""
     lat = result.get("approval_round_trip_under_load") or {}
@@ -388,6 +458,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent start / approval calls")
     parser.add_argument("--max-minutes", type=float, default=None, help="overall bound (default 40, quick 8)")
     parser.add_argument("--compare", type=int, default=None, metavar="SMALL", help="first run SMALL releases the same way; report the drain-rate ratio")
+    parser.add_argument("--baseline", action="store_true", help="then run the bare-workflow baseline (bench/bare.py) at the same size; report the drain-rate ratio")
     parser.add_argument("--out", default=None, help="results file (default bench/results/capacity.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (worker log, audit log)")
     args = parser.parse_args()
@@ -398,6 +469,13 @@ def main() -> None:
     small = asyncio.run(run(argparse.Namespace(**{**vars(args), "releases": args.compare}))) if args.compare else None
     result = asyncio.run(run(args))
     judge(result, small)
+    if args.baseline:
+        bare = asyncio.run(run_bare(args, result["activity_plan"]))
+        result["bare_baseline"] = bare
+        ratio_bare = result.get("drain_rate_per_second", 0) / bare["drain_rate_per_second"] if bare.get("drain_rate_per_second") else None
+        result["drain_rate_ratio_vs_bare"] = round(ratio_bare, 3) if ratio_bare is not None else None
+        result["target_bare_ratio"] = BARE_RATIO_TARGET
+        result["meets_bare_ratio_target"] = ratio_bare is not None and ratio_bare >= BARE_RATIO_TARGET
     n = result.get("releases_started", 0)
     print(f"capacity: {n} releases waiting at a gate on one worker" + (" (TRUNCATED by the time budget)" if result.get("truncated_by_time_budget") else ""))
     print(f"  worker RSS idle {result.get('worker_rss_idle_mib')} MiB → all waiting {result.get('worker_rss_all_waiting_mib')} MiB "
@@ -411,6 +489,10 @@ def main() -> None:
     if small is not None:
         print(f"  drain rate {result.get('drain_rate_per_second')} releases/s at {n} vs {small.get('drain_rate_per_second')} at {small.get('releases_started')}: "
               f"ratio {result.get('drain_rate_ratio_vs_compared')} (target ≥ {DRAIN_RATIO_TARGET}: {'meets' if result.get('meets_drain_ratio_target') else 'MISSES'})")
+    if args.baseline:
+        bare = result["bare_baseline"]
+        print(f"  bare-workflow baseline at {bare.get('releases_started')}: {bare.get('drain_rate_per_second')} releases/s (plan {bare.get('activity_plan')}); "
+              f"signoff / bare = {result.get('drain_rate_ratio_vs_bare')} (target ≥ {BARE_RATIO_TARGET}: {'meets' if result.get('meets_bare_ratio_target') else 'MISSES'})")
     if "extrapolated_to_requested" in result:
         x = result["extrapolated_to_requested"]
         print(f"  {x['note']}: start ≈ {x['start_to_all_waiting_seconds']} s, drain ≈ {x['approval_to_all_succeeded_seconds']} s")

@@ -8,6 +8,7 @@ regenerate them with `python tests/make_histories.py` (see its docstring for whe
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from signoff.models import PolicyDecision, PolicyRequest, ReleaseStatus, StartRelease
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
-FILES = sorted(HISTORIES.rglob("*.json"))  # v1/, v2/, v3/: histories from before later patches (v2: before proofs; v3: before freezes-memo and watch-freezes-when-waiting), kept for compatibility
+FILES = sorted(HISTORIES.rglob("*.json"))  # v1/, v2/, v3/: histories from before later patches (v2: before proofs; v3: before freezes-memo and lean-release-history), kept for compatibility
 
 #: The end each saved run reached, from its file name (the workflow id make_histories.py used).
 EXPECTED_END = {
@@ -119,3 +120,25 @@ def test_the_saved_analysis_run_was_continued_as_new_by_a_release_child() -> Non
     path that starts from carried counters."""
     started = load(HISTORIES / "analysis-continued.json").events[0].workflow_execution_started_event_attributes
     assert started.continued_execution_run_id and started.parent_workflow_execution.workflow_id == "release-background-analysis"
+
+
+def test_a_release_started_now_records_one_patch_marker_not_one_per_patch() -> None:
+    """Each patch a run asks costs a marker and a TemporalChangeVersion upsert (a visibility
+    write). A release started on this code records only the baseline, which implies the rest;
+    the histories from before (v4/) asked each patch and still replay (above)."""
+    import base64
+
+    from workflows.release import RELEASE_BASELINE, RELEASE_PATCHES
+
+    def patches(path: Path) -> list[str]:
+        out = []
+        for event in json.loads(path.read_text())["events"]:
+            marker = event.get("markerRecordedEventAttributes")
+            if marker and marker["markerName"] == "core_patch":
+                out.append(json.loads(base64.b64decode(marker["details"]["patch-data"]["payloads"][0]["data"]))["id"])
+        return out
+
+    now = patches(HISTORIES / "release-gated-batched.json")
+    before = patches(HISTORIES / "v4" / "release-gated-batched.json")
+    assert now == [RELEASE_BASELINE], now
+    assert len(before) > 1 and set(before) <= RELEASE_PATCHES, before

@@ -70,6 +70,7 @@ class ApprovalGate:
     used_nonces: set[str] = field(default_factory=set)
     proofs: dict[str, Proof] = field(default_factory=dict)
     signed: set[str] = field(default_factory=set)
+    patched: Callable[[str], bool] = workflow.patched
 
     @classmethod
     def create(cls, spec: GateSpec, **kwargs: object) -> "ApprovalGate":
@@ -97,7 +98,7 @@ class ApprovalGate:
         directory just now; if its hash is the one our last snapshot has, the file has not
         changed and the snapshot is current. Otherwise (or unknown) read the file again."""
         last: DirectorySnapshot | None = getattr(self, "last_snapshot", None)
-        if last is not None and seen_sha256 is not None and seen_sha256 == last.sha256 and workflow.patched("reuse-directory-snapshot"):
+        if last is not None and seen_sha256 is not None and seen_sha256 == last.sha256 and self.patched("reuse-directory-snapshot"):
             return last  # patched: histories from before this change re-read on every attempt
         self.last_snapshot = await self._snapshot()
         return self.last_snapshot
@@ -119,7 +120,7 @@ class ApprovalGate:
         return trust
 
     async def open(self) -> None:
-        if workflow.patched("authenticated-attempts"):
+        if self.patched("authenticated-attempts"):
             snap = (await self._load_trust()).directory
         else:
             snap = await self._current_snapshot(None)
@@ -144,7 +145,7 @@ class ApprovalGate:
 
     async def handle(self, attempt: ApprovalAttempt) -> ApprovalResult:
         """Authenticate the attempt's proof, then judge it against the directory as it is now."""
-        if not workflow.patched("authenticated-attempts"):
+        if not self.patched("authenticated-attempts"):
             return await self._apply(attempt, await self._current_snapshot(attempt.directory_sha256), auth=None)
         if attempt.proof is not None and attempt.proof.oidc_token:
             # A token needs its issuer's JWKS: the worker verifies it (a local activity).

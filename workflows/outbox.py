@@ -57,6 +57,25 @@ class Outbox:
                 self.busy = False
 
 
+class Patches:
+    """Which patches a run has, recording one marker instead of one per patch.
+
+    Each `workflow.patched(id)` a new run asks records a marker *and* an upsert of the
+    TemporalChangeVersion search attribute (the SDK does it): a dozen patches made a release's
+    history two dozen events longer and cost a dozen visibility writes. A run started on this code
+    records only `baseline`, which implies every patch in `implied`; a run from before has no such
+    marker and asks each patch as it always did, so its history replays. Patches added later are
+    asked for themselves (and may be folded into the next baseline).
+    """
+
+    def __init__(self, baseline: str, implied: frozenset[str]) -> None:
+        self.current = workflow.patched(baseline)
+        self.implied = implied
+
+    def has(self, patch_id: str) -> bool:
+        return (self.current and patch_id in self.implied) or workflow.patched(patch_id)
+
+
 class DecisionLog:
     """Numbers decisions and queues them as signed records.
 
@@ -68,7 +87,7 @@ class DecisionLog:
     append idempotent when an activity retries, batched or not.
     """
 
-    def __init__(self, outbox: Outbox, *, subject_name: str, subject_digest: Callable[[], str]) -> None:
+    def __init__(self, outbox: Outbox, *, subject_name: str, subject_digest: Callable[[], str], patched: Callable[[str], bool] = workflow.patched) -> None:
         self.outbox = outbox
         self.subject_name = subject_name
         self.subject_digest = subject_digest
@@ -76,7 +95,7 @@ class DecisionLog:
         self.pending: list[DecisionInput] = []
         # Decided once, in the first activation (before any local activity can run), for the
         # whole run; constructed from the workflow's __init__.
-        self.batches = workflow.patched(DECISION_BATCHES)
+        self.batches = patched(DECISION_BATCHES)
 
     def append(self, kind: str, outcome: str, reasons: list[str], evidence: dict[str, Any], actor: dict[str, Any]) -> None:
         self.sequence += 1

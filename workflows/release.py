@@ -77,7 +77,27 @@ with workflow.unsafe.imports_passed_through():
     from signoff.search_attributes import AWAITING, PHASE
 
 from workflows.canary import CanaryRunner
-from workflows.outbox import PATIENT, DecisionLog, Outbox
+from workflows.outbox import DECISION_BATCHES, PATIENT, DecisionLog, Outbox, Patches
+
+#: A release started on this code records this one patch marker; it implies every patch below
+#: (releases from before ask each of them, and replay as they ran). See `Patches`.
+RELEASE_BASELINE = "release-2026-12"
+RELEASE_PATCHES = frozenset(
+    {
+        DECISION_BATCHES,
+        "evidence-attestations",
+        "agent-budgets",
+        "runner-forensics",
+        "windows-plan-verdicts",
+        "analysis-child-workflows",
+        "lean-release-history",
+        "authenticated-start",
+        "authenticated-attempts",
+        "reuse-directory-snapshot",
+        "authenticated-controls",
+        "slack-progress-needs-message",
+    }
+)
 from workflows.gate import ApprovalGate, merge_gates
 
 TEST_RESULT = "https://in-toto.io/attestation/test-result/v0.1"
@@ -146,10 +166,13 @@ class ReleaseWorkflow:
         self.promote_requested = False
         self.finished = False
         self.audit = Outbox("audit")
+        # Asked first, in the first activation (before any local activity can run).
+        self.patches = Patches(RELEASE_BASELINE, RELEASE_PATCHES)
         self.decisions = DecisionLog(
             self.audit,
             subject_name=f"{spec.service}@{args.release_id}",
             subject_digest=lambda: self.status.artifact_digest or "sha256:" + hashlib.sha256(args.release_id.encode()).hexdigest(),
+            patched=self.patches.has,
         )
         self.slack = Outbox("slack", on_failure=self.notice_failed)
         self.jira = Outbox("jira", on_failure=self.notice_failed)
@@ -180,21 +203,24 @@ class ReleaseWorkflow:
         self.status.started_at = workflow.now()
         drains = [asyncio.create_task(box.run(lambda: self.finished)) for box in (self.audit, self.slack, self.jira)]
         # Histories from before evidence attestations replay without them.
-        self.attesting = workflow.patched("evidence-attestations")
+        self.attesting = self.patches.has("evidence-attestations")
         # Before the start's local activity (patches after one in the same task do not replay).
-        self.weighing_budgets = workflow.patched("agent-budgets")
-        self.keeping_forensics = workflow.patched("runner-forensics")
+        self.weighing_budgets = self.patches.has("agent-budgets")
+        self.keeping_forensics = self.patches.has("runner-forensics")
         # Deploy windows, freezes, the plan hash and explained measurements: one patch, asked here,
         # before any local activity (a patch first asked after one does not replay).
-        self.windowed = workflow.patched("windows-plan-verdicts")
+        self.windowed = self.patches.has("windows-plan-verdicts")
         # Long canary analyses run as AnalysisWorkflow children that continue-as-new; histories
         # from before measure them here. Asked here for the same reason as the patches above.
-        self.analysis_children = workflow.patched("analysis-child-workflows")
-        # A release asks the freeze keeper to wake it only when it must wait (every release
-        # registering made the keeper a hot spot and its watcher list grow without end).
-        self.watch_when_waiting = workflow.patched("watch-freezes-when-waiting")
+        self.analysis_children = self.patches.has("analysis-child-workflows")
+        # A leaner history (issue 18): a release asks the freeze keeper to wake it only when it
+        # must wait (every release registering made the keeper a hot spot and its watch list grow
+        # without end), and a search attribute is upserted only when its value changes (each
+        # upsert is an event and a visibility write).
+        self.lean = self.patches.has("lean-release-history")
+        self.attributes_set = {pair.key.name: pair.value for pair in info.typed_search_attributes} if self.lean else {}
         try:
-            if workflow.patched("authenticated-start"):
+            if self.patches.has("authenticated-start"):
                 await self.authenticate()
             await self.build()
             await self.test()
@@ -503,6 +529,7 @@ class ReleaseWorkflow:
                 record=self.record,
                 cancelled=lambda: self.abort_request is not None,
                 used_nonces=self.used_nonces,
+                patched=self.patches.has,
             )
             self.gates.append(gate)
         self.status.gates = [g.status for g in self.gates]
@@ -808,10 +835,10 @@ class ReleaseWorkflow:
     async def hold_for_window(self) -> None:
         """Outside a deploy window or during a freeze, wait durably in `waiting_for_window` until it
         opens, a permitted person overrides it, or the gates' timeout passes."""
-        state = await self.window_now(watch=not self.watch_when_waiting)
+        state = await self.window_now(watch=not self.lean)
         if state is None or state.open:
             return
-        if self.watch_when_waiting:  # waiting: be woken on a change, and see one made meanwhile
+        if self.lean:  # waiting: be woken on a change, and see one made meanwhile
             state = await self.window_now(watch=True) or state
             if state.open:
                 return
@@ -918,7 +945,7 @@ class ReleaseWorkflow:
     @workflow.update(name="promote")
     async def promote_update(self, request: dict[str, Any]) -> dict[str, Any]:
         who = str(request.get("identity", "")).lower()
-        if workflow.patched("authenticated-controls"):
+        if self.patches.has("authenticated-controls"):
             why, auth = await self.authorise_control("promote", request)
             if why is None and who in forbidden_approvers(self.spec.requested_by, self.spec):
                 why = "the requester cannot promote their own release past a pause; ask an approver"
@@ -940,7 +967,7 @@ class ReleaseWorkflow:
         reason = str(request.get("reason", "")).strip()
         if not reason:
             raise ApplicationError("an abort needs a reason")
-        if workflow.patched("authenticated-controls"):
+        if self.patches.has("authenticated-controls"):
             why, auth = await self.authorise_control("abort", request)
             if why is None:
                 starter = self.starter.id.lower() if self.starter else None
@@ -1056,8 +1083,7 @@ class ReleaseWorkflow:
         self.status.phase = phase
         self.status.updated_at = workflow.now()
         append_bounded(self.status, "history", {"phase": phase.value, "at": workflow.now().isoformat()})
-        if self.args.search_attributes:
-            workflow.upsert_search_attributes([PHASE.value_set(phase.value)])
+        self.set_attribute(PHASE, phase.value)
 
     def end(self, phase: Phase, reason: str) -> None:
         workflow.metric_meter().create_counter(
@@ -1074,8 +1100,18 @@ class ReleaseWorkflow:
 
     def update_awaiting(self) -> None:
         waiting = sorted({p for g in self.gates for p in g.awaiting()}) if self.gates_ready else []
-        if self.args.search_attributes:
-            workflow.upsert_search_attributes([AWAITING.value_set(bounded_keywords(waiting))])
+        self.set_attribute(AWAITING, bounded_keywords(waiting))
+
+    def set_attribute(self, key: Any, value: Any) -> None:
+        """Upsert one search attribute (when the release keeps them); with the lean-release-history
+        patch, only when its value changes."""
+        if not self.args.search_attributes:
+            return
+        if getattr(self, "lean", False):
+            if self.attributes_set.get(key.name) == value:
+                return
+            self.attributes_set[key.name] = value
+        workflow.upsert_search_attributes([key.value_set(value)])
 
     def check_abort(self) -> None:
         if self.abort_request is not None:
@@ -1222,7 +1258,7 @@ class ReleaseWorkflow:
         # Progress edits the message the "opened" notice posted; when there is none (Slack not
         # configured, or it refused), there is nothing to edit and no activity to run.
         nothing_to_edit = event != "opened" and gate.slack_ts is None and self.gate_opened_notice_done(gate)
-        if not (nothing_to_edit and workflow.patched("slack-progress-needs-message")):
+        if not (nothing_to_edit and self.patches.has("slack-progress-needs-message")):
             self.slack.put(to_slack)
         if "jira" in gate.channels and event in ("opened", "closed"):
             self.jira.put(to_jira)
