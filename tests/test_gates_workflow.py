@@ -254,3 +254,38 @@ async def test_many_releases_concurrent_approvals_exact(client: Client, task_que
         for i in ids:
             status = await wait_phase(sc, i, "succeeded", timeout=180)
             assert sorted(a.by for a in status.gates[0].approvals) == sorted(sent[i])
+
+
+async def test_a_start_proof_is_judged_when_temporal_accepted_the_start(client: Client, task_queue: str) -> None:
+    """Behind a backlog (10,000 starts at once) a release's first workflow task ran minutes after
+    Temporal accepted it, and a proof valid when the release was requested was refused as
+    expired (7,200 of 10,000 in the capacity benchmark). The proof is judged at the time Temporal
+    accepted the start; one that had already expired by then is still refused."""
+    from datetime import datetime, timezone
+
+    from signoff.client import SignoffClient
+    from signoff.config import Settings
+    from signoff.models import StartRelease
+    from signoff.trust.evidence import start_body
+
+    settings = Settings.from_env()
+    sc = SignoffClient(client, settings=settings, task_queue=task_queue, visibility=False)
+    spec = gated_spec()
+
+    async def start(release_id: str, signed_at: datetime) -> None:  # no worker yet: nothing runs
+        proof = sc.sign("person", spec.requested_by, action="start_release", subject=release_id, body=start_body(spec, str(REPO)),
+                        now=signed_at, validity=timedelta(seconds=3))
+        args = StartRelease(release_id=release_id, spec=spec, base_dir=str(REPO), directory_path=str(settings.directory_path), policy_dir=str(settings.policy_dir), search_attributes=False, proof=proof)
+        await client.start_workflow("ReleaseWorkflow", args, id=release_id, task_queue=task_queue)
+
+    now = datetime.now(timezone.utc)
+    fresh, stale = rid(), rid()
+    await start(fresh, now)
+    await start(stale, now - timedelta(seconds=10))  # expired 7 s before it was sent
+    await asyncio.sleep(5)  # the backlog: the first workflow task runs after the 3 s proof expired
+    async with running_worker(client, task_queue, visibility=False) as worker_sc:
+        waiting = await wait_phase(worker_sc, fresh, "awaiting_approval")
+        assert waiting.started_by["principal"] == f"person:{spec.requested_by}"
+        denied = await wait_phase(worker_sc, stale, "denied")
+        assert "the proof expired at" in (denied.reason or ""), denied.reason
+        await worker_sc.handle(fresh).terminate(reason="test over")

@@ -51,6 +51,10 @@ class AgentControlWorkflow:
             subject_digest=lambda: "sha256:" + hashlib.sha256(args.agent_id.encode()).hexdigest(),
         )
         drain = asyncio.create_task(self.audit.run(lambda: self.finished))
+        # A control's proof must be valid when Temporal accepted the request (workflow_start_time),
+        # not when the first workflow task happened to run (start_time, later behind a backlog).
+        info = workflow.info()
+        self.accepted_at = info.workflow_start_time if workflow.patched("proof-valid-at-acceptance") else info.start_time
         try:
             return await self.decide(args)
         finally:
@@ -61,7 +65,7 @@ class AgentControlWorkflow:
     async def decide(self, args: AgentControl) -> AgentControlResult:
         auth: AuthResult = await workflow.execute_local_activity(
             "authenticate_request",
-            AuthRequest(proof=args.proof, expect=control_expectations(args), at=workflow.info().start_time),
+            AuthRequest(proof=args.proof, expect=control_expectations(args), at=self.accepted_at),
             result_type=AuthResult,
             start_to_close_timeout=timedelta(seconds=30),
         )

@@ -248,7 +248,7 @@ class ReleaseWorkflow:
         the person who signed, or the registry's owner of the agent that signed; a release file
         that says otherwise is refused before anything runs."""
         auth = await self.authenticate_proof(
-            self.args.proof, start_expectations(self.args.release_id, self.spec, self.args.base_dir), at=workflow.info().start_time
+            self.args.proof, start_expectations(self.args.release_id, self.spec, self.args.base_dir), at=self.accepted_at()
         )
         why = auth.reason if not auth.ok else judge_start(auth.kind, auth.id, auth.agent, self.spec)[1]
         if why:
@@ -264,6 +264,14 @@ class ReleaseWorkflow:
             {"principal": auth.principal, "method": auth.method, "proof": self.args.proof.model_dump(mode="json") if self.args.proof else None},
             actor=auth.principal,
         )
+
+    def accepted_at(self) -> Any:
+        """When Temporal accepted the start: the time a start's proof must be valid at. Runs from
+        before the release-2026-12 baseline used `start_time`, which is when the *first workflow
+        task* started: behind a backlog of thousands of starts that came minutes later, and a proof
+        valid when the release was requested was refused as expired."""
+        info = workflow.info()
+        return info.workflow_start_time if self.patches.current else info.start_time
 
     async def authenticate_proof(self, proof: Any, expect: dict[str, Any], *, at: Any = None) -> AuthResult:
         return await workflow.execute_local_activity(
