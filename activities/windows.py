@@ -8,7 +8,6 @@ change (signal-with-start, so the first release or freeze creates the keeper).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from temporalio import activity
@@ -68,9 +67,7 @@ class WindowActivities:
                 raw = await handle.query("freezes")
         except RPCError:
             return []  # no keeper yet: nobody ever started a freeze
-        now = datetime.now(timezone.utc)
-        freezes = [Freeze.model_validate(f) for f in raw]
-        return [f for f in freezes if f.ended_at is None and (f.until is None or now < f.until)]
+        return [Freeze.model_validate(f) for f in raw]  # the release keeps those in force now (freezes_for)
 
     @activity.defn(name="evaluate_freeze_policy")
     async def evaluate_freeze_policy(self, document: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,8 @@
 decision record. Releases waiting before promotion register with the `watch` signal and get a
 `freezes_changed` signal when a freeze starts or ends, so they re-check at once instead of
 polling. The freezes in force are also in the keeper's memo: releases read them with a
-describe, which the server answers alone, however busy the worker is. The history stays short: the keeper continues as new when Temporal suggests it.
+describe, which the server answers alone, however busy the worker is. The history stays short:
+the keeper continues as new when Temporal suggests it.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ class FreezeWorkflow:
         return [f for f in self.freezes if f.ended_at is None and (f.until is None or now < f.until)]
 
     def publish(self) -> None:
-        """The freezes in force, in the memo (`freezes`): what `load_windows` reads (expired ones
-        are dropped by the reader, which knows the time)."""
+        """The freezes in force, in the memo (`freezes`): what `load_windows` reads (one whose
+        `until` passes later is dropped by the release, `freezes_for`)."""
         if self.memo:
             workflow.upsert_memo({"freezes": [f.model_dump(mode="json") for f in self.active()]})
 

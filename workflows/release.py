@@ -78,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.canary import CanaryRunner
 from workflows.outbox import DECISION_BATCHES, PATIENT, DecisionLog, Outbox, Patches
+from workflows.gate import ApprovalGate, merge_gates
 
 #: A release started on this code records this one patch marker; it implies every patch below
 #: (releases from before ask each of them, and replay as they ran). See `Patches`.
@@ -98,7 +99,6 @@ RELEASE_PATCHES = frozenset(
         "slack-progress-needs-message",
     }
 )
-from workflows.gate import ApprovalGate, merge_gates
 
 TEST_RESULT = "https://in-toto.io/attestation/test-result/v0.1"
 VULNS = "https://in-toto.io/attestation/vulns/v0.1"
@@ -193,6 +193,8 @@ class ReleaseWorkflow:
         self.canary_frozen = False
         self.canary_done = False
         self.analysis_children = False
+        self.lean = False
+        self.attributes_set: dict[str, Any] = {}
 
     # ================================================================== the plan
 
@@ -1115,7 +1117,7 @@ class ReleaseWorkflow:
         patch, only when its value changes."""
         if not self.args.search_attributes:
             return
-        if getattr(self, "lean", False):
+        if self.lean:
             if self.attributes_set.get(key.name) == value:
                 return
             self.attributes_set[key.name] = value
