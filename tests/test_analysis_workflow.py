@@ -239,3 +239,30 @@ async def test_a_release_background_analysis_continues_as_new_and_keeps_its_verd
     assert done.phase.value == "rolled_back", done.reason
     assert "3 failed measurements, more than failure_limit 2" in (done.reason or "") and "0.4" in (done.reason or "")
     assert len(chain) >= 2 and chain[-1] == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_forged_analysis_reports_change_no_verdict(dev_env: WorkflowEnvironment, task_queue: str) -> None:
+    """An attacker with a raw Temporal client signals the release `analysis_measured` reports
+    claiming failures: one from an analysis id the canary never started is ignored outright; one
+    naming the real child (its id is in the release's history) is at most shown, never judged:
+    the verdict is the child's result, and the canary is promoted."""
+    from signoff.models import AnalysisReport, Measurement
+    from workflows.canary import ANALYSIS_MEASURED
+
+    spec = canary(
+        steps=[{"set_weight": 10}, {"pause": {"duration": "PT4S"}}, {"set_weight": 50}],
+        analyses={"availability": analysis(count=0, interval="PT1S")},
+        background=["availability"],
+    )
+    forged = Measurement(metric="availability", value=1.0, verdict="failed", message="forged failure")
+    async with worker(dev_env, task_queue, ScriptedAnalysis({"availability": [("successful", 0.0)]})):
+        handle = await start(dev_env, task_queue, spec, children=True)
+        await until(dev_env, handle, lambda v: len(v.status.analyses) >= 1, step=timedelta(seconds=0.2))
+        raw = dev_env.client.get_workflow_handle(handle.id)
+        await raw.signal(ANALYSIS_MEASURED, AnalysisReport(analysis_id="not-a-child", name="availability", measurements=[forged.model_copy(update={"message": "from nowhere"})] * 5))
+        [(child, _)] = await children_of(handle)
+        await raw.signal(ANALYSIS_MEASURED, AnalysisReport(analysis_id=child, name="availability", measurements=[forged] * 5))
+        view = await handle.result()
+    assert view.outcome is not None and view.outcome.result == "promoted", view.outcome
+    assert not any(m.message == "from nowhere" for m in view.status.analyses)
+    assert view.deploys == [10, 50]
