@@ -5,8 +5,9 @@ Everything is real: the Temporal dev server (in-memory SQLite), one `signoff wor
 driver counts against it), the default workflow cache, every real activity (policy, directory,
 deploy via `true`, the signed audit log; Slack and Jira are off as in a fresh install).
 
-1. start N gated releases (gate `production`: 2 of release-managers) with bounded concurrency
-   and wait until visibility counts all N in phase `awaiting_approval`;
+1. start N gated releases (gate `production`: 2 of release-managers) with bounded concurrency,
+   at most --max-starting (400) on their way to the gate at once as when releases arrive over a
+   day, and wait until visibility counts all N in phase `awaiting_approval`;
 2. read the worker's RSS (VmRSS) once all are waiting — target ≤ 1 GiB — and its peak (VmHWM);
 3. approve every release (alice and bob, 2 Updates each, bounded concurrency) and wait until
    visibility counts all N `succeeded`; every Update must be a real accept.
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -135,6 +137,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "capacity: releases waiting at gates on one worker (subprocess, default cache)",
         "requested_releases": args.releases,
         "concurrency": args.concurrency,
+        "max_starting": args.max_starting,
     }
     samples: list[dict[str, float]] = []
 
@@ -200,8 +203,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for rid in ids:
                 queue.put_nowait(rid)
 
+            at_gate = 0  # releases visibility counts at the gate: a poller keeps it current
+
+            async def poll_at_gate() -> None:
+                nonlocal at_gate
+                while True:
+                    with contextlib.suppress(Exception):
+                        at_gate = await count(client, f"WorkflowId STARTS_WITH '{prefix}' AND SignoffPhase = 'awaiting_approval'")
+                    await asyncio.sleep(1.0)
+
             async def starter() -> None:
                 while not queue.empty() and not start_budget.expired:
+                    # Releases arrive over a day, not in one burst: at most --max-starting are on
+                    # their way to the gate at once (the rest of the cache holds waiting ones).
+                    while len(started) - at_gate >= args.max_starting and not start_budget.expired:
+                        await asyncio.sleep(0.2)
+                    if queue.empty():
+                        break
                     rid = queue.get_nowait()
                     # signed by the requester like every start (a start without a proof is denied)
                     proof = sc.sign("person", spec.requested_by, action="start_release", subject=rid, body=start_body(spec, str(REPO)))
@@ -232,7 +250,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             progress = asyncio.create_task(
                 wait_count(client, f"WorkflowId STARTS_WITH '{prefix}' AND SignoffPhase = 'awaiting_approval'", args.releases, start_budget, what="waiting at the gate")
             )
+            poller = asyncio.create_task(poll_at_gate())
             await asyncio.gather(*(starter() for _ in range(args.concurrency)))
+            poller.cancel()
             t_calls = time.perf_counter() - t_start
             n = len(started)
             if not progress.done():
@@ -456,6 +476,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="500 releases")
     parser.add_argument("--releases", type=int, default=None, help="default 10000 (quick 500)")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent start / approval calls")
+    parser.add_argument("--max-starting", type=int, default=400, help="releases on their way to the gate at once (default 400)")
     parser.add_argument("--max-minutes", type=float, default=None, help="overall bound (default 40, quick 8)")
     parser.add_argument("--compare", type=int, default=None, metavar="SMALL", help="first run SMALL releases the same way; report the drain-rate ratio")
     parser.add_argument("--baseline", action="store_true", help="then run the bare-workflow baseline (bench/bare.py) at the same size; report the drain-rate ratio")

@@ -103,10 +103,10 @@ def _known(name: str, doc: dict[str, Any]) -> tuple[str, str, str]:
                 f"{_round(doc.get('ratio_observed_to_baseline'))} (≤ {doc.get('target_s')} s: {'ok' if doc.get('meets_target') else 'MISS'})")
     if name == "replay":
         largest = str(max(doc.get("sizes_approvals") or [0]))
-        now, before = _get(doc, "median_ms", "now", largest) or {}, _get(doc, "median_ms", "before", largest) or {}
-        return (f"miss at {now.get('events')} events median {_round(now.get('median_ms'))} ms; instance {_num(doc, 'fit', 'now', 'instance_ms')} ms",
+        now, before = _get(doc, "median_ms", "shared", largest) or {}, _get(doc, "median_ms", "before", largest) or {}
+        return (f"miss at {now.get('events')} events median {_round(now.get('median_ms'))} ms; instance {_num(doc, 'fit', 'shared', 'instance_ms')} ms",
                 f"sandbox before: {_round(before.get('median_ms'))} ms; instance {_num(doc, 'fit', 'before', 'instance_ms')} ms",
-                f"{_round(doc.get('largest_history_ratio_now_vs_before'))}×; cache {doc.get('recommended_max_cached_workflows')}")
+                f"{_round(doc.get('largest_history_ratio_shared_vs_before'))}×; cache {doc.get('recommended_max_cached_workflows')}")
     if name.startswith("capacity"):
         n = doc.get("releases_started")
         if doc.get("compared_with"):

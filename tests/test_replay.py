@@ -22,7 +22,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workers.registry import all_workflows
-from workers.worker import workflow_runner
+from workers.worker import SANDBOX_MODES, workflow_runner
 
 with workflow.unsafe.imports_passed_through():
     from signoff.models import PolicyDecision, PolicyRequest, ReleaseStatus, StartRelease
@@ -79,8 +79,11 @@ def test_histories_exist_for_every_workflow_type() -> None:
     assert types["ReleaseWorkflow"] >= 4  # succeeded, gated, denied, failed (and more)
 
 
+@pytest.mark.parametrize("mode", SANDBOX_MODES)
 @pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(HISTORIES).with_suffix("")) for p in FILES])
-async def test_saved_history_replays_without_nondeterminism(path: Path) -> None:
+async def test_saved_history_replays_without_nondeterminism(path: Path, mode: str) -> None:
+    """Every saved history replays on what the worker runs (`shared`) and under the SDK's strict
+    sandbox, which fails the replay on any forbidden call in the workflow code it executes."""
     history = load(path)
     result = final_result(history)
     if path.stem in EXPECTED_END:
@@ -89,7 +92,7 @@ async def test_saved_history_replays_without_nondeterminism(path: Path) -> None:
         assert [f["status"] for f in result["findings"]] == EXPECTED_FINDINGS[path.stem]
     if path.stem in EXPECTED_REAPED:
         assert [r["outcome"] for r in result["reaped"]] == EXPECTED_REAPED[path.stem]
-    replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter, workflow_runner=workflow_runner())
+    replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter, workflow_runner=workflow_runner(mode))
     replay = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert replay.replay_failure is None, f"{path.name} no longer replays: {replay.replay_failure!r}"
 

@@ -7,7 +7,7 @@ import pytest
 
 from signoff.errors import ConfigError
 from tests.test_cli import one_sentence, signoff
-from workers.worker import DEFAULT_MAX_CACHED_WORKFLOWS, cache_size
+from workers.worker import DEFAULT_MAX_CACHED_WORKFLOWS, cache_size, sandbox_mode
 
 
 def test_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,7 +32,8 @@ async def test_the_worker_command_refuses_a_bad_cache_size_before_connecting() -
 
 
 async def _compiles_during_replay(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Replay a saved release history in the worker's sandbox; the workflow sources compiled."""
+    """Replay a saved release history in the strict sandbox (which re-imports the workflow modules
+    per instance); the workflow sources compiled."""
     import importlib._bootstrap_external as external
     import json
 
@@ -53,7 +54,7 @@ async def _compiles_during_replay(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(external.SourceLoader, "source_to_code", counting)
     history = WorkflowHistory.from_json("release", json.loads((HISTORIES / "release-gated-batched.json").read_text()))
-    replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter, workflow_runner=workflow_runner())
+    replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter, workflow_runner=workflow_runner("strict"))
     for _ in range(2):  # two fresh sandboxed instances, like two cache misses
         await replayer.replay_workflow(history)
     return [p for p in compiled if "/workflows/" in p]
@@ -85,3 +86,19 @@ async def test_the_worker_compiles_workflow_modules_once_so_a_cache_miss_does_no
     assert list(prefix.rglob("release.cpython-*.pyc"))
     after = await _compiles_during_replay(monkeypatch)
     assert after == [], f"sandboxed instances still compiled {after}"
+
+
+def test_sandbox_mode_default_override_and_a_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert sandbox_mode() == "shared"
+    monkeypatch.setenv("SIGNOFF_WORKFLOW_SANDBOX", "Strict")
+    assert sandbox_mode() == "strict"
+    monkeypatch.setenv("SIGNOFF_WORKFLOW_SANDBOX", "loose")
+    with pytest.raises(ConfigError) as caught:
+        sandbox_mode()
+    assert "'loose'" in one_sentence(str(caught.value))
+
+
+async def test_the_worker_command_refuses_a_bad_sandbox_mode_before_connecting() -> None:
+    run = await signoff("worker", env={"SIGNOFF_WORKFLOW_SANDBOX": "loose", "SIGNOFF_TEMPORAL_ADDRESS": "127.0.0.1:1", "SIGNOFF_WORKER_METRICS": ""})
+    assert run.code != 0
+    assert "SIGNOFF_WORKFLOW_SANDBOX must be one of shared, strict" in one_sentence(run.error_line())

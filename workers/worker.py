@@ -21,8 +21,8 @@ from workers.registry import all_activities, all_workflows
 log = logging.getLogger("signoff.worker")
 
 
-#: Modules shared with the host instead of re-imported into every workflow instance's sandbox.
-#: A release evicted from the workflow cache is rebuilt on its next task; each module not in
+#: In `strict` mode (SANDBOX_MODES below), the modules shared with the host instead of re-imported
+#: into every workflow instance's sandbox. A release evicted from the workflow cache is rebuilt on its next task; each module not in
 #: this list is executed again (and, without .pyc files, compiled again) for that instance, so
 #: it is paid on every cache miss (bench/bench_replay.py measures it). Only modules that keep no
 #: state between workflows and call nothing non-deterministic are listed:
@@ -90,11 +90,37 @@ def compile_workflow_modules(state_dir: Path | None = None) -> Path | None:
     return prefix
 
 
-def workflow_runner() -> Any:
-    """The sandbox every signoff workflow runs in, sharing `SANDBOX_PASSTHROUGH` with the host."""
+#: How workflow code runs (SIGNOFF_WORKFLOW_SANDBOX):
+#: * `shared` (the default): every workflow instance runs on the modules the worker imported once.
+#:   A release evicted from the cache is rebuilt by replaying its history, and nothing else: no
+#:   module is executed again for it. bench/bench_replay.py measures the difference: a replay at
+#:   the gate costs ~40 % of the sandboxed one and a cached waiting release a quarter of the
+#:   memory, which is what lets one worker hold 10,000 waiting releases (issue 18).
+#: * `strict`: the SDK's sandbox (with `SANDBOX_PASSTHROUGH` shared). Each instance re-imports the
+#:   workflow definitions, and a forbidden call in workflow code (`datetime.now()`, `open`,
+#:   `random`, threads...) fails the task at once. It is a development check, not a security
+#:   boundary (workflow code is ours, never the agent's): tests/test_replay.py replays every saved
+#:   history under it in CI, and `signoff dev` can run with it while workflow code changes.
+#: Determinism itself rests on the saved histories replayed in CI under both modes.
+SANDBOX_MODES = ("shared", "strict")
+
+
+def sandbox_mode() -> str:
+    """SIGNOFF_WORKFLOW_SANDBOX, or `shared`."""
+    raw = os.environ.get("SIGNOFF_WORKFLOW_SANDBOX", "").strip().lower() or "shared"
+    if raw not in SANDBOX_MODES:
+        raise ConfigError(f"SIGNOFF_WORKFLOW_SANDBOX must be one of {', '.join(SANDBOX_MODES)}, not {raw!r}; unset it for the default (shared).")
+    return raw
+
+
+def workflow_runner(mode: str | None = None) -> Any:
+    """The runner for every signoff workflow: `mode`, or SIGNOFF_WORKFLOW_SANDBOX (see SANDBOX_MODES)."""
+    from temporalio.worker import UnsandboxedWorkflowRunner
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH))
+    if (mode or sandbox_mode()) == "strict":
+        return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH))
+    return UnsandboxedWorkflowRunner()
 
 
 def build_worker(
@@ -134,6 +160,7 @@ def metrics_runtime(bind: str) -> Runtime:
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None, schedules: bool = False) -> None:
     cache = cache_size()  # a bad setting is refused before anything connects
+    sandbox_mode()
     compile_workflow_modules(settings.state_dir)
     bind = os.environ.get("SIGNOFF_WORKER_METRICS", "127.0.0.1:9464")
     from signoff.client import temporal_connection_options
