@@ -138,6 +138,10 @@ def activities_from_settings(settings: Settings) -> list:
 
 
 
+def _size_and_last(entries: list[dict[str, Any]]) -> tuple[int, dict[str, Any] | None]:
+    return len(entries), (entries[-1] if entries else None)
+
+
 async def checkpoint_loop(settings: Settings, *, seconds: float | None = None) -> None:
     """Every ``seconds`` (SIGNOFF_CHECKPOINT_SECONDS, default 60) sign a checkpoint if the log
     grew since the last one, so records of workflows still running are covered within that time
@@ -151,9 +155,10 @@ async def checkpoint_loop(settings: Settings, *, seconds: float | None = None) -
     while True:
         await asyncio.sleep(max(1.0, period))
         try:
-            entries = await asyncio.to_thread(store.entries)
-            if entries and len(entries) != last_size and settings.key_path.exists() and not sigstore_enabled():
-                await asyncio.to_thread(write_checkpoint, store, checkpoints, signer_from_settings(settings))
-                last_size = len(entries)
+            head = getattr(store, "head", None)  # the size and last entry, without reading the log
+            size, last = await asyncio.to_thread(head) if head is not None else _size_and_last(await asyncio.to_thread(store.entries))
+            if size and size != last_size and last is not None and "corrupt" not in last and settings.key_path.exists() and not sigstore_enabled():
+                await asyncio.to_thread(write_checkpoint, store, checkpoints, signer_from_settings(settings), size=size, head_hash=str(last.get("entry_hash")))
+                last_size = size
         except (OSError, ConfigError) as e:
             log.error("periodic audit checkpoint failed: %s", e)

@@ -687,3 +687,42 @@ def test_incremental_store_sees_other_writers_and_edits_of_its_tail(tmp_path: Pa
     lines[-2] = lines[-2].replace(b'"kind":"k"', b'"kind":"x"')
     log.write_bytes(b"\n".join(lines))
     assert worker.entries()[-1]["kind"] == "x"
+
+
+def test_the_incremental_store_keeps_no_entries_in_memory(tmp_path: Path) -> None:
+    """The worker's appender holds where each record is, not the records (issue 18: at 70,000
+    records the cached entries were ~300 MiB of a worker's 1 GiB). Idempotency still finds a
+    record by (workflow id, sequence), also after the file was replaced under it."""
+    import shutil
+    from datetime import datetime, timezone
+
+    from signoff.audit import Ed25519Signer, FileLogStore, RecordConflict, append_record, init_keys, load_signing_key
+    from signoff.models import DecisionInput
+
+    init_keys(tmp_path / "key")
+    signer = Ed25519Signer(load_signing_key(tmp_path / "key"))
+    log = tmp_path / "log.jsonl"
+    worker = FileLogStore(log, incremental=True)
+
+    def decision(seq: int, wf: str = "wf", outcome: str = "o") -> DecisionInput:
+        return DecisionInput(kind="k", outcome=outcome, subject_name="s", subject_digest="sha256:" + "a" * 64, workflow_id=wf, run_id="r", at=datetime(2026, 1, 1, tzinfo=timezone.utc), sequence=seq)
+
+    for i in range(50):
+        append_record(worker, decision(i, wf=f"wf-{i % 5}"), signer)
+    assert worker._cached == []  # nothing parsed is kept
+    size, last = worker.head()
+    assert size == 50 and last is not None and last["index"] == 49
+    assert worker.find("wf-3", 13)["index"] == 13
+    assert worker.find("wf-3", 14) is None  # wf-3 has sequences 3, 8, 13, ...
+    assert append_record(worker, decision(13, wf="wf-3"), signer)["index"] == 13  # a retry appends nothing
+    with pytest.raises(RecordConflict):
+        append_record(worker, decision(13, wf="wf-3", outcome="other"), signer)
+    assert [e["index"] for e in worker.entries()] == list(range(50))
+    assert worker._cached == []
+
+    # the file replaced by a copy with one record fewer at the front: the index is stale
+    lines = log.read_bytes().split(b"\n")
+    shutil.copy(log, tmp_path / "kept.jsonl")
+    log.write_bytes(b"\n".join(lines[1:]))
+    assert worker.find("wf-3", 13)["sequence"] == 13  # read again, found at its new place
+    assert worker.find("wf-0", 0) is None
