@@ -3,9 +3,9 @@
 `BareGateWorkflow` runs as many activities and local activities as a real gated release did
 before its gate (measured from that release's history, `plan_from_history`), waits for two
 approvals (Updates), then runs as many as the release ran after it. Every activity does nothing;
-the workflow keeps only the two approvers. It runs in the SDK's default sandbox on its own worker
-process with the same workflow cache as `signoff worker`, against a dev server of its own, so
-the drain rate it reaches is what Temporal, the Python SDK and this machine allow for that many
+the workflow keeps only the two approvers. It runs on its own worker process with the same
+workflow runner (SIGNOFF_WORKFLOW_SANDBOX), cache and activity slots as `signoff worker`,
+against a dev server of its own, so the drain rate it reaches is what Temporal, the Python SDK and this machine allow for that many
 workflow tasks, activities and Updates, and signoff's own cost is the gap to it.
 
 The worker: `python -c "from bench.bare import main; main()" ADDRESS TASK_QUEUE` (bench_capacity
@@ -78,10 +78,18 @@ async def serve(address: str, task_queue: str) -> None:
     from temporalio.client import Client
     from temporalio.worker import Worker
 
-    from workers.worker import DEFAULT_MAX_CACHED_WORKFLOWS
+    from workers.worker import activity_slots, cache_size, workflow_runner
 
     client = await Client.connect(address)
-    worker = Worker(client, task_queue=task_queue, workflows=[BareGateWorkflow], activities=[noop], max_cached_workflows=DEFAULT_MAX_CACHED_WORKFLOWS)
+    worker = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BareGateWorkflow],
+        activities=[noop],
+        max_cached_workflows=cache_size(),
+        max_concurrent_activities=activity_slots(),
+        workflow_runner=workflow_runner(),
+    )
     await worker.run()
 
 

@@ -203,21 +203,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for rid in ids:
                 queue.put_nowait(rid)
 
-            at_gate = 0  # releases visibility counts at the gate: a poller keeps it current
-
-            async def poll_at_gate() -> None:
-                nonlocal at_gate
-                while True:
-                    with contextlib.suppress(Exception):
-                        at_gate = await count(client, f"WorkflowId STARTS_WITH '{prefix}' AND SignoffPhase = 'awaiting_approval'")
-                    await asyncio.sleep(1.0)
+            arrivals = Arrivals(client, prefix, args.max_starting)
 
             async def starter() -> None:
                 while not queue.empty() and not start_budget.expired:
-                    # Releases arrive over a day, not in one burst: at most --max-starting are on
-                    # their way to the gate at once (the rest of the cache holds waiting ones).
-                    while len(started) - at_gate >= args.max_starting and not start_budget.expired:
-                        await asyncio.sleep(0.2)
+                    await arrivals.turn(start_budget)
                     if queue.empty():
                         break
                     rid = queue.get_nowait()
@@ -250,9 +240,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             progress = asyncio.create_task(
                 wait_count(client, f"WorkflowId STARTS_WITH '{prefix}' AND SignoffPhase = 'awaiting_approval'", args.releases, start_budget, what="waiting at the gate")
             )
-            poller = asyncio.create_task(poll_at_gate())
-            await asyncio.gather(*(starter() for _ in range(args.concurrency)))
-            poller.cancel()
+            async with arrivals:
+                await asyncio.gather(*(starter() for _ in range(args.concurrency)))
             t_calls = time.perf_counter() - t_start
             n = len(started)
             if not progress.done():
@@ -394,6 +383,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+class Arrivals:
+    """Releases arrive over a day, not in one burst: at most `limit` started workflows of `prefix`
+    are on their way to the gate at once (a visibility count, polled every second, says how many
+    arrived); the rest of the workflow cache holds the waiting ones."""
+
+    def __init__(self, client: Any, prefix: str, limit: int) -> None:
+        self.client, self.prefix, self.limit = client, prefix, limit
+        self.started = self.at_gate = 0
+        self._poller: asyncio.Task[None] | None = None
+
+    async def _poll(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self.at_gate = await count(self.client, f"WorkflowId STARTS_WITH '{self.prefix}' AND SignoffPhase = 'awaiting_approval'")
+            await asyncio.sleep(1.0)
+
+    async def __aenter__(self) -> "Arrivals":
+        self._poller = asyncio.create_task(self._poll())
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+
+    async def turn(self, deadline: Deadline | None = None) -> None:
+        """Wait until one more may start, and count it as started."""
+        while self.started - self.at_gate >= self.limit and not (deadline and deadline.expired):
+            await asyncio.sleep(0.2)
+        self.started += 1
+
+
 async def in_parallel(concurrency: int, jobs: list[Any], one: Any) -> None:
     """`one(job)` for every job, `concurrency` at a time."""
     pending = iter(jobs)
@@ -427,7 +447,13 @@ async def run_bare(args: argparse.Namespace, plan: dict[str, int]) -> dict[str, 
             ids = [f"{prefix}-{i:05d}" for i in range(args.releases)]
             print(f"  bare baseline: starting {len(ids)} workflows…", flush=True)
             t = time.perf_counter()
-            await in_parallel(args.concurrency, ids, lambda rid: client.start_workflow(NAME, plan, id=rid, task_queue=task_queue))
+            async with Arrivals(client, prefix, args.max_starting) as arrivals:
+
+                async def start_one(rid: str) -> None:
+                    await arrivals.turn()
+                    await client.start_workflow(NAME, plan, id=rid, task_queue=task_queue)
+
+                await in_parallel(args.concurrency, ids, start_one)
             waiting, _ = await wait_count(client, f"WorkflowId STARTS_WITH '{prefix}' AND SignoffPhase = 'awaiting_approval'", len(ids), deadline, what="bare at the gate")
             result.update({"releases_started": len(ids), "releases_waiting": waiting, "start_to_all_waiting_seconds": round(time.perf_counter() - t, 2),
                            "worker_rss_all_waiting_mib": proc_memory(proc.pid).get("VmRSS")})

@@ -102,3 +102,14 @@ async def test_the_worker_command_refuses_a_bad_sandbox_mode_before_connecting()
     run = await signoff("worker", env={"SIGNOFF_WORKFLOW_SANDBOX": "loose", "SIGNOFF_TEMPORAL_ADDRESS": "127.0.0.1:1", "SIGNOFF_WORKER_METRICS": ""})
     assert run.code != 0
     assert "SIGNOFF_WORKFLOW_SANDBOX must be one of shared, strict" in one_sentence(run.error_line())
+
+
+@pytest.mark.parametrize("value", ["many", "0", "-1"])
+def test_a_bad_activity_slot_count_is_one_sentence(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.worker import DEFAULT_MAX_CONCURRENT_ACTIVITIES, activity_slots
+
+    assert activity_slots() == DEFAULT_MAX_CONCURRENT_ACTIVITIES
+    monkeypatch.setenv("SIGNOFF_MAX_CONCURRENT_ACTIVITIES", value)
+    with pytest.raises(ConfigError) as caught:
+        activity_slots()
+    assert repr(value) in one_sentence(str(caught.value))

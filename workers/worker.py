@@ -143,6 +143,22 @@ def build_worker(
     )
 
 
+#: Activities one worker runs at once (SIGNOFF_MAX_CONCURRENT_ACTIVITIES). Workflow tasks and
+#: activities share one interpreter: with every release's post-gate activities in flight at once
+#: an approval's workflow task waited seconds for its turn (bench/bench_capacity.py). Fewer
+#: activities at once leaves the turn to the approvals; the rest wait in Temporal's queue.
+DEFAULT_MAX_CONCURRENT_ACTIVITIES = 100
+
+
+def activity_slots() -> int:
+    raw = os.environ.get("SIGNOFF_MAX_CONCURRENT_ACTIVITIES", "").strip()
+    if not raw:
+        return DEFAULT_MAX_CONCURRENT_ACTIVITIES
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"SIGNOFF_MAX_CONCURRENT_ACTIVITIES must be a whole number (1 or more), not {raw!r}; unset it for the default {DEFAULT_MAX_CONCURRENT_ACTIVITIES}.")
+    return int(raw)
+
+
 def cache_size() -> int:
     """SIGNOFF_MAX_CACHED_WORKFLOWS, or the measured default."""
     raw = os.environ.get("SIGNOFF_MAX_CACHED_WORKFLOWS", "").strip()
@@ -161,6 +177,7 @@ def metrics_runtime(bind: str) -> Runtime:
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None, schedules: bool = False) -> None:
     cache = cache_size()  # a bad setting is refused before anything connects
     sandbox_mode()
+    slots = activity_slots()
     compile_workflow_modules(settings.state_dir)
     bind = os.environ.get("SIGNOFF_WORKER_METRICS", "127.0.0.1:9464")
     from signoff.client import temporal_connection_options
@@ -179,7 +196,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None, s
         from workers.schedules import ensure_schedules
 
         log.info("schedules %s are set", ", ".join(await ensure_schedules(client, settings)))
-    worker = build_worker(client, settings, max_cached_workflows=cache)
+    worker = build_worker(client, settings, max_cached_workflows=cache, max_concurrent_activities=slots)
     log.info("worker on task queue %s (metrics on %s)", settings.task_queue, bind)
     from activities.audit import checkpoint_loop
 
