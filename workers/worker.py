@@ -64,8 +64,9 @@ DEFAULT_MAX_CACHED_WORKFLOWS = 1000
 def compile_workflow_modules(state_dir: Path | None = None) -> Path | None:
     """Write the bytecode of the sandboxed workflow modules before the first workflow runs.
 
-    Every new sandboxed instance (a release started, or one evicted from the cache and replayed)
-    imports its workflow module (`workflows.release`, 1,300 lines) afresh. With no `.pyc` beside
+    In the strict sandbox (SIGNOFF_WORKFLOW_SANDBOX=strict) every new instance (a release
+    started, or one evicted from the cache and replayed) imports its workflow module
+    (`workflows.release`, 1,300 lines) afresh. With no `.pyc` beside
     the source — `PYTHONDONTWRITEBYTECODE=1`, a read-only install, a fresh checkout — each of those
     imports compiles the source again: a fifth of the worker's time while 500 releases started,
     and ~40 % of a replay (bench/bench_replay.py). Compiling once here makes every later import a
