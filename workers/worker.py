@@ -151,23 +151,24 @@ def build_worker(
 DEFAULT_MAX_CONCURRENT_ACTIVITIES = 100
 
 
-def activity_slots() -> int:
-    raw = os.environ.get("SIGNOFF_MAX_CONCURRENT_ACTIVITIES", "").strip()
+def _whole_number(name: str, default: int, unit: str = "") -> int:
+    """The positive whole number in environment variable `name`, or `default` when unset."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_MAX_CONCURRENT_ACTIVITIES
+        return default
     if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"SIGNOFF_MAX_CONCURRENT_ACTIVITIES must be a whole number (1 or more), not {raw!r}; unset it for the default {DEFAULT_MAX_CONCURRENT_ACTIVITIES}.")
+        raise ConfigError(f"{name} must be a whole number{unit} (1 or more), not {raw!r}; unset it for the default {default}.")
     return int(raw)
+
+
+def activity_slots() -> int:
+    """SIGNOFF_MAX_CONCURRENT_ACTIVITIES, or the default."""
+    return _whole_number("SIGNOFF_MAX_CONCURRENT_ACTIVITIES", DEFAULT_MAX_CONCURRENT_ACTIVITIES)
 
 
 def cache_size() -> int:
     """SIGNOFF_MAX_CACHED_WORKFLOWS, or the measured default."""
-    raw = os.environ.get("SIGNOFF_MAX_CACHED_WORKFLOWS", "").strip()
-    if not raw:
-        return DEFAULT_MAX_CACHED_WORKFLOWS
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"SIGNOFF_MAX_CACHED_WORKFLOWS must be a whole number of workflows (1 or more), not {raw!r}; unset it for the default {DEFAULT_MAX_CACHED_WORKFLOWS}.")
-    return int(raw)
+    return _whole_number("SIGNOFF_MAX_CACHED_WORKFLOWS", DEFAULT_MAX_CACHED_WORKFLOWS, " of workflows")
 
 
 def metrics_runtime(bind: str) -> Runtime:
