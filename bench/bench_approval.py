@@ -100,8 +100,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for _ in range(n_rel)
             ]
 
+            # The plan hash each approver reviewed, as the Slack button, the Jira label and
+            # `signoff approve --plan` carry it. (Without it the client first asks the release for
+            # its current plan: one status query more.)
+            plans = {rid: (await sc.status(rid)).plan_sha256 for rid in release_ids}
+
             async def ours(rid: str, who: str) -> float:
-                attempt = ApprovalAttempt(release_id=rid, identity=who, channel="cli", digest=DIGEST_A, reason="bench")
+                attempt = ApprovalAttempt(release_id=rid, identity=who, channel="cli", digest=DIGEST_A, plan=plans[rid], reason="bench")
                 start = time.perf_counter()
                 result = await sc.submit_approval(attempt)
                 elapsed = time.perf_counter() - start

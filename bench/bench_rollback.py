@@ -159,12 +159,37 @@ class ActivityTimes:
 
 
 async def activity_times(handle: Any) -> list[ActivityTimes]:
-    """Every activity in the workflow's history, in scheduling order."""
+    """Every activity of the release, in scheduling order: those in its own history, and the
+    `run_analysis` measurements its canary's AnalysisWorkflow children took (each child's runs,
+    followed back through continue-as-new)."""
+    from temporalio.api.enums.v1 import EventType
+
+    history = await handle.fetch_history()
+    acts = _activities(history.events)
+    children = [
+        e.start_child_workflow_execution_initiated_event_attributes.workflow_id
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+    ]
+    client = handle._client
+    for child in children:
+        run_id: str | None = None
+        while True:
+            child_history = await client.get_workflow_handle(child, run_id=run_id).fetch_history()
+            acts.extend(_activities(child_history.events))
+            started = child_history.events[0].workflow_execution_started_event_attributes
+            run_id = started.continued_execution_run_id or None
+            if run_id is None:
+                break
+    return sorted(acts, key=lambda a: a.scheduled)
+
+
+def _activities(events: Any) -> list[ActivityTimes]:
+    """The activities of one history, with their server times."""
     from temporalio.api.enums.v1 import EventType
 
     by_id: dict[int, ActivityTimes] = {}
-    history = await handle.fetch_history()
-    for event in history.events:
+    for event in events:
         at = event.event_time.ToMicroseconds() / 1e6
         kind = event.event_type
         if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -265,7 +290,9 @@ async def one_run(index: int, sc: Any, prom_url: str, bad: str, good: str, args:
     rollback = rollbacks[0]
     assert serving is not None and rollback.started is not None
     analyses = [a for a in acts if a.name == "run_analysis" and a.completed is not None and a.completed <= rollback.scheduled]
-    deciding = analyses[-1]  # the measurement whose verdict ended the canary
+    if not analyses:
+        return {"release_id": rid, "valid": False, "problems": ["no completed run_analysis before the rollback, in the release or its analysis children"]}
+    deciding = max(analyses, key=lambda a: a.completed or 0.0)  # the measurement whose verdict ended the canary
     measurements = status.canary.analyses if status.canary else []
     failed = [m for m in measurements if m.verdict == "failed"]
     scrapes = await asyncio.to_thread(canary_scrapes, prom_url, bad, since=since, at=rollback.started + 2)

@@ -97,6 +97,7 @@ async def main(n: int) -> dict[str, Any]:
     from signoff.client import SignoffClient
     from signoff.config import Settings
     from signoff.models import ApprovalAttempt
+    from signoff.slack_blocks import button_value
     from tests.helpers import gated_spec, running_worker, start_dev_server, wait_phase
     from tests.test_slack_app import click_body, serve
 
@@ -130,7 +131,8 @@ async def main(n: int) -> dict[str, Any]:
                 for i, rid in enumerate(releases):
                     status = await signoff.status(rid)
                     before = len(stub.calls("chat.postEphemeral"))
-                    body = click_body(rid, "U0ALICE", digest=status.artifact_digest or "", message_ts=status.gates[0].slack_ts or "1.1", channel="C0BENCH")
+                    value = button_value(rid, "production", status.artifact_digest, plan=status.plan_sha256)  # what the real button carries
+                    body = click_body(rid, "U0ALICE", value=value, message_ts=status.gates[0].slack_ts or "1.1", channel="C0BENCH")
                     headers = signed_headers(secret, body)
                     t0 = time.monotonic()
                     resp = await http.post(url, content=body, headers=headers)
@@ -145,9 +147,17 @@ async def main(n: int) -> dict[str, Any]:
                     bare.append(time.monotonic() - t0)
 
                     # the same first approval on a twin release, without Slack: the gateway's share
+                    twin_plan = (await signoff.status(twins[i])).plan_sha256
                     t0 = time.monotonic()
                     result = await signoff.submit_approval(
-                        ApprovalAttempt(release_id=twins[i], gate="production", identity="alice@example.com", channel="cli", digest=status.artifact_digest)
+                        ApprovalAttempt(
+                            release_id=twins[i],
+                            gate="production",
+                            identity="alice@example.com",
+                            channel="cli",
+                            digest=status.artifact_digest,
+                            plan=twin_plan,
+                        )
                     )
                     direct.append(time.monotonic() - t0)
                     assert result.accepted, result.reason
