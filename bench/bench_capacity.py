@@ -175,14 +175,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             warm = f"bench-cap-warm-{uuid.uuid4().hex[:6]}"
             await sc.start_release(spec, release_id=warm)
             idle_lat: list[float] = []
+            plan: str | None = None
             for who in ("alice@example.com", "bob@example.com"):
                 for _ in range(100):
                     s = await sc.status(warm)
                     if s.phase.value == "awaiting_approval":
                         break
                     await asyncio.sleep(0.1)
+                # Approvers approve the plan they reviewed: the gate notice (Slack button, Jira
+                # label, status) shows its hash and the approval carries it. Every release here has
+                # the same spec and artifact, so the same plan; one that differed would be refused,
+                # listed in approvals_refused, and never drain. (Without a plan the client first asks the
+                # release for its current one: a status query more per approval.)
+                plan = s.plan_sha256
                 t = time.perf_counter()
-                r = await sc.submit_approval(ApprovalAttempt(release_id=warm, identity=who, channel="cli", digest=DIGEST_A))
+                r = await sc.submit_approval(ApprovalAttempt(release_id=warm, identity=who, channel="cli", digest=DIGEST_A, plan=plan))
                 idle_lat.append(time.perf_counter() - t)
                 assert r.accepted, r.reason
             await asyncio.wait_for(sc.handle(warm).result(), timeout=60)
@@ -288,7 +295,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 nonlocal accepted
                 while not work.empty() and not approve_deadline.expired:
                     rid, who = work.get_nowait()
-                    attempt = ApprovalAttempt(release_id=rid, identity=who, channel="cli", digest=DIGEST_A)
+                    attempt = ApprovalAttempt(release_id=rid, identity=who, channel="cli", digest=DIGEST_A, plan=plan)
                     for tries in range(6):  # a person told "try again" clicks again; same Update id
                         t = time.perf_counter()
                         if approve_deadline.expired:
