@@ -55,7 +55,6 @@ from signoff.models import ApprovalAttempt, DecisionInput
 from signoff.trust.dsse import canonical_json
 from tests.helpers import DIGEST_A, gated_spec, running_worker, wait_phase
 
-pytestmark = pytest.mark.asyncio
 
 CLI = [sys.executable, "-c", "from signoff.cli import main; main()"]
 

@@ -23,7 +23,6 @@ from signoff.trust.proofs import new_request, sign_request
 from signoff.trust.keys import load_private_key
 from tests.helpers import DIGEST_A, gated_spec, running_worker, wait_phase
 
-pytestmark = pytest.mark.asyncio
 
 ALICE, CAROL = "alice@example.com", "carol@example.com"
 
