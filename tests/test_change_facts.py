@@ -16,9 +16,6 @@ from activities.git import ChangeError, derive_change
 from signoff.models import ApprovalAttempt
 from tests.helpers import gated_spec, release_spec, running_worker, wait_for, wait_phase
 
-pytestmark = pytest.mark.asyncio
-
-
 def git(repo: Path, *args: str, author: str = "dana@example.com") -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": author, "GIT_COMMITTER_NAME": "c", "GIT_COMMITTER_EMAIL": "ci@example.com"}
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout.strip()

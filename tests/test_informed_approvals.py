@@ -22,9 +22,6 @@ from tests.helpers import DIGEST_A, gated_spec, running_worker, wait_phase, work
 from tests.test_change_facts import built, repo_with
 from tests.test_trust_boundary import ALICE, BOB, DANA, RogueRelease, approve_proof, signed
 
-pytestmark = pytest.mark.asyncio
-
-
 def block_text(blocks: list[dict]) -> str:
     return json.dumps(blocks, ensure_ascii=False)
 

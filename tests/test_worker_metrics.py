@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 import urllib.request
 import uuid
 
@@ -17,6 +19,18 @@ from tests.helpers import DIGEST_A, gated_spec, running_worker, wait_phase
 from workers.worker import metrics_runtime
 
 pytestmark = pytest.mark.asyncio
+
+
+async def scrape_until(url: str, needle: str, *, within: float = 15.0) -> str:
+    """The SDK core counts a completed workflow once the server has acknowledged the final
+    workflow task, which can be a moment after the client sees the result: scrape until the
+    counter is there, and return the last scrape either way."""
+    deadline = time.monotonic() + within
+    while True:
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        if needle in text or time.monotonic() > deadline:
+            return text
+        await asyncio.sleep(0.2)
 
 
 def free_port() -> int:
@@ -36,8 +50,8 @@ async def test_worker_exports_sdk_and_signoff_metrics(dev_env: WorkflowEnvironme
         await sc.submit_approval(ApprovalAttempt(release_id=rid, identity="dana@example.com", channel="cli", digest=DIGEST_A))
         await sc.submit_approval(ApprovalAttempt(release_id=rid, identity="alice@example.com", channel="cli", digest=DIGEST_A))
         await sc.handle(rid).result()
-        text = urllib.request.urlopen(f"http://{bind}/metrics", timeout=5).read().decode()
-    assert "temporal_workflow_completed" in text or "workflow_completed" in text  # the SDK's own
+        text = await scrape_until(f"http://{bind}/metrics", "workflow_completed")
+    assert "workflow_completed" in text  # the SDK's own counter
     finished = [line for line in text.splitlines() if line.startswith("signoff_releases_finished") and 'phase="succeeded"' in line]
     assert finished and float(finished[0].rsplit(" ", 1)[1]) >= 1
     attempts = [line for line in text.splitlines() if line.startswith("signoff_approval_attempts")]
