@@ -158,20 +158,19 @@ class ActivityTimes:
     completed: float | None = None
 
 
-async def activity_times(handle: Any) -> list[ActivityTimes]:
+async def activity_times(client: Any, workflow_id: str) -> list[ActivityTimes]:
     """Every activity of the release, in scheduling order: those in its own history, and the
     `run_analysis` measurements its canary's AnalysisWorkflow children took (each child's runs,
     followed back through continue-as-new)."""
     from temporalio.api.enums.v1 import EventType
 
-    history = await handle.fetch_history()
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
     acts = _activities(history.events)
     children = [
         e.start_child_workflow_execution_initiated_event_attributes.workflow_id
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
     ]
-    client = handle._client
     for child in children:
         run_id: str | None = None
         while True:
@@ -273,7 +272,7 @@ async def one_run(index: int, sc: Any, prom_url: str, bad: str, good: str, args:
     if not status.phase.is_final:
         raise SystemExit(f"benchmark stopped: release {rid} was still {status.phase.value} after {RUN_TIMEOUT_S:.0f} s")
 
-    acts = await activity_times(sc.handle(rid))
+    acts = await activity_times(sc.client, rid)
     deploys = [a for a in acts if a.name == "deploy"]
     rollbacks = [a for a in acts if a.name == "rollback"]
     problems: list[str] = []
