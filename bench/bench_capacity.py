@@ -15,7 +15,7 @@ deploy via `true`, the signed audit log; Slack and Jira are off as in a fresh in
 Baseline, same run: the worker's RSS when idle (connected, nothing started), and the
 approval round trip of the first releases before load.
 
-    python bench/bench_capacity.py [--quick] [--releases N] [--compare SMALL] [--baseline] [--concurrency C] [--max-minutes M]
+    python bench/bench_capacity.py [--quick] [--releases N] [--compare SMALL] [--baseline] [--concurrency C] [--max-minutes M] [--server-history-cache ENTRIES]
 
 `--compare SMALL` also runs the whole benchmark at SMALL releases (its own server and worker,
 same invocation, after the run at N), and reports the drain-rate ratio N / SMALL (issue 18: ≥ 0.8, so
@@ -29,6 +29,10 @@ labelled as such in the output and the JSON. Writes bench/results/capacity.json.
 activities before and after the same two-approval gate as the warm-up release's history, and
 nothing else, on their own server and worker (same cache size): signoff's drain rate over that
 one is the second ratio of issue 18 (≥ 0.67).
+
+`--server-history-cache ENTRIES` sizes the Temporal server's history caches (mutable state and
+events, 512 entries by default) on every server of the run: with more open workflows than that, each
+Update to a release the server no longer holds is read back from its database first.
 """
 
 from __future__ import annotations
@@ -57,6 +61,17 @@ RSS_TARGET_MIB = 1024
 DRAIN_RATIO_TARGET = 0.8
 APPROVAL_P99_TARGET_MS = 2000.0
 BARE_RATIO_TARGET = 0.67
+
+
+def server_args(args: argparse.Namespace) -> list[str]:
+    """The dev server's history caches sized for the workflows in flight (`--server-history-cache`),
+    or Temporal's defaults (512 entries per shard; the dev server has one shard). They are the
+    Temporal server's own settings (`history.cacheMaxSize`, `history.eventsCacheMaxSize`), which a
+    deployment sizes for its open workflows; every server of one invocation gets the same ones."""
+    n = args.server_history_cache
+    if not n:
+        return []
+    return ["--dynamic-config-value", f"history.cacheMaxSize={n}", "--dynamic-config-value", f"history.eventsCacheMaxSize={n}"]
 
 
 def worker_command() -> list[str]:
@@ -138,10 +153,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "requested_releases": args.releases,
         "concurrency": args.concurrency,
         "max_starting": args.max_starting,
+        "server_history_cache": args.server_history_cache,
     }
     samples: list[dict[str, float]] = []
 
-    async with dev_server() as env:
+    async with dev_server(extra_args=server_args(args)) as env:
         client = env.client
         address = client.service_client.config.target_host
         worker_env = {
@@ -440,7 +456,7 @@ async def run_bare(args: argparse.Namespace, plan: dict[str, int]) -> dict[str, 
 
     deadline = Deadline(args.max_minutes * 60)
     result: dict[str, Any] = {"benchmark": "bare-workflow baseline: same activities and gate, no signoff", "activity_plan": plan}
-    async with dev_server() as env:
+    async with dev_server(extra_args=server_args(args)) as env:
         client = env.client
         task_queue = f"bench-bare-{uuid.uuid4().hex[:8]}"
         proc = subprocess.Popen(
@@ -513,6 +529,10 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=None, help="overall bound (default 40, quick 8)")
     parser.add_argument("--compare", type=int, default=None, metavar="SMALL", help="first run SMALL releases the same way; report the drain-rate ratio")
     parser.add_argument("--baseline", action="store_true", help="then run the bare-workflow baseline (bench/bare.py) at the same size; report the drain-rate ratio")
+    parser.add_argument(
+        "--server-history-cache", type=int, default=None, metavar="ENTRIES",
+        help="size the dev server's history and events caches (Temporal settings) to ENTRIES; default: Temporal's 512",
+    )
     parser.add_argument("--out", default=None, help="results file (default bench/results/capacity.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (worker log, audit log)")
     args = parser.parse_args()
@@ -532,7 +552,8 @@ def main() -> None:
         result["target_bare_ratio"] = BARE_RATIO_TARGET
         result["meets_bare_ratio_target"] = ratio_bare is not None and ratio_bare >= BARE_RATIO_TARGET
     n = result.get("releases_started", 0)
-    print(f"capacity: {n} releases waiting at a gate on one worker" + (" (TRUNCATED by the time budget)" if result.get("truncated_by_time_budget") else ""))
+    print(f"capacity: {n} releases waiting at a gate on one worker" + (" (TRUNCATED by the time budget)" if result.get("truncated_by_time_budget") else "")
+          + (f"; server history caches {args.server_history_cache:,} entries" if args.server_history_cache else "; server history caches at Temporal's default"))
     print(f"  worker RSS idle {result.get('worker_rss_idle_mib')} MiB → all waiting {result.get('worker_rss_all_waiting_mib')} MiB "
           f"(target ≤ {RSS_TARGET_MIB} MiB: {'meets' if result['meets_rss_target'] else 'MISSES'}); peak {result.get('worker_peak_rss_mib')} MiB")
     print(f"  time to start all and see them waiting: {result.get('start_to_all_waiting_seconds')} s ({result.get('start_rate_per_second')} releases/s)")
