@@ -22,7 +22,7 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from signoff.converter import data_converter
 
 from signoff.audit import OUTCOME_KINDS, append_record, signer_from_settings, statement_of, store_from_settings
 from signoff.config import Settings
@@ -119,7 +119,7 @@ class ReaperActivities:
     async def start_input(client: Client, workflow_id: str, run_id: str) -> StartRelease:
         history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
         started = history.events[0].workflow_execution_started_event_attributes
-        [args] = pydantic_data_converter.payload_converter.from_payloads(list(started.input.payloads), [StartRelease])
+        [args] = data_converter.payload_converter.from_payloads(list(started.input.payloads), [StartRelease])
         return args
 
     @staticmethod

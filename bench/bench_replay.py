@@ -15,8 +15,10 @@ from figures instead of guessed.
      baseline, and
    * the strict sandbox (`SIGNOFF_WORKFLOW_SANDBOX=strict`: the SDK sandbox with this round's
      passthrough list, re-importing the workflow definitions per instance), and
-   * `shared`, what the worker runs by default (no module executed again per instance). Medians per size, and a least-squares fit
-   `ms = instance + per_event × events` per runner.
+   * `shared`, what the worker runs by default (no module executed again per instance), and
+   * `sdk_converter`: `shared` on the SDK's pydantic converter instead of signoff's
+     (signoff/converter.py, one type adapter per type for the process), its same-run baseline.
+   Medians per size, and a least-squares fit `ms = instance + per_event × events` per runner.
 3. Memory per cached release: the worker holds `--cached` more waiting releases (cache large
    enough for all), RSS before and after, per release.
 4. The cache size: as many releases as fit in `--cache-budget-mib` (default 512 MiB, half the
@@ -60,10 +62,22 @@ def runner_before() -> Any:
     return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("cryptography", "jwt", "yaml"))
 
 
-def runners() -> dict[str, Any]:
+def runners() -> dict[str, tuple[Any, Any]]:
+    """name → (workflow runner, data converter). `sdk_converter` is the default runner on the
+    SDK's own pydantic converter (a type adapter built per payload), the same-run baseline of
+    signoff's converter (signoff/converter.py); `before` is issue 18's starting point, so it has
+    the SDK converter too."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from signoff.converter import data_converter
     from workers.worker import workflow_runner
 
-    return {"before": runner_before(), "strict": workflow_runner("strict"), "shared": workflow_runner("shared")}
+    return {
+        "before": (runner_before(), pydantic_data_converter),
+        "strict": (workflow_runner("strict"), data_converter),
+        "shared": (workflow_runner("shared"), data_converter),
+        "sdk_converter": (workflow_runner("shared"), pydantic_data_converter),
+    }
 
 
 async def wait_at_gate(sc: Any, release_id: str, deadline: Deadline) -> None:
@@ -91,15 +105,14 @@ async def grown_history(sc: Any, approvers: list[str], n: int, deadline: Deadlin
     return await sc.handle(rid).fetch_history()
 
 
-async def replay_times(runner: Any, history: Any, rounds: int) -> list[float]:
+async def replay_times(runner: Any, converter: Any, history: Any, rounds: int) -> list[float]:
     """Seconds per replay of `history`, streamed `rounds + 1` times through one Replayer (the
     first is warm-up: the replayer's own start, not a cache miss)."""
-    from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import Replayer
 
     from workers.registry import all_workflows
 
-    replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter, workflow_runner=runner)
+    replayer = Replayer(workflows=all_workflows(), data_converter=converter, workflow_runner=runner)
 
     async def copies() -> AsyncIterator[Any]:
         for _ in range(rounds + 1):
@@ -173,8 +186,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     samples: dict[str, dict[int, list[float]]] = {name: {n: [] for n in args.sizes} for name in runners()}
     for _ in range(args.passes):  # alternate runners so drift in machine load hits all of them
         for n, history in histories.items():
-            for name, runner in runners().items():
-                samples[name][n].extend(await replay_times(runner, history, args.rounds))
+            for name, (runner, converter) in runners().items():
+                samples[name][n].extend(await replay_times(runner, converter, history, args.rounds))
     tmp.cleanup()
 
     events = {n: len(h.events) for n, h in histories.items()}
@@ -183,7 +196,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, by_size in samples.items()
     }
     fits = {name: fit([(events[n], statistics.median(s) * 1000) for n, s in by_size.items()]) for name, by_size in samples.items()}
-    largest = str(max(args.sizes))
+    largest, smallest = str(max(args.sizes)), str(min(args.sizes))
     kib = memory["kib_per_release"]
     cache = pick_cache_size(kib, args.cache_budget_mib)
     return {
@@ -197,6 +210,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "largest_history_ratio_shared_vs_before": ratio(per_size["shared"][largest]["median_ms"], per_size["before"][largest]["median_ms"]),
         "instance_ratio_shared_vs_before": ratio(fits["shared"]["instance_ms"], fits["before"]["instance_ms"]),
         "largest_history_ratio_shared_vs_strict": ratio(per_size["shared"][largest]["median_ms"], per_size["strict"][largest]["median_ms"]),
+        "at_gate_ratio_converter_vs_sdk": ratio(per_size["shared"][smallest]["median_ms"], per_size["sdk_converter"][smallest]["median_ms"]),
+        "largest_history_ratio_converter_vs_sdk": ratio(per_size["shared"][largest]["median_ms"], per_size["sdk_converter"][largest]["median_ms"]),
         "memory_per_cached_release": memory,
         "cache_budget_mib": args.cache_budget_mib,
         "recommended_max_cached_workflows": cache,
@@ -229,12 +244,14 @@ def main() -> None:
     print(f"replay per cache miss ({result['replays_per_size_per_runner']} replays per size and runner, {result['label']}):")
     for n in args.sizes:
         row = {name: result["median_ms"][name][str(n)]["median_ms"] for name in result["median_ms"]}
-        print(f"  {n:>4} approvals ({result['events'][str(n)]:>5} events): before {row['before']:8.2f} ms   strict {row['strict']:8.2f} ms   shared {row['shared']:8.2f} ms")
+        print(f"  {n:>4} approvals ({result['events'][str(n)]:>5} events): before {row['before']:8.2f} ms   strict {row['strict']:8.2f} ms   "
+              f"shared {row['shared']:8.2f} ms   shared on the SDK's converter {row['sdk_converter']:8.2f} ms")
     for name, f in result["fit"].items():
         print(f"  fit {name:<11} instance {f['instance_ms']:7.2f} ms + {f['per_event_ms']:.4f} ms per event")
     mem = result["memory_per_cached_release"]
     print(f"  memory per cached waiting release: {mem['kib_per_release']} KiB ({mem['releases']} releases)")
     print(f"  shared/before: largest history {result['largest_history_ratio_shared_vs_before']}, instance {result['instance_ratio_shared_vs_before']}; shared/strict {result['largest_history_ratio_shared_vs_strict']}")
+    print(f"  signoff's converter / the SDK's (shared runner): at the gate {result['at_gate_ratio_converter_vs_sdk']}, largest history {result['largest_history_ratio_converter_vs_sdk']}")
     print(f"  recommended max_cached_workflows ({result['cache_budget_mib']} MiB budget): {result['recommended_max_cached_workflows']}")
     write_result("replay", result, args.out)
 

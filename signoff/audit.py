@@ -1684,7 +1684,7 @@ async def cross_check(client: "Client", workflow_id: str, store: LogStore) -> li
     Activities still running or failed are not expected to have a record yet.
     """
     from temporalio.api.enums.v1 import EventType
-    from temporalio.contrib.pydantic import pydantic_data_converter
+    from signoff.converter import data_converter
     from temporalio.service import RPCError, RPCStatusCode
 
     # a `release_reaped` record is written by the reaper about a release Temporal had already
@@ -1708,7 +1708,7 @@ async def cross_check(client: "Client", workflow_id: str, store: LogStore) -> li
         if isinstance(run_id, str) and run_id not in run_ids:
             run_ids.append(run_id)
 
-    converter = pydantic_data_converter.payload_converter
+    converter = data_converter.payload_converter
     # (decision, activity result or None while it has not completed), in history order
     scheduled: list[tuple[DecisionInput, dict[str, Any] | None]] = []
     unavailable_runs: set[str] = set()

@@ -20,7 +20,7 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
+from signoff.converter import data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
 from signoff.config import Settings
@@ -105,7 +105,7 @@ async def connect_temporal(settings: Settings, **extra: Any) -> Client:
             Client.connect(
                 settings.temporal_address,
                 namespace=settings.namespace,
-                data_converter=pydantic_data_converter,
+                data_converter=data_converter,
                 **options,
                 **extra,
             ),

@@ -63,14 +63,14 @@ def temporal_binary(name: str = "temporal") -> str:
 async def start_dev_server(*, extra_args: list[str] | None = None, attempts: int = 2) -> WorkflowEnvironment:
     """The real Temporal dev server (in-memory), our search attributes registered, started with
     one retry (see `start_retrying`). Tests, benchmarks and make_histories all start it here."""
-    from temporalio.contrib.pydantic import pydantic_data_converter
+    from signoff.converter import data_converter
 
     from signoff.search_attributes import SEARCH_ATTRIBUTES
 
     async def start() -> WorkflowEnvironment:
         return await WorkflowEnvironment.start_local(
             dev_server_existing_path=temporal_binary("temporal"),
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter,
             search_attributes=SEARCH_ATTRIBUTES,
             dev_server_extra_args=[*DEV_SERVER_ARGS, *(extra_args or [])],
         )
@@ -80,11 +80,11 @@ async def start_dev_server(*, extra_args: list[str] | None = None, attempts: int
 
 async def start_skip_server() -> WorkflowEnvironment:
     """The time-skipping test server, with the same one retry as the dev server."""
-    from temporalio.contrib.pydantic import pydantic_data_converter
+    from signoff.converter import data_converter
 
     async def start() -> WorkflowEnvironment:
         return await WorkflowEnvironment.start_time_skipping(
-            test_server_existing_path=temporal_binary("temporal-test-server"), data_converter=pydantic_data_converter
+            test_server_existing_path=temporal_binary("temporal-test-server"), data_converter=data_converter
         )
 
     return await start_retrying(start, "the Temporal time-skipping server")

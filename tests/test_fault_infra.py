@@ -23,7 +23,7 @@ from typing import Iterator
 import pytest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from signoff.converter import data_converter
 
 from signoff.config import Settings
 from signoff.models import ApprovalAttempt, ReleaseFile
@@ -82,7 +82,7 @@ class DevServer:
         while True:
             assert self.proc.poll() is None, f"the dev server exited: {self.log.read_text()[-2000:]}"
             try:
-                probe = await Client.connect(self.address, data_converter=pydantic_data_converter)
+                probe = await Client.connect(self.address, data_converter=data_converter)
                 await probe.workflow_service.get_system_info(GetSystemInfoRequest())
                 return
             except Exception:  # noqa: BLE001 - not up yet
@@ -107,7 +107,7 @@ async def test_temporal_restarted_on_its_sqlite_file_loses_no_approval(tmp_path:
     server = DevServer(tmp_path)
     try:
         await server.start()
-        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        client = await Client.connect(server.address, data_converter=data_converter)
         ids = [f"rel-restart-{uuid.uuid4().hex[:8]}-{i}" for i in range(3)]
         async with running_worker(client, task_queue) as sc:
             for r in ids:

@@ -134,6 +134,30 @@ def test_canary_without_the_new_settings_hashes_as_before() -> None:
     assert body_digest(dumped) == body_digest(with_canary.model_validate(dumped).model_dump(mode="json"))
 
 
+def test_the_remembered_spec_digest_is_never_another_specs() -> None:
+    """spec_sha256 remembers digests by the spec's JSON (a rebuilt release does not recompute
+    it): every change of the spec, however small, still gets its own digest, the same one the
+    uncached computation gives, and asking again after other specs returns the first one."""
+    from signoff.models import ReleaseFile
+    from signoff.trust.evidence import spec_sha256
+    from signoff.trust.proofs import body_digest
+
+    def uncached(spec: ReleaseFile) -> str:
+        return body_digest(ReleaseFile.model_validate(spec.model_dump(mode="json")).model_dump(mode="json"))
+
+    base = gated_spec()
+    first = spec_sha256(base)
+    variants = [
+        base.model_copy(update={"service": base.service + "-2"}),
+        base.model_copy(update={"environment": "production" if base.environment != "production" else "staging"}),
+        base.model_validate({**base.model_dump(mode="json"), "gates": [{**base.gates[0].model_dump(mode="json"), "required": 3}]}),
+    ]
+    digests = [spec_sha256(v) for v in variants]
+    assert digests == [uncached(v) for v in variants]
+    assert len({first, *digests}) == 4
+    assert spec_sha256(base) == first == uncached(base)
+
+
 def test_jira_ticket_shows_the_plan_and_its_labels_carry_the_plan_hash() -> None:
     """The Jira request shows the same rows as Slack, and an approval from the ticket binds the
     plan its labels name; a ticket whose plan label was tampered with is refused."""

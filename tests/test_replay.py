@@ -18,7 +18,7 @@ import pytest
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
+from signoff.converter import data_converter
 from temporalio.worker import Replayer
 
 from workers.registry import all_workflows
@@ -66,7 +66,7 @@ def final_result(history: WorkflowHistory) -> dict[str, Any]:
     last = history.events[-1]
     assert last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, "a saved history must be a finished run"
     payloads = list(last.workflow_execution_completed_event_attributes.result.payloads)
-    [result] = pydantic_data_converter.payload_converter.from_payloads(payloads, [dict])
+    [result] = data_converter.payload_converter.from_payloads(payloads, [dict])
     return result
 
 
@@ -92,7 +92,7 @@ async def test_saved_history_replays_without_nondeterminism(path: Path, mode: st
         assert [f["status"] for f in result["findings"]] == EXPECTED_FINDINGS[path.stem]
     if path.stem in EXPECTED_REAPED:
         assert [r["outcome"] for r in result["reaped"]] == EXPECTED_REAPED[path.stem]
-    replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter, workflow_runner=workflow_runner(mode))
+    replayer = Replayer(workflows=all_workflows(), data_converter=data_converter, workflow_runner=workflow_runner(mode))
     replay = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert replay.replay_failure is None, f"{path.name} no longer replays: {replay.replay_failure!r}"
 
@@ -113,7 +113,7 @@ async def test_an_incompatible_change_is_caught() -> None:
     """The replayer really compares commands: a reordered plan fails on a real history."""
     path = HISTORIES / "v1" / "release-failed-build.json"
     assert path.exists(), "run `python tests/make_histories.py`"
-    replayer = Replayer(workflows=[ReleaseWorkflowThatSkipsTheBuild], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[ReleaseWorkflowThatSkipsTheBuild], data_converter=data_converter)
     replay = await replayer.replay_workflow(load(path), raise_on_replay_failure=False)
     assert isinstance(replay.replay_failure, workflow.NondeterminismError), repr(replay.replay_failure)
 

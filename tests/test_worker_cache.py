@@ -38,7 +38,7 @@ async def _compiles_during_replay(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     import json
 
     from temporalio.client import WorkflowHistory
-    from temporalio.contrib.pydantic import pydantic_data_converter
+    from signoff.converter import data_converter
     from temporalio.worker import Replayer
 
     from tests.test_replay import HISTORIES
@@ -54,7 +54,7 @@ async def _compiles_during_replay(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(external.SourceLoader, "source_to_code", counting)
     history = WorkflowHistory.from_json("release", json.loads((HISTORIES / "release-gated-batched.json").read_text()))
-    replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter, workflow_runner=workflow_runner("strict"))
+    replayer = Replayer(workflows=all_workflows(), data_converter=data_converter, workflow_runner=workflow_runner("strict"))
     for _ in range(2):  # two fresh sandboxed instances, like two cache misses
         await replayer.replay_workflow(history)
     return [p for p in compiled if "/workflows/" in p]

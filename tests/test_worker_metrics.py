@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from signoff.converter import data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from signoff.models import ApprovalAttempt
@@ -42,7 +42,7 @@ def free_port() -> int:
 async def test_worker_exports_sdk_and_signoff_metrics(dev_env: WorkflowEnvironment, task_queue: str) -> None:
     bind = f"127.0.0.1:{free_port()}"
     target = dev_env.client.service_client.config.target_host
-    client = await Client.connect(target, data_converter=pydantic_data_converter, runtime=metrics_runtime(bind))
+    client = await Client.connect(target, data_converter=data_converter, runtime=metrics_runtime(bind))
     async with running_worker(client, task_queue) as sc:
         rid = f"metrics-{uuid.uuid4().hex[:6]}"
         await sc.start_release(gated_spec(required=1), release_id=rid)

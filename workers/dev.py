@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from signoff.converter import data_converter
 
 from signoff.config import Settings
 from signoff.errors import ConfigError, SignoffError, TemporalUnreachable
@@ -65,7 +65,7 @@ async def _wait_for_temporal(address: str, proc: subprocess.Popen[bytes], log: P
         if proc.poll() is not None:
             raise TemporalUnreachable(f"the Temporal dev server exited at start (see {log}); is port {address} already in use?")
         try:
-            return await Client.connect(address, data_converter=pydantic_data_converter)
+            return await Client.connect(address, data_converter=data_converter)
         except RuntimeError:
             await asyncio.sleep(0.5)
     raise TemporalUnreachable(f"the Temporal dev server did not come up within {deadline_s:.0f}s (see {log}).")
@@ -126,7 +126,7 @@ async def run_dev(
         metrics_bind = os.environ.get("SIGNOFF_WORKER_METRICS", "127.0.0.1:9464")
         wclient = await Client.connect(
             settings.temporal_address, namespace=settings.namespace,
-            data_converter=pydantic_data_converter, runtime=metrics_runtime(metrics_bind),
+            data_converter=data_converter, runtime=metrics_runtime(metrics_bind),
         )
         worker = build_worker(wclient, settings)
         from workers.schedules import ensure_schedules

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from signoff.converter import data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
@@ -188,7 +188,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None, s
         client = await Client.connect(
             settings.temporal_address,
             namespace=settings.namespace,
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter,
             runtime=metrics_runtime(bind) if bind else None,
             **temporal_connection_options(settings),
         )
