@@ -18,7 +18,7 @@ import pytest
 
 from tests.helpers import REPO
 from tests.prom import prometheus_available
-from tests.test_quickstart import free_port
+from tests.test_quickstart import free_ports
 from tests.test_readme import section_block
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -63,14 +63,15 @@ def test_quickstart_installs_into_a_venv_where_system_pip_installs_are_refused(t
     )
     assert refused.returncode != 0 and "externally-managed-environment" in refused.stderr, refused.stderr[-2000:]
 
+    temporal, ui, gateway, prometheus, metrics = free_ports(5)
     env = clean_env(
         SIGNOFF_PYTHON=str(SYSTEM_PYTHON),
         SIGNOFF_STATE_DIR=str(tmp_path / "state"),
-        SIGNOFF_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",
-        SIGNOFF_UI_PORT=str(free_port()),
-        SIGNOFF_GATEWAY_PORT=str(free_port()),
-        SIGNOFF_PROMETHEUS_URL=f"http://127.0.0.1:{free_port()}",
-        SIGNOFF_WORKER_METRICS=f"127.0.0.1:{free_port()}",
+        SIGNOFF_TEMPORAL_ADDRESS=f"127.0.0.1:{temporal}",
+        SIGNOFF_UI_PORT=str(ui),
+        SIGNOFF_GATEWAY_PORT=str(gateway),
+        SIGNOFF_PROMETHEUS_URL=f"http://127.0.0.1:{prometheus}",
+        SIGNOFF_WORKER_METRICS=f"127.0.0.1:{metrics}",
     )
     run = subprocess.run(["bash", "scripts/quickstart"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     out = run.stdout + run.stderr

@@ -5,6 +5,7 @@ collides with a developer's running stack."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -17,22 +18,27 @@ import pytest
 from tests.helpers import REPO
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports: all held at once while they are picked (one at a time, the OS can
+    hand the same port out twice; CI once gave the Temporal UI and the gateway the same one)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def dev_demo(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
     """`signoff dev --demo [options] --exit` in `tmp_path`, on free ports."""
+    temporal, ui, gateway, prometheus, metrics = free_ports(5)
     env = {
         **os.environ,
         "SIGNOFF_STATE_DIR": str(tmp_path / ".signoff"),
-        "SIGNOFF_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-        "SIGNOFF_UI_PORT": str(free_port()),
-        "SIGNOFF_GATEWAY_PORT": str(free_port()),
-        "SIGNOFF_PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
-        "SIGNOFF_WORKER_METRICS": f"127.0.0.1:{free_port()}",
+        "SIGNOFF_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal}",
+        "SIGNOFF_UI_PORT": str(ui),
+        "SIGNOFF_GATEWAY_PORT": str(gateway),
+        "SIGNOFF_PROMETHEUS_URL": f"http://127.0.0.1:{prometheus}",
+        "SIGNOFF_WORKER_METRICS": f"127.0.0.1:{metrics}",
     }
     return subprocess.run(
         [sys.executable, "-c", "from signoff.cli import main; main()", "dev", "--demo", *options, "--exit"],
