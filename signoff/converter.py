@@ -6,7 +6,7 @@ worker builds a fresh data converter (so fresh payload converters, with empty ca
 workflow activation and each command it encodes. Every payload a workflow read (its input, each
 activity result, each Update's argument) then built a new `TypeAdapter`: 10 % of the worker's
 Python time with 10,000 releases waiting (py-spy, bench/bench_capacity.py), most of it on a
-release's replay after a cache miss. `bench/bench_converter.py` measures it.
+release's replay after a cache miss. `bench/bench_replay.py` measures it (`sdk_converter`).
 
 The wire format is the SDK's, byte for byte: the same `json/plain` encoding, the same JSON, so a
 client or worker on `temporalio.contrib.pydantic.pydantic_data_converter` reads and writes the
