@@ -12,6 +12,8 @@ tmp directory, and is killed when the `with` block ends, whatever happened insid
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import shutil
@@ -32,6 +34,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports: all held at once while they are picked (one at a time, the OS can
+    hand the same port out twice; CI once gave the Temporal UI and the gateway the same one)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def prometheus_available() -> bool:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.helpers import REPO
 from tests.prom import prometheus_available
-from tests.test_quickstart import free_ports
+from tests.prom import free_ports
 from tests.test_readme import section_block
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")

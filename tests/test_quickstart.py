@@ -5,10 +5,8 @@ collides with a developer's running stack."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,16 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free ports: all held at once while they are picked (one at a time, the OS can
-    hand the same port out twice; CI once gave the Temporal UI and the gateway the same one)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
+from tests.prom import free_ports
 
 
 def dev_demo(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:

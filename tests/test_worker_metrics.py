@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 from temporalio.client import Client
-from signoff.converter import data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from signoff.converter import data_converter
 from signoff.models import ApprovalAttempt
 from tests.helpers import DIGEST_A, gated_spec, running_worker, wait_phase
 from workers.worker import metrics_runtime
