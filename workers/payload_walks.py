@@ -1,0 +1,73 @@
+"""Skip the SDK's payload walks over workflow activations when they cannot change a payload.
+
+temporalio 1.35 walks every workflow activation three times on its way in (`decode_activation`:
+external-storage references, external storage, the payload codec) and every completion three
+times on its way out (`encode_completion`), with a generated visitor, whether or not a codec or
+external storage is configured. Without either, each walk hands every payload to a function that
+returns it unchanged. signoff configures neither (`signoff/converter.py`), and those six walks
+were a quarter of the worker's interpreter time with 3,000 releases draining (py-spy `--gil`,
+bench/bench_capacity.py): a release evicted from the workflow cache is rebuilt through one
+activation per workflow task of its history, and each paid the walks again.
+
+`install()` wraps the two bridge functions the SDK's workflow worker calls (by module attribute,
+on every activation) so that they return at once when the data converter of that activation
+has no payload codec and no external storage: the SDK's own test for whether decoding has any
+effect (`DataConverter._decode_payload_has_effect`, "temporary shortcircuit detection" in 1.35).
+With a codec or external storage, the SDK's walks run exactly as before
+(tests/test_payload_walks.py runs a real worker with a codec and sees every payload through it).
+
+Only the SDK versions this was checked against are wrapped (`CHECKED_VERSIONS`); on any other
+version `install()` leaves the SDK alone and says so, so an upgrade can cost speed, never
+correctness.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import temporalio
+import temporalio.bridge.worker as _bridge
+from temporalio.converter._extstore import StorageOperationMetrics
+
+log = logging.getLogger("signoff.worker")
+
+#: temporalio versions whose `decode_activation` / `encode_completion` do nothing but the walks
+#: above, so that skipping them without a codec or external storage changes no payload.
+CHECKED_VERSIONS = ("1.35.0",)
+
+
+def walks_have_effect(data_converter: Any) -> bool:
+    """Whether the SDK's walks can change a payload through `data_converter`: only a payload
+    codec or external storage does anything in them."""
+    return getattr(data_converter, "payload_codec", None) is not None or getattr(data_converter, "external_storage", None) is not None
+
+
+def install() -> bool:
+    """Wrap the SDK's activation decode and completion encode (once per process). Returns whether
+    the wrappers are in place."""
+    if getattr(_bridge.decode_activation, "signoff_skips_idle_walks", False):
+        return True
+    version = getattr(temporalio, "__version__", "")
+    if version not in CHECKED_VERSIONS:
+        log.info("temporalio %s is not one signoff's payload-walk shortcut was checked against; the SDK walks every activation", version)
+        return False
+    decode, encode = _bridge.decode_activation, _bridge.encode_completion
+
+    async def decode_activation(activation: Any, data_converter: Any, *args: Any, **kwargs: Any) -> StorageOperationMetrics:
+        if walks_have_effect(data_converter):
+            return await decode(activation, data_converter, *args, **kwargs)
+        return StorageOperationMetrics()
+
+    async def encode_completion(completion: Any, data_converter: Any, *args: Any, **kwargs: Any) -> StorageOperationMetrics:
+        if walks_have_effect(data_converter):
+            return await encode(completion, data_converter, *args, **kwargs)
+        return StorageOperationMetrics()
+
+    for wrapper, original in ((decode_activation, decode), (encode_completion, encode)):
+        wrapper.signoff_skips_idle_walks = True  # type: ignore[attr-defined]
+        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+        wrapper.__doc__ = original.__doc__
+    _bridge.decode_activation = decode_activation  # type: ignore[assignment]
+    _bridge.encode_completion = encode_completion  # type: ignore[assignment]
+    return True
