@@ -11,8 +11,12 @@ activation per workflow task of its history, and each paid the walks again.
 
 `install()` wraps the two bridge functions the SDK's workflow worker calls (by module attribute,
 on every activation) so that they return at once when the data converter of that activation
-has no payload codec and no external storage: the SDK's own test for whether decoding has any
-effect (`DataConverter._decode_payload_has_effect`, "temporary shortcircuit detection" in 1.35).
+has no payload codec and no external storage: the condition of the SDK's own test for whether
+decoding has any effect (`DataConverter._decode_payload_has_effect`, "temporary shortcircuit
+detection" in 1.35, which the SDK itself does not call yet). Without either, every step of
+both walks (read in 1.35's `converter/_data_converter.py`) returns its payloads unchanged, or raises
+for an external-storage reference payload, which nothing writes without external storage; payload
+size limits are checked by the SDK core, not in the walks.
 With a codec or external storage, the SDK's walks run exactly as before
 (tests/test_payload_walks.py runs a real worker with a codec and sees every payload through it).
 
