@@ -13,7 +13,6 @@ tmp directory, and is killed when the `with` block ends, whatever happened insid
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import shutil

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO
-from tests.prom import prometheus_available
-from tests.prom import free_ports
+from tests.prom import free_ports, prometheus_available
 from tests.test_readme import section_block
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")

@@ -11,7 +11,7 @@ activation per workflow task of its history, and each paid the walks again.
 
 `install()` wraps the two bridge functions the SDK's workflow worker calls (by module attribute,
 on every activation) so that they return at once when the data converter of that activation
-has no payload codec and no external storage: the condition of the SDK's own test for whether
+has no payload codec and no external storage, by the SDK's own test for whether
 decoding has any effect (`DataConverter._decode_payload_has_effect`, "temporary shortcircuit
 detection" in 1.35, which the SDK itself does not call yet). Without either, every step of
 both walks (read in 1.35's `converter/_data_converter.py`) returns its payloads unchanged, or raises
@@ -41,10 +41,20 @@ log = logging.getLogger("signoff.worker")
 CHECKED_VERSIONS = ("1.35.0",)
 
 
-def walks_have_effect(data_converter: Any) -> bool:
-    """Whether the SDK's walks can change a payload through `data_converter`: only a payload
-    codec or external storage does anything in them."""
-    return getattr(data_converter, "payload_codec", None) is not None or getattr(data_converter, "external_storage", None) is not None
+def _skipping(walk: Any) -> Any:
+    """`walk` (the SDK's decode_activation or encode_completion), run only when the activation's
+    data converter has a payload codec or external storage: the SDK's own test for that,
+    `_decode_payload_has_effect`."""
+
+    async def wrapper(message: Any, data_converter: Any, *args: Any, **kwargs: Any) -> StorageOperationMetrics:
+        if data_converter._decode_payload_has_effect:
+            return await walk(message, data_converter, *args, **kwargs)
+        return StorageOperationMetrics()
+
+    wrapper.signoff_skips_idle_walks = True  # type: ignore[attr-defined]
+    wrapper.__wrapped__ = walk  # type: ignore[attr-defined]
+    wrapper.__doc__ = walk.__doc__
+    return wrapper
 
 
 def install() -> bool:
@@ -56,22 +66,6 @@ def install() -> bool:
     if version not in CHECKED_VERSIONS:
         log.info("temporalio %s is not one signoff's payload-walk shortcut was checked against; the SDK walks every activation", version)
         return False
-    decode, encode = _bridge.decode_activation, _bridge.encode_completion
-
-    async def decode_activation(activation: Any, data_converter: Any, *args: Any, **kwargs: Any) -> StorageOperationMetrics:
-        if walks_have_effect(data_converter):
-            return await decode(activation, data_converter, *args, **kwargs)
-        return StorageOperationMetrics()
-
-    async def encode_completion(completion: Any, data_converter: Any, *args: Any, **kwargs: Any) -> StorageOperationMetrics:
-        if walks_have_effect(data_converter):
-            return await encode(completion, data_converter, *args, **kwargs)
-        return StorageOperationMetrics()
-
-    for wrapper, original in ((decode_activation, decode), (encode_completion, encode)):
-        wrapper.signoff_skips_idle_walks = True  # type: ignore[attr-defined]
-        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
-        wrapper.__doc__ = original.__doc__
-    _bridge.decode_activation = decode_activation  # type: ignore[assignment]
-    _bridge.encode_completion = encode_completion  # type: ignore[assignment]
+    _bridge.decode_activation = _skipping(_bridge.decode_activation)  # type: ignore[assignment]
+    _bridge.encode_completion = _skipping(_bridge.encode_completion)  # type: ignore[assignment]
     return True
