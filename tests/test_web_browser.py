@@ -115,6 +115,7 @@ async def test_release_pages_in_chromium(
 def browse(base: str, done: ReleaseStatus, shots: Path) -> dict[str, Any]:
     """What a person does: log in, filter the list, open the release, read it top to bottom."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     shots.mkdir(parents=True, exist_ok=True)
     driver = browser()
@@ -123,11 +124,15 @@ def browse(base: str, done: ReleaseStatus, shots: Path) -> dict[str, Any]:
         assert "Log in" in driver.title and done.release_id not in driver.page_source  # nothing before logging in
         driver.find_element(By.ID, "token").send_keys(TOKEN)
         driver.find_element(By.CSS_SELECTOR, "form.login button").click()
+        # The click only starts the login POST and its redirect to the full list; a page asked
+        # for before that lands can be replaced by it (CI once saw unfiltered rows that way).
+        WebDriverWait(driver, 60).until(lambda d: d.current_url.endswith("/view/") and d.find_elements(By.CSS_SELECTOR, "form.filters"))
 
         # Temporal's visibility (what the phase filter queries) is eventually consistent: a
         # release that just ended may take a moment to be listed under its final phase
         for _ in range(60):
             driver.get(f"{base}/view/?phase=rolled_back&service=checkout")
+            assert "phase=rolled_back" in driver.current_url, driver.current_url
             rows = driver.find_elements(By.CSS_SELECTOR, "table.releases tbody tr")
             if any(done.release_id in r.text for r in rows):
                 break
