@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from signoff.models import PolicyDecision, PolicyRequest, ReleaseStatus, StartRelease
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
-FILES = sorted(HISTORIES.rglob("*.json"))  # v1/, v2/, v3/: histories from before later patches (v2: before proofs; v3: before freezes-memo and lean-release-history), kept for compatibility
+FILES = sorted(HISTORIES.rglob("*.json"))  # v1/ .. v5/: histories from before later patches (v2: before proofs; v3: before freezes-memo and lean-release-history; v4: before the baseline marker; v5: baseline release-2026-12, before slack-edit-decided-in-turn), kept for compatibility
 
 #: The end each saved run reached, from its file name (the workflow id make_histories.py used).
 EXPECTED_END = {
@@ -131,7 +131,7 @@ def test_a_release_started_now_records_one_patch_marker_not_one_per_patch() -> N
     the histories from before (v4/) asked each patch and still replay (above)."""
     import base64
 
-    from workflows.release import RELEASE_BASELINE, RELEASE_PATCHES
+    from workflows.release import RELEASE_BASELINE, RELEASE_BASELINE_BEFORE, RELEASE_PATCHES, RELEASE_PATCHES_BEFORE, SLACK_EDIT_IN_TURN
 
     def patches(path: Path) -> list[str]:
         out = []
@@ -145,3 +145,7 @@ def test_a_release_started_now_records_one_patch_marker_not_one_per_patch() -> N
     before = patches(HISTORIES / "v4" / "release-gated-batched.json")
     assert now == [RELEASE_BASELINE], now
     assert len(before) > 1 and set(before) <= RELEASE_PATCHES, before
+    # The releases saved under the previous baseline still replay (above) with what it implied.
+    previous = {p for path in (HISTORIES / "v5").glob("release-*.json") for p in patches(path)}
+    assert previous == {RELEASE_BASELINE_BEFORE}, previous
+    assert RELEASE_PATCHES - RELEASE_PATCHES_BEFORE == {SLACK_EDIT_IN_TURN}

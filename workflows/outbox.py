@@ -65,12 +65,20 @@ class Patches:
     history two dozen events longer and cost a dozen visibility writes. A run started on this code
     records only `baseline`, which implies every patch in `implied`; a run from before has no such
     marker and asks each patch as it always did, so its history replays. Patches added later are
-    asked for themselves (and may be folded into the next baseline).
+    asked for themselves or folded into a new baseline; a run that recorded an `older` baseline
+    has the patches that baseline implied, and asks any later one for itself.
     """
 
-    def __init__(self, baseline: str, implied: frozenset[str]) -> None:
-        self.current = workflow.patched(baseline)
-        self.implied = implied
+    def __init__(self, baseline: str, implied: frozenset[str], older: tuple[tuple[str, frozenset[str]], ...] = ()) -> None:
+        # A run started on this code records `baseline` alone. Replaying a run from before, the
+        # newer baselines are absent (patched() answers False and records nothing) and the
+        # baseline it did record is found.
+        self.current = False
+        self.implied: frozenset[str] = frozenset()
+        for name, patches in ((baseline, implied), *older):
+            if workflow.patched(name):
+                self.current, self.implied = True, patches
+                break
 
     def has(self, patch_id: str) -> bool:
         return (self.current and patch_id in self.implied) or workflow.patched(patch_id)

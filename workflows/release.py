@@ -80,10 +80,19 @@ from workflows.canary import CanaryRunner
 from workflows.outbox import DECISION_BATCHES, PATIENT, DecisionLog, Outbox, Patches
 from workflows.gate import ApprovalGate, merge_gates
 
+#: Patch: whether a gate's progress edits the Slack message is decided when the edit's turn comes
+#: in the Slack queue (after the "opened" post has finished), not when the gate changes. Decided
+#: at the change, it read whether the post had finished; a release rebuilt from history on the
+#: approval's own task could apply the post's completion after the approval (Temporal's core hands
+#: them over in one activation, updates first), queue an edit, and then fail every later
+#: replay, which applies them in two (a nondeterminism error; tests/test_cold_replay.py).
+SLACK_EDIT_IN_TURN = "slack-edit-decided-in-turn"
 #: A release started on this code records this one patch marker; it implies every patch below
 #: (releases from before ask each of them, and replay as they ran). See `Patches`.
-RELEASE_BASELINE = "release-2026-12"
-RELEASE_PATCHES = frozenset(
+RELEASE_BASELINE = "release-2026-12b"
+#: The baseline before SLACK_EDIT_IN_TURN: runs that recorded it have the patches it implied.
+RELEASE_BASELINE_BEFORE = "release-2026-12"
+RELEASE_PATCHES_BEFORE = frozenset(
     {
         DECISION_BATCHES,
         "evidence-attestations",
@@ -99,6 +108,7 @@ RELEASE_PATCHES = frozenset(
         "slack-progress-needs-message",
     }
 )
+RELEASE_PATCHES = RELEASE_PATCHES_BEFORE | {SLACK_EDIT_IN_TURN}
 
 TEST_RESULT = "https://in-toto.io/attestation/test-result/v0.1"
 VULNS = "https://in-toto.io/attestation/vulns/v0.1"
@@ -167,7 +177,7 @@ class ReleaseWorkflow:
         self.finished = False
         self.audit = Outbox("audit")
         # Asked first, in the first activation (before any local activity can run).
-        self.patches = Patches(RELEASE_BASELINE, RELEASE_PATCHES)
+        self.patches = Patches(RELEASE_BASELINE, RELEASE_PATCHES, older=((RELEASE_BASELINE_BEFORE, RELEASE_PATCHES_BEFORE),))
         self.decisions = DecisionLog(
             self.audit,
             subject_name=f"{spec.service}@{args.release_id}",
@@ -1240,7 +1250,11 @@ class ReleaseWorkflow:
     async def gate_notice(self, gate: GateStatus, event: str) -> None:
         """Tell Slack and Jira about a gate; each channel's own queue keeps messages in order."""
 
+        in_turn = self.patches.has(SLACK_EDIT_IN_TURN)
+
         async def to_slack() -> None:
+            if in_turn and event != "opened" and gate.slack_ts is None and self.gate_opened_notice_done(gate):
+                return  # no message to edit (Slack not configured, or it refused the post)
             ref: ChatRef = await workflow.execute_activity(
                 "slack_gate_notice",
                 GateNotice(status=self.status, gate=gate, event=event, escalate_to=self._escalate_to(gate), directory_path=self.args.directory_path),  # type: ignore[arg-type]
@@ -1266,9 +1280,11 @@ class ReleaseWorkflow:
                 gate.jira_key = ref.key
 
         # Progress edits the message the "opened" notice posted; when there is none (Slack not
-        # configured, or it refused), there is nothing to edit and no activity to run.
+        # configured, or it refused), there is nothing to edit and no activity to run. That is
+        # decided in to_slack, in the queue's order (SLACK_EDIT_IN_TURN); runs from before decide
+        # it here, as they did.
         nothing_to_edit = event != "opened" and gate.slack_ts is None and self.gate_opened_notice_done(gate)
-        if not (nothing_to_edit and self.patches.has("slack-progress-needs-message")):
+        if in_turn or not (nothing_to_edit and self.patches.has("slack-progress-needs-message")):
             self.slack.put(to_slack)
         if "jira" in gate.channels and event in ("opened", "closed"):
             self.jira.put(to_jira)
