@@ -528,7 +528,7 @@ def main() -> None:
     parser.add_argument("--max-starting", type=int, default=400, help="releases on their way to the gate at once (default 400)")
     parser.add_argument("--max-minutes", type=float, default=None, help="overall bound (default 40, quick 8)")
     parser.add_argument("--compare", type=int, default=None, metavar="SMALL", help="first run SMALL releases the same way; report the drain-rate ratio")
-    parser.add_argument("--baseline", action="store_true", help="then run the bare-workflow baseline (bench/bare.py) at the same size; report the drain-rate ratio")
+    parser.add_argument("--baseline", action="store_true", help="then run the bare-workflow baseline (bench/bare.py) at the same size (and, with --compare, at SMALL too); report the drain-rate ratios")
     parser.add_argument(
         "--server-history-cache", type=int, default=None, metavar="ENTRIES",
         help="size the dev server's history and events caches (Temporal settings) to ENTRIES; default: Temporal's 512",
@@ -551,6 +551,14 @@ def main() -> None:
         result["drain_rate_ratio_vs_bare"] = round(ratio_bare, 3) if ratio_bare is not None else None
         result["target_bare_ratio"] = BARE_RATIO_TARGET
         result["meets_bare_ratio_target"] = ratio_bare is not None and ratio_bare >= BARE_RATIO_TARGET
+        if args.compare:
+            # The bare workflows at the small size too: how far the drain rate falls from SMALL to N
+            # for a workflow doing nothing of signoff's (the same activities and gate) on the same
+            # server, SDK, runner and cache: what Temporal and this machine allow for that shape.
+            bare_small = asyncio.run(run_bare(argparse.Namespace(**{**vars(args), "releases": args.compare}), result["activity_plan"]))
+            result["bare_baseline_compared"] = {k: bare_small.get(k) for k in ("releases_started", "drain_rate_per_second", "approval_to_all_succeeded_seconds", "approval_round_trip_under_load")}
+            big, small_rate = bare.get("drain_rate_per_second"), bare_small.get("drain_rate_per_second")
+            result["bare_drain_rate_ratio_vs_compared"] = round(big / small_rate, 3) if big and small_rate else None
     n = result.get("releases_started", 0)
     print(f"capacity: {n} releases waiting at a gate on one worker" + (" (TRUNCATED by the time budget)" if result.get("truncated_by_time_budget") else "")
           + (f"; server history caches {args.server_history_cache:,} entries" if args.server_history_cache else "; server history caches at Temporal's default"))
@@ -569,6 +577,10 @@ def main() -> None:
         bare = result["bare_baseline"]
         print(f"  bare-workflow baseline at {bare.get('releases_started')}: {bare.get('drain_rate_per_second')} releases/s (plan {bare.get('activity_plan')}); "
               f"signoff / bare = {result.get('drain_rate_ratio_vs_bare')} (target ≥ {BARE_RATIO_TARGET}: {'meets' if result.get('meets_bare_ratio_target') else 'MISSES'})")
+        if "bare_baseline_compared" in result:
+            bs = result["bare_baseline_compared"]
+            print(f"  bare workflows at {bs.get('releases_started')}: {bs.get('drain_rate_per_second')} releases/s; bare at {bare.get('releases_started')} / bare at {bs.get('releases_started')} = "
+                  f"{result.get('bare_drain_rate_ratio_vs_compared')} (signoff's own: {result.get('drain_rate_ratio_vs_compared')})")
     if "extrapolated_to_requested" in result:
         x = result["extrapolated_to_requested"]
         print(f"  {x['note']}: start ≈ {x['start_to_all_waiting_seconds']} s, drain ≈ {x['approval_to_all_succeeded_seconds']} s")
