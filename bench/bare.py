@@ -4,7 +4,7 @@
 before its gate (measured from that release's history, `plan_from_history`), waits for two
 approvals (Updates), then runs as many as the release ran after it. Every activity does nothing;
 the workflow keeps only the two approvers. It runs on its own worker process with the same
-workflow runner (SIGNOFF_WORKFLOW_SANDBOX), cache, workflow task slots and poll ratio, and activity slots as `signoff worker`,
+workflow runner (SIGNOFF_WORKFLOW_SANDBOX), cache and activity slots as `signoff worker`,
 against a dev server of its own, so the drain rate it reaches is what Temporal, the Python SDK and this machine allow for that many
 workflow tasks, activities and Updates, and signoff's own cost is the gap to it.
 
@@ -78,7 +78,7 @@ async def serve(address: str, task_queue: str) -> None:
     from temporalio.client import Client
     from temporalio.worker import Worker
 
-    from workers.worker import activity_slots, cache_size, workflow_runner, workflow_task_options
+    from workers.worker import activity_slots, cache_size, workflow_runner
 
     client = await Client.connect(address)
     worker = Worker(
@@ -89,7 +89,6 @@ async def serve(address: str, task_queue: str) -> None:
         max_cached_workflows=cache_size(),
         max_concurrent_activities=activity_slots(),
         workflow_runner=workflow_runner(),
-        **workflow_task_options(),
     )
     await worker.run()
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
@@ -520,6 +521,37 @@ def judge(result: dict[str, Any], small: dict[str, Any] | None) -> None:
     result["meets_drain_ratio_target"] = result["drain_rate_ratio_vs_compared"] is not None and result["drain_rate_ratio_vs_compared"] >= DRAIN_RATIO_TARGET
 
 
+def bare_at_small(args: argparse.Namespace, bare: dict[str, Any], plan: dict[str, int]) -> dict[str, Any]:
+    """The bare workflows at the small size too: how far the drain rate falls from SMALL to N for a
+    workflow doing nothing of signoff's (the same activities and gate) on the same server, SDK,
+    runner and cache, i.e. what Temporal and this machine allow for that shape."""
+    small = asyncio.run(run_bare(argparse.Namespace(**{**vars(args), "releases": args.compare}), plan))
+    big, small_rate = bare.get("drain_rate_per_second"), small.get("drain_rate_per_second")
+    return {
+        "bare_baseline_compared": {k: small.get(k) for k in ("releases_started", "drain_rate_per_second", "approval_to_all_succeeded_seconds", "approval_round_trip_under_load")},
+        "bare_drain_rate_ratio_vs_compared": round(big / small_rate, 3) if big and small_rate else None,
+    }
+
+
+def bare_only(args: argparse.Namespace) -> None:
+    """`--bare-only`: the bare baseline at N, then at SMALL, in one invocation."""
+    last = REPO / "bench" / "results" / "capacity.json"
+    plan = json.loads(last.read_text()).get("activity_plan") if last.exists() else None
+    if not plan:
+        raise SystemExit(f"--bare-only needs the activity plan of a full run in {last}; run bench_capacity.py without it first.")
+    bare = asyncio.run(run_bare(args, plan))
+    result: dict[str, Any] = {"benchmark": "bare-workflow baseline only: N vs SMALL in one invocation", "activity_plan": plan, "plan_from": str(last.relative_to(REPO)), "bare_baseline": bare}
+    if args.compare:
+        result.update(bare_at_small(args, bare, plan))
+    lat = bare.get("approval_round_trip_under_load") or {}
+    print(f"bare workflows at {bare.get('releases_started')}: drain {bare.get('drain_rate_per_second')} releases/s, approval p99 {lat.get('p99_ms')} ms (plan {plan})")
+    if args.compare:
+        small = result["bare_baseline_compared"]
+        print(f"bare workflows at {small.get('releases_started')}: drain {small.get('drain_rate_per_second')} releases/s; ratio {result['bare_drain_rate_ratio_vs_compared']} "
+              f"(signoff's target for its own ratio: ≥ {DRAIN_RATIO_TARGET})")
+    write_result("capacity_bare", result, args.out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="N releases waiting at gates on one worker")
     parser.add_argument("--quick", action="store_true", help="500 releases")
@@ -535,11 +567,18 @@ def main() -> None:
     )
     parser.add_argument("--out", default=None, help="results file (default bench/results/capacity.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (worker log, audit log)")
+    parser.add_argument(
+        "--bare-only", action="store_true",
+        help="only the bare-workflow baseline, at N and (with --compare) at SMALL, with the activity plan a real release measured in the last full run (bench/results/capacity.json); writes bench/results/capacity_bare.json",
+    )
     args = parser.parse_args()
     if args.releases is None:
         args.releases = 500 if args.quick else 10_000
     if args.max_minutes is None:
         args.max_minutes = 8 if args.quick else 40
+    if args.bare_only:
+        bare_only(args)
+        return
     result = asyncio.run(run(args))
     # The small run after the big one: same invocation, same machine, each on its own server.
     small = asyncio.run(run(argparse.Namespace(**{**vars(args), "releases": args.compare}))) if args.compare else None
@@ -552,13 +591,7 @@ def main() -> None:
         result["target_bare_ratio"] = BARE_RATIO_TARGET
         result["meets_bare_ratio_target"] = ratio_bare is not None and ratio_bare >= BARE_RATIO_TARGET
         if args.compare:
-            # The bare workflows at the small size too: how far the drain rate falls from SMALL to N
-            # for a workflow doing nothing of signoff's (the same activities and gate) on the same
-            # server, SDK, runner and cache: what Temporal and this machine allow for that shape.
-            bare_small = asyncio.run(run_bare(argparse.Namespace(**{**vars(args), "releases": args.compare}), result["activity_plan"]))
-            result["bare_baseline_compared"] = {k: bare_small.get(k) for k in ("releases_started", "drain_rate_per_second", "approval_to_all_succeeded_seconds", "approval_round_trip_under_load")}
-            big, small_rate = bare.get("drain_rate_per_second"), bare_small.get("drain_rate_per_second")
-            result["bare_drain_rate_ratio_vs_compared"] = round(big / small_rate, 3) if big and small_rate else None
+            result.update(bare_at_small(args, bare, result["activity_plan"]))
     n = result.get("releases_started", 0)
     print(f"capacity: {n} releases waiting at a gate on one worker" + (" (TRUNCATED by the time budget)" if result.get("truncated_by_time_budget") else "")
           + (f"; server history caches {args.server_history_cache:,} entries" if args.server_history_cache else "; server history caches at Temporal's default"))

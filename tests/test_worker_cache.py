@@ -113,18 +113,3 @@ def test_a_bad_activity_slot_count_is_one_sentence(value: str, monkeypatch: pyte
     with pytest.raises(ConfigError) as caught:
         activity_slots()
     assert repr(value) in one_sentence(str(caught.value))
-
-
-def test_workflow_task_slots_default_override_and_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`signoff worker` works on at most 10 workflow tasks at once (the rest wait in Temporal's
-    queues, where the normal side is polled as often as the sticky one), unless told otherwise."""
-    from workers.worker import DEFAULT_MAX_CONCURRENT_WORKFLOW_TASKS, NONSTICKY_POLL_RATIO, workflow_task_options
-
-    assert workflow_task_options() == {"max_concurrent_workflow_tasks": DEFAULT_MAX_CONCURRENT_WORKFLOW_TASKS, "nonsticky_to_sticky_poll_ratio": NONSTICKY_POLL_RATIO}
-    assert DEFAULT_MAX_CONCURRENT_WORKFLOW_TASKS == 10 and NONSTICKY_POLL_RATIO == 1.0
-    monkeypatch.setenv("SIGNOFF_MAX_CONCURRENT_WORKFLOW_TASKS", "40")
-    assert workflow_task_options()["max_concurrent_workflow_tasks"] == 40
-    monkeypatch.setenv("SIGNOFF_MAX_CONCURRENT_WORKFLOW_TASKS", "many")
-    with pytest.raises(ConfigError) as caught:
-        workflow_task_options()
-    assert "SIGNOFF_MAX_CONCURRENT_WORKFLOW_TASKS must be a whole number" in one_sentence(str(caught.value))

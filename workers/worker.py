@@ -171,29 +171,6 @@ def activity_slots() -> int:
     return _whole_number("SIGNOFF_MAX_CONCURRENT_ACTIVITIES", DEFAULT_MAX_CONCURRENT_ACTIVITIES)
 
 
-#: Workflow tasks one worker works on at once (SIGNOFF_MAX_CONCURRENT_WORKFLOW_TASKS). The SDK's
-#: default is 100, each on its own thread; they share one interpreter, so under load a hundred
-#: half-done tasks took turns at it and each took seconds (an approval's task started at once and
-#: completed 6.8 s later in the 10,000 run). With 10 the rest wait in Temporal's queues, where
-#: NONSTICKY_POLL_RATIO below can favour them: 3,000 releases drained at 7.58/s instead of 6.47/s
-#: (bench/results/capacity_3000_task_slots.json; that run also had a 60 s sticky timeout).
-DEFAULT_MAX_CONCURRENT_WORKFLOW_TASKS = 10
-#: Polls of the task queue's normal (non-sticky) side per poll of this worker's sticky side. The
-#: normal side carries tasks of releases not in this worker's cache: with thousands waiting, most
-#: approvals. The SDK's default (0.2) gave them one poller in five behind post-gate work.
-NONSTICKY_POLL_RATIO = 1.0
-
-
-def workflow_task_slots() -> int:
-    """SIGNOFF_MAX_CONCURRENT_WORKFLOW_TASKS, or the default."""
-    return _whole_number("SIGNOFF_MAX_CONCURRENT_WORKFLOW_TASKS", DEFAULT_MAX_CONCURRENT_WORKFLOW_TASKS)
-
-
-def workflow_task_options() -> dict[str, Any]:
-    """How `signoff worker` (and the benchmarks' bare baseline) take workflow tasks."""
-    return {"max_concurrent_workflow_tasks": workflow_task_slots(), "nonsticky_to_sticky_poll_ratio": NONSTICKY_POLL_RATIO}
-
-
 def cache_size() -> int:
     """SIGNOFF_MAX_CACHED_WORKFLOWS, or the measured default."""
     return _whole_number("SIGNOFF_MAX_CACHED_WORKFLOWS", DEFAULT_MAX_CACHED_WORKFLOWS, " of workflows")
@@ -208,7 +185,6 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None, s
     cache = cache_size()  # a bad setting is refused before anything connects
     sandbox_mode()
     slots = activity_slots()
-    tasks = workflow_task_options()
     compile_workflow_modules(settings.state_dir)
     bind = os.environ.get("SIGNOFF_WORKER_METRICS", "127.0.0.1:9464")
     from signoff.client import temporal_connection_options
@@ -227,7 +203,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None, s
         from workers.schedules import ensure_schedules
 
         log.info("schedules %s are set", ", ".join(await ensure_schedules(client, settings)))
-    worker = build_worker(client, settings, max_cached_workflows=cache, max_concurrent_activities=slots, **tasks)
+    worker = build_worker(client, settings, max_cached_workflows=cache, max_concurrent_activities=slots)
     log.info("worker on task queue %s (metrics on %s)", settings.task_queue, bind)
     from activities.audit import checkpoint_loop
 
