@@ -1252,9 +1252,14 @@ class ReleaseWorkflow:
 
         in_turn = self.patches.has(SLACK_EDIT_IN_TURN)
 
+        def nothing_to_edit() -> bool:
+            """Progress edits the message the "opened" notice posted; there is none when Slack is
+            not configured or refused the post."""
+            return event != "opened" and gate.slack_ts is None and self.gate_opened_notice_done(gate)
+
         async def to_slack() -> None:
-            if in_turn and event != "opened" and gate.slack_ts is None and self.gate_opened_notice_done(gate):
-                return  # no message to edit (Slack not configured, or it refused the post)
+            if in_turn and nothing_to_edit():
+                return
             ref: ChatRef = await workflow.execute_activity(
                 "slack_gate_notice",
                 GateNotice(status=self.status, gate=gate, event=event, escalate_to=self._escalate_to(gate), directory_path=self.args.directory_path),  # type: ignore[arg-type]
@@ -1279,12 +1284,9 @@ class ReleaseWorkflow:
             if ref.key:
                 gate.jira_key = ref.key
 
-        # Progress edits the message the "opened" notice posted; when there is none (Slack not
-        # configured, or it refused), there is nothing to edit and no activity to run. That is
-        # decided in to_slack, in the queue's order (SLACK_EDIT_IN_TURN); runs from before decide
-        # it here, as they did.
-        nothing_to_edit = event != "opened" and gate.slack_ts is None and self.gate_opened_notice_done(gate)
-        if in_turn or not (nothing_to_edit and self.patches.has("slack-progress-needs-message")):
+        # With nothing to edit no activity runs. That is decided in to_slack, in the queue's order
+        # (SLACK_EDIT_IN_TURN); runs from before decide it here, as they did.
+        if in_turn or not (nothing_to_edit() and self.patches.has("slack-progress-needs-message")):
             self.slack.put(to_slack)
         if "jira" in gate.channels and event in ("opened", "closed"):
             self.jira.put(to_jira)
