@@ -78,8 +78,10 @@ async def serve(address: str, task_queue: str) -> None:
     from temporalio.client import Client
     from temporalio.worker import Worker
 
+    from workers.gc_stats import install_from_env
     from workers.worker import activity_slots, cache_size, workflow_runner
 
+    install_from_env()
     client = await Client.connect(address)
     worker = Worker(
         client,

@@ -96,6 +96,80 @@ def proc_memory(pid: int) -> dict[str, float]:
     return out
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds a process has used so far (/proc/PID/stat), or None."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def dev_server_pid() -> int | None:
+    """The Temporal dev server this process started (a child running `server start-dev`)."""
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = f.read().rsplit(")", 1)[1].split()[1]
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+        except (OSError, IndexError):
+            continue
+        if ppid == me and b"start-dev" in cmd:
+            return int(entry)
+    return None
+
+
+from workers.gc_stats import read as gc_read  # noqa: E402
+
+
+class CpuMeter:
+    """CPU seconds the worker and the dev server spend between start() and stop(), per release:
+    where a drain's time goes when the machine is saturated (the two share its cores)."""
+
+    def __init__(self, worker_pid: int, gc_file: Path | None = None) -> None:
+        self.pids = {"worker": worker_pid, "server": dev_server_pid()}
+        self.gc_file = gc_file
+        self.at: dict[str, float | None] = {}
+        self.gc_at: dict[str, Any] | None = None
+        self.wall = 0.0
+
+    def start(self) -> None:
+        self.at = {k: cpu_seconds(pid) for k, pid in self.pids.items()}
+        self.gc_at = gc_read(self.gc_file) if self.gc_file else None
+        self.wall = time.perf_counter()
+
+    def stop(self, releases: int) -> dict[str, Any]:
+        wall = time.perf_counter() - self.wall
+        out: dict[str, Any] = {"wall_seconds": round(wall, 1)}
+        for k, pid in self.pids.items():
+            now, then = cpu_seconds(pid), self.at.get(k)
+            if now is None or then is None:
+                out[k] = None
+                continue
+            used = now - then
+            out[k] = {"cpu_seconds": round(used, 1), "cores_busy": round(used / wall, 2) if wall else None,
+                      "cpu_ms_per_release": round(used * 1000 / releases, 1) if releases else None}
+        time.sleep(2.5)  # the worker rewrites its collector figures every 2 s (the drain is over: it is idle)
+        gc_now = gc_read(self.gc_file) if self.gc_file else None
+        if gc_now and self.gc_at:
+            spent = sum(gc_now["seconds"]) - sum(self.gc_at["seconds"])
+            out["worker_gc"] = {
+                "seconds": round(spent, 2),
+                "ms_per_release": round(spent * 1000 / releases, 1) if releases else None,
+                "full_collections": gc_now["collections"][2] - self.gc_at["collections"][2],
+                "full_collection_seconds": round(gc_now["seconds"][2] - self.gc_at["seconds"][2], 2),
+                "longest_pause_seconds_so_far": max(gc_now["longest_seconds"]),
+            }
+        return out
+
+
 async def explain_slow(client: Any, seconds: float, rid: str, who: str, sent_at: float) -> dict[str, Any]:
     """A slow approval and its release's history around it: which workflow tasks, activities
     and markers stood between the Update's arrival and its completion."""
@@ -168,6 +242,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "SIGNOFF_STATE_DIR": str(state),
             "SIGNOFF_DIRECTORY": str(directory),
             "SIGNOFF_WORKER_METRICS": "",  # no metrics listener: no port conflicts with other runs
+            "SIGNOFF_GC_STATS": str(Path(tmp.name) / "gc.json"),  # the collector's pauses (workers/gc_stats.py)
         }
         log_path = Path(tmp.name) / "worker.log"
         log = open(log_path, "wb")
@@ -335,12 +410,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         failed.append(f"{rid} {who}")
 
             print(f"  approving: {2 * n} approvals ({args.concurrency} concurrent)…", flush=True)
+            meter = CpuMeter(proc.pid, Path(worker_env["SIGNOFF_GC_STATS"]))
+            meter.start()
             t_approve = time.perf_counter()
             await asyncio.gather(*(approver() for _ in range(args.concurrency)))
             t_approved = time.perf_counter() - t_approve
             done_query = f"WorkflowId STARTS_WITH '{prefix}' AND SignoffPhase = 'succeeded' AND ExecutionStatus = 'Completed'"
             done, _ = await wait_count(client, done_query, n, Deadline(max(30.0, total_deadline.left())), what="succeeded")
             t_drain = time.perf_counter() - t_approve
+            drain_cpu = meter.stop(done)
+            print(f"  CPU over the drain, per release: worker {(drain_cpu.get('worker') or {}).get('cpu_ms_per_release')} ms (collector {(drain_cpu.get('worker_gc') or {}).get('ms_per_release')} ms), dev server {(drain_cpu.get('server') or {}).get('cpu_ms_per_release')} ms", flush=True)
             mem_end = proc_memory(proc.pid)
             if errors:
                 print(f"  approval errors (retried like a person would): {errors}", flush=True)
@@ -367,6 +446,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "approval_round_trip_under_load": summary_ms(approve_lat) if approve_lat else None,
                     "approval_to_all_succeeded_seconds": round(t_drain, 2),
                     "drain_rate_per_second": round(done / t_drain, 2) if t_drain else None,
+                    "drain_cpu": drain_cpu,
                     "releases_succeeded": done,
                     "releases_still_running": others,
                     "spot_check_exact_two_approvals": f"{exact}/{len(sample_ids)}",
@@ -457,12 +537,14 @@ async def run_bare(args: argparse.Namespace, plan: dict[str, int]) -> dict[str, 
 
     deadline = Deadline(args.max_minutes * 60)
     result: dict[str, Any] = {"benchmark": "bare-workflow baseline: same activities and gate, no signoff", "activity_plan": plan}
+    gc_dir = tempfile.TemporaryDirectory(prefix="bench-bare-gc-")
+    gc_file = Path(gc_dir.name) / "gc.json"
     async with dev_server(extra_args=server_args(args)) as env:
         client = env.client
         task_queue = f"bench-bare-{uuid.uuid4().hex[:8]}"
         proc = subprocess.Popen(
             [sys.executable, "-c", "from bench.bare import main; main()", client.service_client.config.target_host, task_queue],
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, "PYTHONPATH": str(REPO), "SIGNOFF_GC_STATS": str(gc_file)},
             cwd=str(REPO),
             stdout=subprocess.DEVNULL,
         )
@@ -491,17 +573,22 @@ async def run_bare(args: argparse.Namespace, plan: dict[str, int]) -> dict[str, 
                 latencies.append(time.perf_counter() - t_one)
 
             print(f"  bare baseline: approving {2 * len(ids)}…", flush=True)
+            meter = CpuMeter(proc.pid, gc_file)
+            meter.start()
             t = time.perf_counter()
             await in_parallel(args.concurrency, [(rid, who) for who in ("alice@example.com", "bob@example.com") for rid in order], approve)
             done, _ = await wait_count(client, f"WorkflowId STARTS_WITH '{prefix}' AND SignoffPhase = 'succeeded' AND ExecutionStatus = 'Completed'", len(ids), deadline, what="bare succeeded")
             t_drain = time.perf_counter() - t
+            drain_cpu = meter.stop(done)
+            print(f"  bare baseline: CPU over the drain, per release: worker {(drain_cpu.get('worker') or {}).get('cpu_ms_per_release')} ms (collector {(drain_cpu.get('worker_gc') or {}).get('ms_per_release')} ms), dev server {(drain_cpu.get('server') or {}).get('cpu_ms_per_release')} ms", flush=True)
             sample = random.Random(2).sample(ids, min(20, len(ids)))
             exact = [await client.get_workflow_handle(rid, result_type=list).result() for rid in sample].count(["alice@example.com", "bob@example.com"])
-            result.update({"releases_succeeded": done, "approval_to_all_succeeded_seconds": round(t_drain, 2), "drain_rate_per_second": round(done / t_drain, 2),
+            result.update({"releases_succeeded": done, "approval_to_all_succeeded_seconds": round(t_drain, 2), "drain_rate_per_second": round(done / t_drain, 2), "drain_cpu": drain_cpu,
                            "approval_round_trip_under_load": summary_ms(latencies), "spot_check_exact_two_approvals": f"{exact}/{len(sample)}"})
         finally:
             proc.terminate()
             proc.wait(timeout=20)
+    gc_dir.cleanup()
     return result
 
 
@@ -513,7 +600,7 @@ def judge(result: dict[str, Any], small: dict[str, Any] | None) -> None:
     if small is None:
         return
     keys = ("releases_started", "releases_succeeded", "drain_rate_per_second", "approval_to_all_succeeded_seconds",
-            "approval_round_trip_under_load", "worker_rss_all_waiting_mib", "spot_check_exact_two_approvals", "approvals_accepted")
+            "approval_round_trip_under_load", "worker_rss_all_waiting_mib", "spot_check_exact_two_approvals", "approvals_accepted", "drain_cpu")
     result["compared_with"] = {k: small.get(k) for k in keys}
     big, base = result.get("drain_rate_per_second"), small.get("drain_rate_per_second")
     result["drain_rate_ratio_vs_compared"] = round(big / base, 3) if big and base else None
@@ -528,7 +615,7 @@ def bare_at_small(args: argparse.Namespace, bare: dict[str, Any], plan: dict[str
     small = asyncio.run(run_bare(argparse.Namespace(**{**vars(args), "releases": args.compare}), plan))
     big, small_rate = bare.get("drain_rate_per_second"), small.get("drain_rate_per_second")
     return {
-        "bare_baseline_compared": {k: small.get(k) for k in ("releases_started", "drain_rate_per_second", "approval_to_all_succeeded_seconds", "approval_round_trip_under_load")},
+        "bare_baseline_compared": {k: small.get(k) for k in ("releases_started", "drain_rate_per_second", "approval_to_all_succeeded_seconds", "approval_round_trip_under_load", "drain_cpu")},
         "bare_drain_rate_ratio_vs_compared": round(big / small_rate, 3) if big and small_rate else None,
     }
 

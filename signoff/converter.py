@@ -18,23 +18,34 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
-from temporalio.converter import CompositePayloadConverter, DataConverter, DefaultPayloadConverter, JSONPlainPayloadConverter
+from temporalio.converter import CompositePayloadConverter, DataConverter, DefaultPayloadConverter, JSONPlainPayloadConverter, WithSerializationContext
 
 #: One JSON converter for the process; its bounded type-adapter cache (the SDK's default size,
 #: 1,024 types) outlives the per-activation data converters built around it.
 SHARED_JSON_CONVERTER = PydanticJSONPlainPayloadConverter()
 
 
+#: The encoding converters by encoding, built once. The SDK builds a payload converter for every
+#: workflow activation (`DataConverter.__post_init__`), so building this map and the base class's
+#: "does any converter take a serialization context" answer (ABC checks, a cached property per
+#: instance) on each was about 5 % of a replayed release's Python time (py-spy over offline
+#: replays). The SDK replaces the map when it needs another (`_set_converters`), never edits it.
+_CONVERTERS = {
+    c.encoding.encode(): c
+    for c in (
+        SHARED_JSON_CONVERTER if isinstance(c, JSONPlainPayloadConverter) else c
+        for c in DefaultPayloadConverter.default_encoding_payload_converters
+    )
+}
+_TAKES_CONTEXT = any(isinstance(c, WithSerializationContext) for c in _CONVERTERS.values())
+
+
 class SharedPydanticPayloadConverter(CompositePayloadConverter):
     """The SDK's `PydanticPayloadConverter`, on the process-wide JSON converter."""
 
     def __init__(self) -> None:
-        super().__init__(
-            *(
-                SHARED_JSON_CONVERTER if isinstance(c, JSONPlainPayloadConverter) else c
-                for c in DefaultPayloadConverter.default_encoding_payload_converters
-            )
-        )
+        self.converters = _CONVERTERS
+        self.__dict__["_any_converter_takes_context"] = _TAKES_CONTEXT  # the base class's cached property, precomputed
 
 
 data_converter: Any = DataConverter(payload_converter_class=SharedPydanticPayloadConverter)

@@ -56,3 +56,19 @@ def test_a_fresh_converter_per_activation_reuses_the_type_adapters() -> None:
     after = SHARED_JSON_CONVERTER._type_adapter.cache_info()
     assert after.misses == before.misses, "a fresh converter built a new type adapter"
     assert after.hits >= before.hits + 5, "a fresh converter decoded through a cache of its own"
+
+
+def test_a_fresh_payload_converter_shares_the_sdks_encodings_built_once() -> None:
+    """The worker builds a payload converter twice per activation: ours shares one encoding map
+    (the SDK's encodings, in the SDK's order) and knows without asking that none takes a
+    serialization context, so a new one costs an attribute or two."""
+    from temporalio.contrib.pydantic import PydanticPayloadConverter
+
+    from signoff.converter import SharedPydanticPayloadConverter
+
+    first, second, sdk = SharedPydanticPayloadConverter(), SharedPydanticPayloadConverter(), PydanticPayloadConverter()
+    assert first.converters is second.converters
+    assert list(first.converters) == list(sdk.converters)
+    assert [type(c) for c in first.converters.values()] == [type(c) for c in sdk.converters.values()]
+    assert first._any_converter_takes_context is sdk._any_converter_takes_context is False
+    assert first.with_context(WorkflowSerializationContext(namespace="default", workflow_id="conv-ctx")) is first

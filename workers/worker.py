@@ -16,7 +16,7 @@ from temporalio.worker import Worker
 
 from signoff.config import Settings
 from signoff.errors import ConfigError, TemporalUnreachable
-from workers import payload_walks
+from workers import gc_stats, payload_walks
 from workers.registry import all_activities, all_workflows
 
 log = logging.getLogger("signoff.worker")
@@ -183,6 +183,7 @@ def metrics_runtime(bind: str) -> Runtime:
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None, schedules: bool = False) -> None:
     cache = cache_size()  # a bad setting is refused before anything connects
+    gc_stats.install_from_env()
     sandbox_mode()
     slots = activity_slots()
     compile_workflow_modules(settings.state_dir)
