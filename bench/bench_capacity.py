@@ -57,6 +57,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.common import Deadline, dev_server, gated_spec, isolate_env, summary_ms, write_result  # noqa: E402
+from workers.gc_stats import read as gc_read  # noqa: E402
 
 RSS_TARGET_MIB = 1024
 DRAIN_RATIO_TARGET = 0.8
@@ -126,9 +127,6 @@ def dev_server_pid() -> int | None:
     return None
 
 
-from workers.gc_stats import read as gc_read  # noqa: E402
-
-
 class CpuMeter:
     """CPU seconds the worker and the dev server spend between start() and stop(), per release:
     where a drain's time goes when the machine is saturated (the two share its cores)."""
@@ -156,7 +154,8 @@ class CpuMeter:
             used = now - then
             out[k] = {"cpu_seconds": round(used, 1), "cores_busy": round(used / wall, 2) if wall else None,
                       "cpu_ms_per_release": round(used * 1000 / releases, 1) if releases else None}
-        time.sleep(2.5)  # the worker rewrites its collector figures every 2 s (the drain is over: it is idle)
+        if self.gc_file:
+            time.sleep(2.5)  # the worker rewrites its collector figures every 2 s (the drain is over: it is idle)
         gc_now = gc_read(self.gc_file) if self.gc_file else None
         if gc_now and self.gc_at:
             spent = sum(gc_now["seconds"]) - sum(self.gc_at["seconds"])

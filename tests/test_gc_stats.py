@@ -50,3 +50,14 @@ def test_reading_a_missing_or_torn_file_is_none(tmp_path: Path) -> None:
     assert gc_stats.read(tmp_path / "none.json") is None
     (tmp_path / "torn.json").write_text('{"collections": [1,')
     assert gc_stats.read(tmp_path / "torn.json") is None
+
+
+def test_a_file_that_cannot_be_written_costs_the_process_nothing(tmp_path: Path) -> None:
+    """A path in a directory that does not exist: the process runs and exits cleanly, with no
+    traceback at exit."""
+    out = tmp_path / "missing" / "gc.json"
+    code = "from workers.gc_stats import install_from_env\nassert install_from_env() is not None\nimport gc\ngc.collect()\nprint('ran')\n"
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={"PYTHONPATH": str(REPO), gc_stats.ENV: str(out)}, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "ran", run.stderr
+    assert "Traceback" not in run.stderr
+    assert not out.exists()

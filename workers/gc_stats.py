@@ -1,8 +1,8 @@
 """Opt-in accounting of the garbage collector's pauses in a worker (SIGNOFF_GC_STATS=FILE).
 
 Why: a worker holding a thousand releases in its workflow cache has hundreds of thousands of
-objects for Python's collector to walk, and at 10,000 waiting releases every approval rebuilds an
-evicted release, so full collections come often. `bench/bench_capacity.py` sets the variable and
+objects for Python's collector to walk, and at 10,000 waiting releases almost every approval
+rebuilds an evicted release, so full collections come often. `bench/bench_capacity.py` sets the variable and
 reads the file at the start and the end of a drain: how many of the worker's CPU milliseconds per
 release went to collecting, at each size. Unset, nothing is installed.
 
@@ -58,12 +58,17 @@ class GcStats:
             os.replace(tmp, self.path)
 
     def _loop(self) -> None:
-        while True:
+        while self.write_quietly():
             time.sleep(2.0)
-            try:
-                self.write()
-            except OSError:
-                return
+
+    def write_quietly(self) -> bool:
+        """Write the figures; False (and no traceback) when the file cannot be written: the
+        accounting is a diagnostic and must never stop or spoil a worker."""
+        try:
+            self.write()
+            return True
+        except OSError:
+            return False
 
 
 def install_from_env() -> GcStats | None:
@@ -74,7 +79,7 @@ def install_from_env() -> GcStats | None:
     stats = GcStats(Path(where))
     gc.callbacks.append(stats)
     threading.Thread(target=stats._loop, name="gc-stats", daemon=True).start()
-    atexit.register(stats.write)
+    atexit.register(stats.write_quietly)
     return stats
 
 
