@@ -169,6 +169,12 @@ class CpuMeter:
         return out
 
 
+def per_release(drain_cpu: dict[str, Any]) -> str:
+    """One line of a CpuMeter's figures: worker (and its collector) and dev server, per release."""
+    worker, gc_, server = (drain_cpu.get(k) or {} for k in ("worker", "worker_gc", "server"))
+    return f"worker {worker.get('cpu_ms_per_release')} ms (collector {gc_.get('ms_per_release')} ms), dev server {server.get('cpu_ms_per_release')} ms"
+
+
 async def explain_slow(client: Any, seconds: float, rid: str, who: str, sent_at: float) -> dict[str, Any]:
     """A slow approval and its release's history around it: which workflow tasks, activities
     and markers stood between the Update's arrival and its completion."""
@@ -418,7 +424,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             done, _ = await wait_count(client, done_query, n, Deadline(max(30.0, total_deadline.left())), what="succeeded")
             t_drain = time.perf_counter() - t_approve
             drain_cpu = meter.stop(done)
-            print(f"  CPU over the drain, per release: worker {(drain_cpu.get('worker') or {}).get('cpu_ms_per_release')} ms (collector {(drain_cpu.get('worker_gc') or {}).get('ms_per_release')} ms), dev server {(drain_cpu.get('server') or {}).get('cpu_ms_per_release')} ms", flush=True)
+            print(f"  CPU over the drain, per release: {per_release(drain_cpu)}", flush=True)
             mem_end = proc_memory(proc.pid)
             if errors:
                 print(f"  approval errors (retried like a person would): {errors}", flush=True)
@@ -579,7 +585,7 @@ async def run_bare(args: argparse.Namespace, plan: dict[str, int]) -> dict[str, 
             done, _ = await wait_count(client, f"WorkflowId STARTS_WITH '{prefix}' AND SignoffPhase = 'succeeded' AND ExecutionStatus = 'Completed'", len(ids), deadline, what="bare succeeded")
             t_drain = time.perf_counter() - t
             drain_cpu = meter.stop(done)
-            print(f"  bare baseline: CPU over the drain, per release: worker {(drain_cpu.get('worker') or {}).get('cpu_ms_per_release')} ms (collector {(drain_cpu.get('worker_gc') or {}).get('ms_per_release')} ms), dev server {(drain_cpu.get('server') or {}).get('cpu_ms_per_release')} ms", flush=True)
+            print(f"  bare baseline: CPU over the drain, per release: {per_release(drain_cpu)}", flush=True)
             sample = random.Random(2).sample(ids, min(20, len(ids)))
             exact = [await client.get_workflow_handle(rid, result_type=list).result() for rid in sample].count(["alice@example.com", "bob@example.com"])
             result.update({"releases_succeeded": done, "approval_to_all_succeeded_seconds": round(t_drain, 2), "drain_rate_per_second": round(done / t_drain, 2), "drain_cpu": drain_cpu,

@@ -59,7 +59,7 @@ def test_a_fresh_converter_per_activation_reuses_the_type_adapters() -> None:
 
 
 def test_a_fresh_payload_converter_shares_the_sdks_encodings_built_once() -> None:
-    """The worker builds a payload converter twice per activation: ours shares one encoding map
+    """The worker builds a payload converter for every activation: ours shares one encoding map
     (the SDK's encodings, in the SDK's order) and knows without asking that none takes a
     serialization context, so a new one costs an attribute or two."""
     from temporalio.contrib.pydantic import PydanticPayloadConverter

@@ -2,9 +2,9 @@
 
 Why: a worker holding a thousand releases in its workflow cache has hundreds of thousands of
 objects for Python's collector to walk, and at 10,000 waiting releases almost every approval
-rebuilds an evicted release, so full collections come often. `bench/bench_capacity.py` sets the variable and
-reads the file at the start and the end of a drain: how many of the worker's CPU milliseconds per
-release went to collecting, at each size. Unset, nothing is installed.
+rebuilds an evicted release, so full collections come often. `bench/bench_capacity.py` sets the
+variable and reads the file at the start and the end of a drain: how many of the worker's CPU
+milliseconds per release went to collecting, at each size. Unset, nothing is installed.
 
 The file holds cumulative figures per generation (collections, seconds, longest pause), rewritten
 every two seconds and when the process exits.
