@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from itertools import groupby
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,10 @@ from temporalio.client import Client
 from temporalio.worker import Replayer
 
 from signoff.converter import data_converter
-from signoff.models import ChatRef, GateNotice, ReleaseFile
+from signoff.models import ChatRef, GateNotice
 from tests.helpers import attested, gated_spec, running_worker, wait_for, wait_phase, with_plan
 from tests.test_gates_workflow import attempt
+from tests.test_release_canary import STABLE, paused_canary_file
 from workers.registry import all_workflows
 from workers.worker import workflow_runner
 
@@ -85,17 +87,7 @@ async def test_a_canary_rebuilt_at_each_step_is_promoted_aborted_and_replays(cli
     still running when its workflow is evicted and runs it again on replay, so the deploy-window
     check never finishes.)"""
     deploys = tmp_path / "deploys"
-    stable = "sha256:" + "b" * 64
-    spec = ReleaseFile.model_validate({
-        "service": "checkout", "requested_by": "dana@example.com", "change": {"summary": "cold canary", "paths": ["docs/x.md"]},
-        "artifact": "sha256:" + "c" * 64, "environment": "staging",
-        "deploy": {"target": "command", "settings": {
-            "deploy": f"echo {{digest}} {{weight}} >> {deploys}",
-            "current": "echo '{\"stable\": \"%s\"}'" % stable,
-            "rollback": f"echo rollback {{digest}} >> {deploys}",
-        }},
-        "canary": {"steps": [{"set_weight": 20}, {"pause": {}}, {"set_weight": 50}, {"pause": {}}], "analyses": {}},
-    })
+    spec = paused_canary_file(deploys)
     r = f"rel-cold-canary-{uuid.uuid4().hex[:8]}"
     async with running_worker(client, task_queue, identity="cold-start") as sc:
         await sc.start_release(spec, release_id=r)
@@ -109,13 +101,13 @@ async def test_a_canary_rebuilt_at_each_step_is_promoted_aborted_and_replays(cli
     assert done.phase.value == "aborted" and "customer reports" in (done.reason or "")
     lines = deploys.read_text().split()
     assert lines.count("20") == 1 and lines.count("50") == 1, lines  # a rebuild deploys nothing twice
-    assert lines[-2:] == ["rollback", stable]
+    assert lines[-2:] == ["rollback", STABLE]
 
     history = await client.get_workflow_handle(r).fetch_history()
     failed = [e.event_id for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
     assert not failed, f"workflow tasks failed at events {failed}"
     # Each step's workflow tasks ran on its own worker, which held nothing of the release before.
     took = [e.workflow_task_started_event_attributes.identity for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED]
-    assert [w for i, w in enumerate(took) if i == 0 or took[i - 1] != w] == ["cold-start", "cold-promote", "cold-abort"], took
+    assert [w for w, _ in groupby(took)] == ["cold-start", "cold-promote", "cold-abort"], took
     replayed = await Replayer(workflows=all_workflows(), data_converter=data_converter, workflow_runner=workflow_runner()).replay_workflow(history, raise_on_replay_failure=False)
     assert replayed.replay_failure is None, replayed.replay_failure

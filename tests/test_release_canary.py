@@ -132,19 +132,29 @@ async def test_good_goes_through_every_step(client: Client, task_queue: str, sta
         assert placement.stable == done.artifact_digest and placement.canary is None
 
 
+STABLE = "sha256:" + "b" * 64
+
+
+def paused_canary_file(deploys: Path) -> ReleaseFile:
+    """A prebuilt artifact whose canary pauses at 20 % and at 50 % for a person; the command
+    target appends each deploy ("digest weight") and rollback to `deploys`, and reports STABLE."""
+    return ReleaseFile.model_validate({
+        "service": "checkout", "requested_by": "dana@example.com", "change": {"summary": "x", "paths": ["docs/x.md"]},
+        "artifact": "sha256:" + "c" * 64, "environment": "staging",
+        "deploy": {"target": "command", "settings": {
+            "deploy": f"echo {{digest}} {{weight}} >> {deploys}",
+            "current": "echo '{\"stable\": \"%s\"}'" % STABLE,
+            "rollback": f"echo rollback {{digest}} >> {deploys}",
+        }},
+        "canary": {"steps": [{"set_weight": 20}, {"pause": {}}, {"set_weight": 50}, {"pause": {}}], "analyses": {}},
+    })
+
+
 async def test_indefinite_pause_promoted_and_manual_abort(client: Client, task_queue: str, tmp_path: Path) -> None:
     """pause: {} waits for a person (never the requester); abort mid-canary rolls back."""
-    spec = {
-        "steps": [{"set_weight": 20}, {"pause": {}}, {"set_weight": 50}, {"pause": {}}],
-        "analyses": {},
-    }
-    deploy = {"target": "command", "settings": {"deploy": f"echo {{digest}} {{weight}} >> {tmp_path}/deploys", "current": "echo '{\"stable\": \"sha256:%s\"}'" % ("b" * 64), "rollback": f"echo rollback {{digest}} >> {tmp_path}/deploys"}}
     async with running_worker(client, task_queue) as sc:
         rid = f"pause-{uuid.uuid4().hex[:6]}"
-        spec_file = ReleaseFile.model_validate({
-            "service": "checkout", "requested_by": "dana@example.com", "change": {"summary": "x", "paths": ["docs/x.md"]},
-            "artifact": "sha256:" + "c" * 64, "environment": "staging", "deploy": deploy, "canary": spec,
-        })
+        spec_file = paused_canary_file(tmp_path / "deploys")
         await sc.start_release(spec_file, release_id=rid)
         await wait_for(sc, rid, lambda s: bool(s.canary and s.canary.paused))
         from signoff.errors import Refused
