@@ -2,7 +2,9 @@
 
 `BareGateWorkflow` runs as many activities and local activities as a real gated release did
 before its gate (measured from that release's history, `plan_from_history`), waits for two
-approvals (Updates), then runs as many as the release ran after it. Every activity does nothing;
+approvals (Updates), then runs as many as the release ran after it. With `park` in its plan
+(`bench_capacity.py --bare-park`) it continues-as-new when it reaches the gate, so it waits there
+in a run whose history is a handful of events: what parking a release that way would save. Every activity does nothing;
 the workflow keeps only the two approvers. It runs on its own worker process with the same
 workflow runner (SIGNOFF_WORKFLOW_SANDBOX), cache and activity slots as `signoff worker`,
 against a dev server of its own, so the drain rate it reaches is what Temporal, the Python SDK and this machine allow for that many
@@ -45,7 +47,10 @@ class BareGateWorkflow:
 
     @workflow.run
     async def run(self, plan: dict[str, int]) -> list[str]:
-        await self._work(plan["before"], plan["before_local"])
+        if not plan.get("parked"):
+            await self._work(plan["before"], plan["before_local"])
+            if plan.get("park"):  # --bare-park: wait at the gate in a new run with a short history
+                workflow.continue_as_new({**plan, "parked": 1})
         workflow.upsert_search_attributes([PHASE.value_set("awaiting_approval")])
         await workflow.wait_condition(lambda: len(self.approvals) >= 2)
         await self._work(plan["after"], plan["after_local"])

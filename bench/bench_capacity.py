@@ -21,7 +21,8 @@ approvals per second (Little's law), which the benchmark prints beside the measu
 Baseline, same run: the worker's RSS when idle (connected, nothing started), and the
 approval round trip of the first releases before load.
 
-    python bench/bench_capacity.py [--quick] [--releases N] [--compare SMALL] [--baseline] [--concurrency C] [--max-minutes M] [--server-history-cache ENTRIES]
+    python bench/bench_capacity.py [--quick] [--releases N] [--compare SMALL] [--baseline] [--concurrency C] [--max-minutes M]
+                                   [--server-history-cache ENTRIES] [--cache N] [--bare-park]
 
 `--compare SMALL` also runs the whole benchmark at SMALL releases (its own server and worker,
 same invocation, after the run at N), and reports the drain-rate ratio N / SMALL (issue 18: ≥ 0.8, so
@@ -39,6 +40,11 @@ one is the second ratio of issue 18 (≥ 0.67).
 `--server-history-cache ENTRIES` sizes the Temporal server's history caches (mutable state and
 events, 512 entries by default) on every server of the run: with more open workflows than that, each
 Update to a release the server no longer holds is read back from its database first.
+
+`--cache N` runs signoff's worker and the bare one with a workflow cache of N
+(SIGNOFF_MAX_CACHED_WORKFLOWS) instead of the default; bench/bench_cache_miss.py uses it to price
+one cache miss. `--bare-park` makes the bare workflows continue-as-new when they reach the gate,
+so each waits in a run whose history is a handful of events.
 """
 
 from __future__ import annotations
@@ -80,6 +86,12 @@ def server_args(args: argparse.Namespace) -> list[str]:
     if not n:
         return []
     return ["--dynamic-config-value", f"history.cacheMaxSize={n}", "--dynamic-config-value", f"history.eventsCacheMaxSize={n}"]
+
+
+def cache_env(args: argparse.Namespace) -> dict[str, str]:
+    """`--cache N`: the workflow cache of signoff's worker and the bare one (SIGNOFF_MAX_CACHED_WORKFLOWS);
+    unset, both run the worker's default."""
+    return {"SIGNOFF_MAX_CACHED_WORKFLOWS": str(args.cache)} if args.cache is not None else {}
 
 
 def worker_command() -> list[str]:
@@ -240,6 +252,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "max_starting": args.max_starting,
         "server_history_cache": args.server_history_cache,
+        "workflow_cache": args.cache,
     }
     samples: list[dict[str, float]] = []
 
@@ -254,6 +267,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "SIGNOFF_DIRECTORY": str(directory),
             "SIGNOFF_WORKER_METRICS": "",  # no metrics listener: no port conflicts with other runs
             "SIGNOFF_GC_STATS": str(Path(tmp.name) / "gc.json"),  # the collector's pauses (workers/gc_stats.py)
+            **cache_env(args),
         }
         log_path = Path(tmp.name) / "worker.log"
         log = open(log_path, "wb")
@@ -548,7 +562,7 @@ async def run_bare(args: argparse.Namespace, plan: dict[str, int]) -> dict[str, 
     from bench.bare import NAME
 
     deadline = Deadline(args.max_minutes * 60)
-    result: dict[str, Any] = {"benchmark": "bare-workflow baseline: same activities and gate, no signoff", "activity_plan": plan}
+    result: dict[str, Any] = {"benchmark": "bare-workflow baseline: same activities and gate, no signoff", "activity_plan": plan, "parked_by_continue_as_new": bool(args.bare_park)}
     gc_dir = tempfile.TemporaryDirectory(prefix="bench-bare-gc-")
     gc_file = Path(gc_dir.name) / "gc.json"
     async with dev_server(extra_args=server_args(args)) as env:
@@ -556,7 +570,7 @@ async def run_bare(args: argparse.Namespace, plan: dict[str, int]) -> dict[str, 
         task_queue = f"bench-bare-{uuid.uuid4().hex[:8]}"
         proc = subprocess.Popen(
             [sys.executable, "-c", "from bench.bare import main; main()", client.service_client.config.target_host, task_queue],
-            env={**os.environ, "PYTHONPATH": str(REPO), "SIGNOFF_GC_STATS": str(gc_file)},
+            env={**os.environ, "PYTHONPATH": str(REPO), "SIGNOFF_GC_STATS": str(gc_file), **cache_env(args)},
             cwd=str(REPO),
             stdout=subprocess.DEVNULL,
         )
@@ -569,7 +583,7 @@ async def run_bare(args: argparse.Namespace, plan: dict[str, int]) -> dict[str, 
 
                 async def start_one(rid: str) -> None:
                     await arrivals.turn()
-                    await client.start_workflow(NAME, plan, id=rid, task_queue=task_queue)
+                    await client.start_workflow(NAME, {**plan, **({"park": 1} if args.bare_park else {})}, id=rid, task_queue=task_queue)
 
                 await in_parallel(args.concurrency, ids, start_one)
             waiting, _ = await wait_count(client, f"WorkflowId STARTS_WITH '{prefix}' AND SignoffPhase = 'awaiting_approval'", len(ids), deadline, what="bare at the gate")
@@ -686,6 +700,14 @@ def main() -> None:
         "--server-history-cache", type=int, default=None, metavar="ENTRIES",
         help="size the dev server's history and events caches (Temporal settings) to ENTRIES; default: Temporal's 512",
     )
+    parser.add_argument(
+        "--cache", type=int, default=None, metavar="N",
+        help="the worker's workflow cache (SIGNOFF_MAX_CACHED_WORKFLOWS) for signoff and the bare baseline; default: the worker's default",
+    )
+    parser.add_argument(
+        "--bare-park", action="store_true",
+        help="the bare workflows continue-as-new when they reach the gate, so each waits in a run with a short history (what parking a release that way would save)",
+    )
     parser.add_argument("--out", default=None, help="results file (default bench/results/capacity.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (worker log, audit log)")
     parser.add_argument(
@@ -715,7 +737,8 @@ def main() -> None:
             result.update(bare_at_small(args, bare, result["activity_plan"]))
     n = result.get("releases_started", 0)
     print(f"capacity: {n} releases waiting at a gate on one worker" + (" (TRUNCATED by the time budget)" if result.get("truncated_by_time_budget") else "")
-          + (f"; server history caches {args.server_history_cache:,} entries" if args.server_history_cache else "; server history caches at Temporal's default"))
+          + (f"; server history caches {args.server_history_cache:,} entries" if args.server_history_cache else "; server history caches at Temporal's default")
+          + (f"; workflow cache {args.cache:,}" if args.cache is not None else ""))
     print(f"  worker RSS idle {result.get('worker_rss_idle_mib')} MiB → all waiting {result.get('worker_rss_all_waiting_mib')} MiB "
           f"(target ≤ {RSS_TARGET_MIB} MiB: {'meets' if result['meets_rss_target'] else 'MISSES'}); peak {result.get('worker_peak_rss_mib')} MiB")
     print(f"  time to start all and see them waiting: {result.get('start_to_all_waiting_seconds')} s ({result.get('start_rate_per_second')} releases/s)")

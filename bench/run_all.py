@@ -31,6 +31,7 @@ BENCHMARKS: list[tuple[str, str, str, list[str], int]] = [
     ("flag_rollback", "bench_flag_rollback.py", "flag_rollback.json", ["--quick"], 600),
     ("replay", "bench_replay.py", "replay.json", ["--quick"], 900),
     ("capacity", "bench_capacity.py", "capacity.json", ["--quick"], 3600),
+    ("cache_miss", "bench_cache_miss.py", "cache_miss.json", ["--releases", "200", "--small", "20", "--max-minutes", "6"], 1800),
     ("sandbox", "bench_sandbox.py", "sandbox.json", ["--n", "20"], 300),
     ("windows", "bench_windows.py", "windows.json", ["--runs", "60"], 300),
 ]
@@ -107,6 +108,10 @@ def _known(name: str, doc: dict[str, Any]) -> tuple[str, str, str]:
         return (f"miss at {now.get('events')} events median {_round(now.get('median_ms'))} ms; instance {_num(doc, 'fit', 'shared', 'instance_ms')} ms",
                 f"sandbox before: {_round(before.get('median_ms'))} ms; instance {_num(doc, 'fit', 'before', 'instance_ms')} ms",
                 f"{_round(doc.get('largest_history_ratio_shared_vs_before'))}×; cache {doc.get('recommended_max_cached_workflows')}")
+    if name == "cache_miss":
+        return (f"signoff per miss: worker {_get(doc, 'signoff', 'worker_ms_per_miss')} ms, server {_get(doc, 'signoff', 'server_ms_per_miss')} ms; {_get(doc, 'signoff', 'kib_per_cached_release')} KiB cached",
+                f"bare per miss: worker {_get(doc, 'bare', 'worker_ms_per_miss')} ms, server {_get(doc, 'bare', 'server_ms_per_miss')} ms; {_get(doc, 'bare', 'kib_per_cached_release')} KiB cached",
+                f"all {_get(doc, 'signoff_holding_all', 'releases')} cached: ~{_get(doc, 'signoff_holding_all', 'rss_mib')} MiB")
     if name.startswith("capacity"):
         n = doc.get("releases_started")
         if doc.get("compared_with"):
