@@ -18,7 +18,10 @@ Temporal's SDK and server charge for a miss and a cached workflow of that shape.
 From those, the cache that would hold `--target` releases (default 10,000) with no miss, and
 the RSS it would take next to the idle worker.
 
-    python bench/bench_cache_miss.py [--releases N] [--small C] [--target T] [--max-minutes M]
+    python bench/bench_cache_miss.py [--releases N] [--small C] [--rounds R] [--target T] [--max-minutes M]
+
+Each figure is the median over `--rounds` (3) pairs of runs, the two caches alternating: a drain
+lasts about a minute here, and one pair alone has shown a dev-server cost per miss below zero.
 
 Writes bench/results/cache_miss.json (and the two bench_capacity results beside it).
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,6 +69,15 @@ def miss_cost(small: dict[str, Any], big: dict[str, Any], *, releases: int, smal
     return out
 
 
+def medians(costs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each figure over the rounds (None where no round has it)."""
+    out: dict[str, Any] = {}
+    for key in costs[0] if costs else ():
+        values = [c[key] for c in costs if isinstance(c.get(key), (int, float))]
+        out[key] = round(statistics.median(values), 2) if values else None
+    return out
+
+
 def holding_all(cost: dict[str, Any], idle_mib: float | None, target: int) -> dict[str, Any]:
     """The RSS a worker caching all `target` releases would need, next to its idle RSS."""
     kib = cost.get("kib_per_cached_release")
@@ -98,36 +111,47 @@ def main() -> None:
     parser.add_argument("--releases", type=int, default=800, help="releases waiting (default 800)")
     parser.add_argument("--small", type=int, default=50, help="the cache that misses (default 50)")
     parser.add_argument("--target", type=int, default=10_000, help="releases a worker should hold with no miss (default 10,000)")
+    parser.add_argument("--rounds", type=int, default=3, help="pairs of runs, alternating the two caches; figures are medians (default 3)")
     parser.add_argument("--max-minutes", type=float, default=12, help="bound for each of the two bench_capacity runs (default 12)")
     parser.add_argument("--out", default=None, help="results file (default bench/results/cache_miss.json)")
     args = parser.parse_args()
     big_cache = args.releases + 200
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds must be at least 1 (got {args.rounds}).")
     if args.small >= args.releases:
         raise SystemExit(f"--small ({args.small}) must be below --releases ({args.releases}), or no approval misses the cache.")
 
+    rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-cache-miss-") as tmp:
-        small = capacity(args.releases, args.small, args.max_minutes, Path(tmp) / "small.json")
-        big = capacity(args.releases, big_cache, args.max_minutes, Path(tmp) / "big.json")
+        for r in range(args.rounds):  # alternate, so drift in the machine's load hits both caches
+            small = capacity(args.releases, args.small, args.max_minutes, Path(tmp) / f"small{r}.json")
+            big = capacity(args.releases, big_cache, args.max_minutes, Path(tmp) / f"big{r}.json")
+            rounds.append({
+                "approvals_accepted": {"missing": small.get("approvals_accepted"), "cached": big.get("approvals_accepted")},
+                "drain_rate_per_second": {"missing": small.get("drain_rate_per_second"), "cached": big.get("drain_rate_per_second")},
+                "signoff": miss_cost(small, big, releases=args.releases, small_cache=args.small, big_cache=big_cache),
+                "bare": miss_cost(small.get("bare_baseline") or {}, big.get("bare_baseline") or {}, releases=args.releases, small_cache=args.small, big_cache=big_cache),
+                "worker_rss_idle_mib": small.get("worker_rss_idle_mib"),
+            })
 
     result: dict[str, Any] = {
-        "benchmark": "workflow-cache miss: CPU per miss and memory per cached waiting release, signoff vs bare workflows",
+        "benchmark": "workflow-cache miss: CPU per miss and memory per cached waiting release, signoff vs bare workflows (medians over rounds)",
         "releases": args.releases,
         "caches": {"missing": args.small, "cached": big_cache},
-        "approvals_accepted": {"missing": small.get("approvals_accepted"), "cached": big.get("approvals_accepted")},
-        "drain_rate_per_second": {"missing": small.get("drain_rate_per_second"), "cached": big.get("drain_rate_per_second")},
-        "signoff": miss_cost(small, big, releases=args.releases, small_cache=args.small, big_cache=big_cache),
-        "bare": miss_cost(small.get("bare_baseline") or {}, big.get("bare_baseline") or {}, releases=args.releases, small_cache=args.small, big_cache=big_cache),
-        "worker_rss_idle_mib": small.get("worker_rss_idle_mib"),
+        "rounds": rounds,
+        "signoff": medians([r["signoff"] for r in rounds]),
+        "bare": medians([r["bare"] for r in rounds]),
+        "worker_rss_idle_mib": medians([{"idle": r["worker_rss_idle_mib"]} for r in rounds])["idle"],
     }
     result["signoff_holding_all"] = holding_all(result["signoff"], result["worker_rss_idle_mib"], args.target)
     write_result("cache_miss", result, args.out)
 
-    print(f"cache misses at {args.releases} releases (cache {args.small} vs {big_cache}, 2 approvals each):")
+    print(f"cache misses at {args.releases} releases (cache {args.small} vs {big_cache}, 2 approvals each; medians of {args.rounds} rounds):")
     for name in ("signoff", "bare"):
         c = result[name]
         print(f"  {name:7s} per miss: worker {c['worker_ms_per_miss']} ms, dev server {c['server_ms_per_miss']} ms; per cached waiting release: {c['kib_per_cached_release']} KiB")
     s, b = result["signoff"], result["bare"]
-    if s["worker_ms_per_miss"] and b["worker_ms_per_miss"]:
+    if s["worker_ms_per_miss"] and b["worker_ms_per_miss"] and s["kib_per_cached_release"] and b["kib_per_cached_release"]:
         print(f"  signoff / bare per miss: worker {s['worker_ms_per_miss'] / b['worker_ms_per_miss']:.2f}×, memory per cached release {s['kib_per_cached_release'] / b['kib_per_cached_release']:.2f}×")
     h = result["signoff_holding_all"]
     if h:

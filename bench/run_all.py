@@ -31,7 +31,7 @@ BENCHMARKS: list[tuple[str, str, str, list[str], int]] = [
     ("flag_rollback", "bench_flag_rollback.py", "flag_rollback.json", ["--quick"], 600),
     ("replay", "bench_replay.py", "replay.json", ["--quick"], 900),
     ("capacity", "bench_capacity.py", "capacity.json", ["--quick"], 3600),
-    ("cache_miss", "bench_cache_miss.py", "cache_miss.json", ["--releases", "200", "--small", "20", "--max-minutes", "6"], 1800),
+    ("cache_miss", "bench_cache_miss.py", "cache_miss.json", ["--releases", "200", "--small", "20", "--rounds", "1", "--max-minutes", "6"], 1800),
     ("sandbox", "bench_sandbox.py", "sandbox.json", ["--n", "20"], 300),
     ("windows", "bench_windows.py", "windows.json", ["--runs", "60"], 300),
 ]

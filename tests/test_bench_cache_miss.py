@@ -39,3 +39,12 @@ def test_caches_that_do_not_differ_are_refused() -> None:
 def test_a_run_without_figures_gives_none_not_a_number() -> None:
     cost = miss_cost({}, run(50.5, 68.3, 376.0), releases=800, small_cache=50, big_cache=1000)
     assert cost["worker_ms_per_miss"] is None and cost["kib_per_cached_release"] is None
+
+
+def test_rounds_are_summed_up_by_their_medians() -> None:
+    from bench.bench_cache_miss import medians
+
+    rounds = [{"worker_ms_per_miss": 8.9, "server_ms_per_miss": -0.5}, {"worker_ms_per_miss": 12.2, "server_ms_per_miss": 4.7}, {"worker_ms_per_miss": 10.0, "server_ms_per_miss": None}]
+    assert medians(rounds) == {"worker_ms_per_miss": 10.0, "server_ms_per_miss": 2.1}
+    assert medians([{"worker_ms_per_miss": None}]) == {"worker_ms_per_miss": None}
+    assert medians([]) == {}
