@@ -57,12 +57,12 @@ SANDBOX_PASSTHROUGH = (
 )
 
 
-#: The worker's workflow cache, picked from bench/bench_replay.py (bench/results/replay.json): a
-#: release waiting at its gate holds ~0.4-0.5 MiB in the cache, so 1,000 of them fit in half of
-#: the 1 GiB worker budget with the idle worker (~200 MiB) beside them; a release beyond the cache
-#: is replayed on its next task, ~30 ms at its gate (~46 events) and ~0.35 ms per further event.
-#: Raise it (SIGNOFF_MAX_CACHED_WORKFLOWS) on workers with more memory: a larger cache turns those
-#: replays into cache hits.
+#: The worker's workflow cache, first picked from bench/bench_replay.py (~0.4-0.5 MiB per waiting
+#: release then, so 1,000 filled half of the 1 GiB worker budget). Measured on the live worker now
+#: (bench/bench_cache_miss.py): a release waiting at its gate holds 160-200 KiB, and with 10,000
+#: waiting and 1,000 cached the worker held 459 MiB (peak 556). A release beyond the cache is
+#: rebuilt from its history on its next task. Raise it (SIGNOFF_MAX_CACHED_WORKFLOWS) on workers
+#: with more memory: a larger cache turns those rebuilds into cache hits.
 DEFAULT_MAX_CACHED_WORKFLOWS = 1000
 
 
