@@ -2,13 +2,15 @@
 
 `BareGateWorkflow` runs as many activities and local activities as a real gated release did
 before its gate (measured from that release's history, `plan_from_history`), waits for two
-approvals (Updates), then runs as many as the release ran after it. With `park` in its plan
-(`bench_capacity.py --bare-park`) it continues-as-new when it reaches the gate, so it waits there
-in a run whose history is a handful of events: what parking a release that way would save. Every activity does nothing;
-the workflow keeps only the two approvers. It runs on its own worker process with the same
-workflow runner (SIGNOFF_WORKFLOW_SANDBOX), cache and activity slots as `signoff worker`,
-against a dev server of its own, so the drain rate it reaches is what Temporal, the Python SDK and this machine allow for that many
-workflow tasks, activities and Updates, and signoff's own cost is the gap to it.
+approvals (Updates), then runs as many as the release ran after it. Every activity does nothing;
+the workflow keeps only the two approvers. With `park` in its plan (`bench_capacity.py
+--bare-park`) it continues-as-new when it reaches the gate, so it waits there in a run whose
+history is a handful of events: what parking a release that way would save.
+
+It runs on its own worker process with the same workflow runner (SIGNOFF_WORKFLOW_SANDBOX), cache
+and activity slots as `signoff worker`, against a dev server of its own, so the drain rate it
+reaches is what Temporal, the Python SDK and this machine allow for that many workflow tasks,
+activities and Updates, and signoff's own cost is the gap to it.
 
 The worker: `python -c "from bench.bare import main; main()" ADDRESS TASK_QUEUE` (bench_capacity
 starts it; the workflow's module must be importable by name for the sandbox).

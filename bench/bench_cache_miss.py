@@ -23,7 +23,7 @@ the RSS it would take next to the idle worker.
 Each figure is the median over `--rounds` (3) pairs of runs, the two caches alternating: a drain
 lasts about a minute here, and one pair alone has shown a dev-server cost per miss below zero.
 
-Writes bench/results/cache_miss.json (and the two bench_capacity results beside it).
+Writes bench/results/cache_miss.json: the medians, and each round's figures under `rounds`.
 """
 
 from __future__ import annotations
@@ -112,12 +112,14 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=50, help="the cache that misses (default 50)")
     parser.add_argument("--target", type=int, default=10_000, help="releases a worker should hold with no miss (default 10,000)")
     parser.add_argument("--rounds", type=int, default=3, help="pairs of runs, alternating the two caches; figures are medians (default 3)")
-    parser.add_argument("--max-minutes", type=float, default=12, help="bound for each of the two bench_capacity runs (default 12)")
+    parser.add_argument("--max-minutes", type=float, default=12, help="bound for each bench_capacity run (default 12)")
     parser.add_argument("--out", default=None, help="results file (default bench/results/cache_miss.json)")
     args = parser.parse_args()
     big_cache = args.releases + 200
     if args.rounds < 1:
         raise SystemExit(f"--rounds must be at least 1 (got {args.rounds}).")
+    if args.small < 1:
+        raise SystemExit(f"--small must be at least 1 (got {args.small}): a worker that caches nothing cannot finish a release whose local activity outlasts a task.")
     if args.small >= args.releases:
         raise SystemExit(f"--small ({args.small}) must be below --releases ({args.releases}), or no approval misses the cache.")
 

@@ -715,6 +715,8 @@ def main() -> None:
         help="only the bare-workflow baseline, at N and (with --compare) at SMALL, with the activity plan a real release measured in the last full run (bench/results/capacity.json); writes bench/results/capacity_bare.json",
     )
     args = parser.parse_args()
+    if args.cache is not None and args.cache < 1:
+        raise SystemExit(f"--cache must be at least 1 (got {args.cache}): a worker that caches nothing cannot finish a release whose local activity outlasts a task.")
     if args.releases is None:
         args.releases = 500 if args.quick else 10_000
     if args.max_minutes is None:
