@@ -40,6 +40,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.bench_capacity import refuse_empty_cache  # noqa: E402
 from bench.common import write_result  # noqa: E402
 
 GIB_MIB = 1024
@@ -118,8 +119,7 @@ def main() -> None:
     big_cache = args.releases + 200
     if args.rounds < 1:
         raise SystemExit(f"--rounds must be at least 1 (got {args.rounds}).")
-    if args.small < 1:
-        raise SystemExit(f"--small must be at least 1 (got {args.small}): a worker that caches nothing cannot finish a release whose local activity outlasts a task.")
+    refuse_empty_cache(args.small, "--small")
     if args.small >= args.releases:
         raise SystemExit(f"--small ({args.small}) must be below --releases ({args.releases}), or no approval misses the cache.")
 

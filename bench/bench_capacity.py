@@ -94,6 +94,12 @@ def cache_env(args: argparse.Namespace) -> dict[str, str]:
     return {"SIGNOFF_MAX_CACHED_WORKFLOWS": str(args.cache)} if args.cache is not None else {}
 
 
+def refuse_empty_cache(n: int, flag: str) -> None:
+    """A workflow cache below 1 is refused in one sentence (bench_capacity --cache, bench_cache_miss --small)."""
+    if n < 1:
+        raise SystemExit(f"{flag} must be at least 1 (got {n}): a worker that caches nothing cannot finish a release whose local activity outlasts a task.")
+
+
 def worker_command() -> list[str]:
     script = Path(sysconfig.get_path("scripts")) / "signoff"  # the real entry point, not a pyenv shim
     if script.exists():
@@ -715,8 +721,8 @@ def main() -> None:
         help="only the bare-workflow baseline, at N and (with --compare) at SMALL, with the activity plan a real release measured in the last full run (bench/results/capacity.json); writes bench/results/capacity_bare.json",
     )
     args = parser.parse_args()
-    if args.cache is not None and args.cache < 1:
-        raise SystemExit(f"--cache must be at least 1 (got {args.cache}): a worker that caches nothing cannot finish a release whose local activity outlasts a task.")
+    if args.cache is not None:
+        refuse_empty_cache(args.cache, "--cache")
     if args.releases is None:
         args.releases = 500 if args.quick else 10_000
     if args.max_minutes is None:

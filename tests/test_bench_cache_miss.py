@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.bench_cache_miss import holding_all, miss_cost, misses_per_release
+from bench.bench_cache_miss import holding_all, medians, miss_cost, misses_per_release
 
 
 def run(worker: float, server: float, rss: float) -> dict:
@@ -42,8 +42,6 @@ def test_a_run_without_figures_gives_none_not_a_number() -> None:
 
 
 def test_rounds_are_summed_up_by_their_medians() -> None:
-    from bench.bench_cache_miss import medians
-
     rounds = [{"worker_ms_per_miss": 8.9, "server_ms_per_miss": -0.5}, {"worker_ms_per_miss": 12.2, "server_ms_per_miss": 4.7}, {"worker_ms_per_miss": 10.0, "server_ms_per_miss": None}]
     assert medians(rounds) == {"worker_ms_per_miss": 10.0, "server_ms_per_miss": 2.1}
     assert medians([{"worker_ms_per_miss": None}]) == {"worker_ms_per_miss": None}
